@@ -1,0 +1,69 @@
+"""Public surgery API: a model and a plan (or a target depth) in, a smaller model out."""
+
+from __future__ import annotations
+
+from transformers import PreTrainedModel
+
+from layergraft.arch import ArchSpec, ffn_width, num_heads, num_layers, spec_for
+from layergraft.errors import LayergraftError
+from layergraft.manifest import GraftStep, Manifest
+from layergraft.methods import NEEDS_SCORES, GraftOptions, MethodInput, get_method
+from layergraft.plan import Plan
+from layergraft.surgery import apply_recipes
+
+
+def graft_model(
+    model: PreTrainedModel,
+    *,
+    layers: int | None = None,
+    plan: Plan | None = None,
+    method: str = "graft",
+    head_scores=None,
+    neuron_scores=None,
+    cka=None,
+    adjacent_cosine=None,
+    options: GraftOptions | None = None,
+    importance_info: dict | None = None,
+    seed: int = 0,
+    manifest: Manifest | None = None,
+    spec: ArchSpec | None = None,
+) -> tuple[PreTrainedModel, Manifest]:
+    """Return (new model, manifest with this step appended); `model` is left untouched.
+
+    Give either `layers` (target depth) or `plan`. `manifest` is the input model's own
+    manifest when it is itself a graft, so chained grafts (12 -> 6 -> 3) trace back
+    to the original teacher.
+    """
+    spec = spec or spec_for(model)
+    depth = num_layers(model.config)
+    if plan is None and layers is None:
+        raise LayergraftError("say how deep the new model is: give --layers N or --pairs")
+    target = plan.target_layers if plan is not None else int(layers)
+    if plan is not None and layers is not None and plan.target_layers != layers:
+        raise LayergraftError(
+            f"--pairs gives {plan.target_layers} layers but --layers asks for {layers}"
+        )
+    if plan is not None and method.startswith("drop-"):
+        raise LayergraftError(
+            f"method '{method}' chooses its own layers: give --layers, not --pairs"
+        )
+    options = options or GraftOptions()
+    inp = MethodInput(
+        num_layers=depth, num_heads=num_heads(model.config), ffn_width=ffn_width(model, spec),
+        target_layers=target, plan=plan, head_scores=head_scores, neuron_scores=neuron_scores,
+        cka=cka, adjacent_cosine=adjacent_cosine, options=options,
+        slot_aligned=spec.slot_aligned, seed=seed,
+    )
+    chosen_plan, recipes = get_method(method)(inp)
+    new_model = apply_recipes(model, recipes, spec)
+    manifest = manifest or Manifest.for_teacher(model)
+    if manifest.num_layers != depth:
+        raise LayergraftError(
+            f"the manifest describes a {manifest.num_layers}-layer model but this one has {depth}"
+        )
+    step = GraftStep(
+        method=method, input_layers=depth, recipes=recipes, plan=chosen_plan.to_dict(),
+        options=options.to_dict() if method in ("graft", "random") else {},
+        importance=importance_info if method in NEEDS_SCORES else None, seed=seed,
+    )
+    return new_model, Manifest(teacher=dict(manifest.teacher), steps=[*manifest.steps, step])

@@ -1,0 +1,217 @@
+"""Compression methods as recipe makers: which units of which layers each new layer keeps.
+
+A method never touches weights (that is `surgery.apply_recipes`); it turns a plan (or a
+target depth), optional importance scores and similarities into one `LayerRecipe` per
+new layer. All methods share this signature so `compress` and `compare` treat them alike.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+
+from layergraft.errors import LayergraftError
+from layergraft.plan import Plan
+from layergraft.surgery import LayerRecipe, Unit, keep_recipe
+
+BIAS_RULES = ("sum", "later", "earlier", "mean")
+NORM_RULES = ("mean", "later", "earlier")
+QUOTAS = ("free", "equal")
+
+
+@dataclass(frozen=True)
+class GraftOptions:
+    """How a group of layers becomes one.
+
+    Defaults follow the first trial in DESIGN.md (summed output biases, mean LayerNorm
+    started best); per-layer score normalisation and equal per-source quotas keep deep
+    merges (3+ layers into one) from taking every unit from the lower layers.
+    """
+
+    bias: str = "sum"
+    norm: str = "mean"
+    normalize_scores: bool = False
+    quota: str = "free"
+
+    def __post_init__(self) -> None:
+        for value, allowed, flag in ((self.bias, BIAS_RULES, "--bias"),
+                                     (self.norm, NORM_RULES, "--norm"),
+                                     (self.quota, QUOTAS, "--quota")):
+            if value not in allowed:
+                raise LayergraftError(f"{flag} must be one of {', '.join(allowed)}, not '{value}'")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class MethodInput:
+    """Everything a method may look at. Scores are [L, H] / [L, I]; cka is [L+1, L+1]."""
+
+    num_layers: int
+    num_heads: int
+    ffn_width: int
+    target_layers: int
+    plan: Plan | None = None
+    head_scores: torch.Tensor | None = None
+    neuron_scores: torch.Tensor | None = None
+    cka: torch.Tensor | None = None
+    adjacent_cosine: torch.Tensor | None = None
+    options: GraftOptions = GraftOptions()
+    slot_aligned: bool = False
+    seed: int = 0
+
+    def resolved_plan(self) -> Plan:
+        """The caller's plan, else the most-similar-first plan, else uniform groups."""
+        if self.plan is not None:
+            if self.plan.num_layers != self.num_layers:
+                raise LayergraftError(
+                    f"plan is for {self.plan.num_layers} layers but the model has "
+                    f"{self.num_layers}"
+                )
+            return self.plan
+        if self.cka is not None:
+            return Plan.by_similarity(self.cka, self.target_layers)
+        return Plan.uniform(self.num_layers, self.target_layers)
+
+
+Method = Callable[[MethodInput], tuple[Plan, list[LayerRecipe]]]
+
+
+def _combine(group: Sequence[int], rule: str) -> dict[int, float]:
+    if rule == "sum":
+        return {layer: 1.0 for layer in group}
+    if rule == "mean":
+        return {layer: 1.0 / len(group) for layer in group}
+    return {group[-1] if rule == "later" else group[0]: 1.0}
+
+
+def _select(scores: torch.Tensor, group: Sequence[int], count: int, quota: str) -> list[Unit]:
+    """The `count` best units of the group's layers, in (layer, index) order."""
+    pool = scores[list(group)]  # [len(group), units]
+    if quota == "equal":
+        shares = [count // len(group) + (1 if i < count % len(group) else 0)
+                  for i in range(len(group))]
+        chosen = [(group[i], int(j)) for i, share in enumerate(shares)
+                  for j in torch.topk(pool[i], share).indices]
+    else:
+        flat = torch.topk(pool.flatten(), count).indices
+        chosen = [(group[int(k) // pool.shape[1]], int(k) % pool.shape[1]) for k in flat]
+    return sorted(chosen)
+
+
+def _select_slots(scores: torch.Tensor, group: Sequence[int]) -> list[Unit]:
+    """Slot-aligned heads: for each head index, the better of the group's heads there."""
+    best = scores[list(group)].argmax(dim=0)
+    return [(group[int(b)], h) for h, b in enumerate(best)]
+
+
+def _graft_recipes(inp: MethodInput, head_scores: torch.Tensor,
+                   neuron_scores: torch.Tensor) -> tuple[Plan, list[LayerRecipe]]:
+    plan = inp.resolved_plan()
+    if inp.options.normalize_scores:
+        head_scores = head_scores / head_scores.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        neuron_scores = neuron_scores / neuron_scores.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    recipes = []
+    for group in plan.groups:
+        if len(group) == 1:
+            recipes.append(keep_recipe(group[0], inp.num_heads, inp.ffn_width))
+            continue
+        heads = (_select_slots(head_scores, group) if inp.slot_aligned
+                 else _select(head_scores, group, inp.num_heads, inp.options.quota))
+        recipes.append(LayerRecipe(
+            sources=tuple(group),
+            heads=tuple(heads),
+            neurons=tuple(_select(neuron_scores, group, inp.ffn_width, inp.options.quota)),
+            bias=_combine(group, inp.options.bias),
+            norm=_combine(group, inp.options.norm),
+        ))
+    return plan, recipes
+
+
+def graft(inp: MethodInput) -> tuple[Plan, list[LayerRecipe]]:
+    """Importance-based graft (DESIGN section 3)."""
+    if inp.head_scores is None or inp.neuron_scores is None:
+        raise LayergraftError(
+            "method 'graft' needs importance scores: give --task (data to score on) or "
+            "precomputed scores from `layergraft analyze`"
+        )
+    return _graft_recipes(inp, inp.head_scores, inp.neuron_scores)
+
+
+def random_graft(inp: MethodInput) -> tuple[Plan, list[LayerRecipe]]:
+    """Same shape and options as `graft`, units chosen uniformly at random (seeded)."""
+    generator = torch.Generator().manual_seed(inp.seed)
+    heads = torch.rand((inp.num_layers, inp.num_heads), generator=generator)
+    neurons = torch.rand((inp.num_layers, inp.ffn_width), generator=generator)
+    return _graft_recipes(inp, heads, neurons)
+
+
+def average(inp: MethodInput) -> tuple[Plan, list[LayerRecipe]]:
+    """Weight-averaging merge of each group (LaCo / MKA style)."""
+    plan = inp.resolved_plan()
+    return plan, [LayerRecipe(sources=g, mix={layer: 1.0 / len(g) for layer in g})
+                  for g in plan.groups]
+
+
+def _keep(inp: MethodInput, kept: Sequence[int]) -> tuple[Plan, list[LayerRecipe]]:
+    """Drop every layer not in `kept`; the plan records which group each kept layer ends."""
+    kept = sorted(kept)
+    groups, start = [], 0
+    for position, layer in enumerate(kept):
+        end = layer if position < len(kept) - 1 else inp.num_layers - 1
+        groups.append(tuple(range(start, end + 1)))
+        start = end + 1
+    plan = Plan.from_groups(inp.num_layers, groups)
+    return plan, [keep_recipe(layer, inp.num_heads, inp.ffn_width) for layer in kept]
+
+
+def drop_top(inp: MethodInput) -> tuple[Plan, list[LayerRecipe]]:
+    """Keep the bottom N layers (Sajjad et al. 2020's best simple strategy)."""
+    return _keep(inp, range(inp.target_layers))
+
+
+def drop_bottom(inp: MethodInput) -> tuple[Plan, list[LayerRecipe]]:
+    return _keep(inp, range(inp.num_layers - inp.target_layers, inp.num_layers))
+
+
+def drop_alternate(inp: MethodInput) -> tuple[Plan, list[LayerRecipe]]:
+    """Keep evenly spaced layers ending with the top one (6 -> 3 keeps 1, 3, 5)."""
+    step = inp.num_layers / inp.target_layers
+    return _keep(inp, [round((i + 1) * step) - 1 for i in range(inp.target_layers)])
+
+
+def drop_similar(inp: MethodInput) -> tuple[Plan, list[LayerRecipe]]:
+    """Drop the layers whose output is most similar to their input (they change least)."""
+    if inp.adjacent_cosine is None:
+        raise LayergraftError(
+            "method 'drop-similar' needs layer similarities: give --task so layergraft "
+            "can measure them"
+        )
+    order = torch.argsort(inp.adjacent_cosine, descending=True).tolist()
+    dropped = set(order[: inp.num_layers - inp.target_layers])
+    return _keep(inp, [layer for layer in range(inp.num_layers) if layer not in dropped])
+
+
+METHODS: dict[str, Method] = {
+    "graft": graft,
+    "random": random_graft,
+    "average": average,
+    "drop-top": drop_top,
+    "drop-bottom": drop_bottom,
+    "drop-alternate": drop_alternate,
+    "drop-similar": drop_similar,
+}
+NEEDS_SCORES = frozenset({"graft"})
+NEEDS_SIMILARITY = frozenset({"drop-similar"})
+
+
+def get_method(name: str) -> Method:
+    if name in METHODS:
+        return METHODS[name]
+    close = difflib.get_close_matches(name, METHODS, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    raise LayergraftError(f"unknown method '{name}'{hint}: choose one of {', '.join(METHODS)}")

