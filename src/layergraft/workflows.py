@@ -1,0 +1,158 @@
+"""Path-level workflows behind `layergraft analyze` and `layergraft graft`.
+
+The CLI is a thin layer over these functions: they load a model folder (or hub name)
+and a task, run the pure pieces (analysis, surgery) and save the results atomically.
+Anything a command can do is reachable from Python through here.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from layergraft.errors import LayergraftError
+from layergraft.graft import graft_model
+from layergraft.manifest import Manifest
+from layergraft.methods import NEEDS_SCORES, NEEDS_SIMILARITY, GraftOptions
+from layergraft.modelio import check_output_dir, load_classifier, save_model
+from layergraft.plan import Plan
+
+
+@dataclass(frozen=True)
+class TaskSource:
+    """A task name or data path plus the column overrides a local file may need."""
+
+    name: str
+    text_column: str | None = None
+    pair_column: str | None = None
+    label_column: str | None = None
+    regression: bool | None = None
+    seed: int = 0
+
+    def load(self):
+        from layergraft.tasks import load_task
+
+        return load_task(self.name, text_column=self.text_column, pair_column=self.pair_column,
+                         label_column=self.label_column, regression=self.regression,
+                         seed=self.seed)
+
+
+@dataclass(frozen=True)
+class AnalysisSettings:
+    """How importance and similarity are measured (DESIGN sections 4-5)."""
+
+    samples: int = 2000
+    split: str = "train"
+    batch_size: int = 64
+    max_length: int = 128
+    importance: str = "michel"
+    loss: str = "task"
+    normalize: bool = False
+    seed: int = 0
+    progress: bool = True
+
+
+def load_for_task(model_path: str, task):
+    """Model (with a head sized for the task when it has none yet) and tokenizer, checked."""
+    from layergraft.tasks import check_model_fits
+
+    model, tokenizer = load_classifier(model_path, num_labels=task.spec.num_labels)
+    check_model_fits(task.spec, model.config)
+    return model, tokenizer
+
+
+def analysis_batches(task, tokenizer, settings: AnalysisSettings):
+    """A seeded sample of one split, tokenised and batched with dynamic padding."""
+    from layergraft.data import encode, loader
+
+    if settings.split not in task.splits:
+        raise LayergraftError(
+            f"task '{task.spec.name}' has no '{settings.split}' split "
+            f"(it has {', '.join(task.splits)})"
+        )
+    split = task.splits[settings.split].shuffle(seed=settings.seed)
+    split = split.select(range(min(settings.samples, len(split))))
+    from datasets import DatasetDict
+
+    encoded = encode(type(task)(spec=task.spec, splits=DatasetDict({"sample": split})),
+                     tokenizer, settings.max_length)["sample"]
+    return loader(encoded, tokenizer, settings.batch_size)
+
+
+def analyze_path(model_path: str, task_source: TaskSource, out_dir: str | os.PathLike,
+                 settings: AnalysisSettings = AnalysisSettings()):
+    """Measure importance and similarity of a model on a task and save them to `out_dir`."""
+    from layergraft.analysis import save_analysis
+
+    task = task_source.load()
+    model, tokenizer = load_for_task(model_path, task)
+    analysis = measure(model, tokenizer, task, settings)
+    save_analysis(analysis, out_dir)
+    return analysis
+
+
+def measure(model, tokenizer, task, settings: AnalysisSettings = AnalysisSettings()):
+    """Importance and similarity of an already loaded model on a sample of the task."""
+    from layergraft.analysis import analyze_model
+
+    return analyze_model(model, analysis_batches(task, tokenizer, settings),
+                         importance=settings.importance, loss=settings.loss,
+                         normalize=settings.normalize, progress=settings.progress)
+
+
+def graft_path(
+    model_path: str,
+    out_dir: str | os.PathLike,
+    *,
+    layers: int | None = None,
+    pairs: str | None = None,
+    method: str = "graft",
+    task_source: TaskSource | None = None,
+    analysis_dir: str | os.PathLike | None = None,
+    settings: AnalysisSettings = AnalysisSettings(),
+    options: GraftOptions | None = None,
+    seed: int = 0,
+    overwrite: bool = False,
+) -> Path:
+    """Graft (or drop / average) a saved model down to `layers` and save the student.
+
+    Methods that need importance or similarity get them from `analysis_dir` (a folder
+    written by `analyze`) or measure them on `task_source`. A model that is itself a
+    graft keeps its manifest, so chained grafts trace back to the original teacher.
+    """
+    check_output_dir(out_dir, overwrite)
+    if task_source is not None:
+        task = task_source.load()
+        model, tokenizer = load_for_task(model_path, task)
+    else:
+        task = None
+        model, tokenizer = load_classifier(model_path)
+    analysis = _analysis_for(model, tokenizer, method, task, analysis_dir, settings)
+    plan = Plan.from_spans(model.config.num_hidden_layers, pairs) if pairs else None
+    scores = {}
+    if analysis is not None:
+        scores = dict(head_scores=analysis.head, neuron_scores=analysis.neuron,
+                      cka=analysis.cka, adjacent_cosine=analysis.adjacent_cosine,
+                      importance_info=dict(analysis.info))
+    student, manifest = graft_model(
+        model, layers=layers, plan=plan, method=method, options=options, seed=seed,
+        manifest=Manifest.load(model_path) if Path(model_path).is_dir() else None, **scores,
+    )
+    return save_model(student, tokenizer, out_dir, manifest=manifest, overwrite=overwrite)
+
+
+def _analysis_for(model, tokenizer, method, task, analysis_dir, settings):
+    """Load or measure the analysis a method needs; None when it needs none and has none."""
+    if analysis_dir is not None:
+        from layergraft.analysis import load_analysis
+
+        return load_analysis(analysis_dir)
+    if task is None:
+        if method in NEEDS_SCORES or method in NEEDS_SIMILARITY:
+            raise LayergraftError(
+                f"method '{method}' needs data to measure the model on: give --task "
+                "(a task name or a data file) or --analysis DIR from `layergraft analyze`"
+            )
+        return None
+    return measure(model, tokenizer, task, settings)
