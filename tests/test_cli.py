@@ -1,0 +1,98 @@
+"""The command line: bad input is one line on stderr and exit status 2, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+import torch
+from helpers import make_tiny_batches, save_tiny_bert_with_tokenizer
+from transformers import AutoModelForSequenceClassification, GPT2Config, GPT2Model
+
+from layergraft.cli import main
+
+
+def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "argv", ["layergraft", *args])
+    try:
+        main()
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code: int, err: str, fragment: str) -> None:
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and fragment in lines[0], err
+    assert "Traceback" not in err
+
+
+@pytest.fixture
+def tiny_dir(tmp_path):
+    return save_tiny_bert_with_tokenizer(tmp_path / "tiny")
+
+
+def test_graft_without_data_saves_a_stock_loadable_model(monkeypatch, capsys, tiny_dir, tmp_path):
+    code, out, _ = run_cli(monkeypatch, capsys, "graft", tiny_dir, "--layers", "2",
+                           "--method", "drop-alternate", "--out", str(tmp_path / "s"))
+    assert code == 0, out
+    student = AutoModelForSequenceClassification.from_pretrained(tmp_path / "s")
+    assert student.config.num_hidden_layers == 2
+    manifest = json.loads((tmp_path / "s" / "graft_manifest.json").read_text())
+    assert manifest["depths"] == [4, 2]
+    assert [layer["sources"] for layer in manifest["layers"]] == [[1], [3]]
+    batch = {k: v for k, v in make_tiny_batches(student)[0].items() if k != "labels"}
+    assert student.eval()(**batch).logits.shape == (4, 2)
+
+
+def test_explicit_pairs_and_refusal_to_overwrite(monkeypatch, capsys, tiny_dir, tmp_path):
+    args = ("graft", tiny_dir, "--pairs", "0-1,2-3", "--method", "random", "--out",
+            str(tmp_path / "s"))
+    assert run_cli(monkeypatch, capsys, *args)[0] == 0
+    code, _, err = run_cli(monkeypatch, capsys, *args)
+    assert_one_line_error(code, err, "--overwrite")
+    assert run_cli(monkeypatch, capsys, *args, "--overwrite")[0] == 0
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (("--pairs", "0-1,4-5", "--method", "random"), "does not fit a model with 4 layers"),
+    (("--layers", "9", "--method", "random"), "between 1 and 4"),
+    (("--layers", "2", "--method", "graff"), "did you mean 'graft'"),
+    (("--layers", "2", "--method", "graft"), "needs data"),
+    (("--layers", "2", "--method", "random", "--bias", "max"), "--bias must be one of"),
+])
+def test_bad_graft_requests_get_one_line_errors(monkeypatch, capsys, tiny_dir, tmp_path, args,
+                                                fragment):
+    code, _, err = run_cli(monkeypatch, capsys, "graft", tiny_dir, *args, "--out",
+                           str(tmp_path / "s"))
+    assert_one_line_error(code, err, fragment)
+    assert not (tmp_path / "s").exists()
+
+
+def test_unknown_architecture_names_the_supported_families(monkeypatch, capsys, tmp_path):
+    GPT2Model(GPT2Config(n_layer=2, n_embd=16, n_head=2, vocab_size=50)).save_pretrained(
+        tmp_path / "gpt2")
+    code, _, err = run_cli(monkeypatch, capsys, "graft", str(tmp_path / "gpt2"), "--layers", "1",
+                           "--method", "drop-top", "--out", str(tmp_path / "s"))
+    assert_one_line_error(code, err, "unsupported architecture 'gpt2'")
+    assert "bert" in err and "mpnet" in err
+
+
+def test_missing_model_folder(monkeypatch, capsys, tmp_path):
+    code, _, err = run_cli(monkeypatch, capsys, "graft", str(tmp_path / "nothing"), "--layers",
+                           "1", "--method", "drop-top", "--out", str(tmp_path / "s"))
+    assert_one_line_error(code, err, "cannot load a model")
+
+
+def test_graft_keeps_weights_of_kept_layers(monkeypatch, capsys, tiny_dir, tmp_path):
+    run_cli(monkeypatch, capsys, "graft", tiny_dir, "--layers", "2", "--method", "drop-top",
+            "--out", str(tmp_path / "s"))
+    teacher = AutoModelForSequenceClassification.from_pretrained(tiny_dir)
+    student = AutoModelForSequenceClassification.from_pretrained(tmp_path / "s")
+    for i in range(2):
+        assert torch.equal(student.bert.encoder.layer[i].output.dense.weight,
+                           teacher.bert.encoder.layer[i].output.dense.weight)
