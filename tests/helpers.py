@@ -110,20 +110,3 @@ def pad_further(
             padded[key] = torch.cat([batch[key], columns], dim=1)
     return padded
 
-
-def save_tiny_bert_with_tokenizer(directory, num_layers: int = 4, num_labels: int = 2) -> str:
-    """A tiny BERT classifier plus a matching WordPiece tokenizer, as a model folder on disk."""
-    from pathlib import Path
-
-    from transformers import BertTokenizerFast
-
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    words = [f"w{i}" for i in range(VOCAB - FIRST_WORD_ID)]
-    vocab = directory / "vocab.txt"
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(vocab))
-    model = make_tiny_model("bert", num_labels=num_labels, num_layers=num_layers)
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return str(directory)

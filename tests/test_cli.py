@@ -7,7 +7,8 @@ import sys
 
 import pytest
 import torch
-from helpers import make_tiny_batches, save_tiny_bert_with_tokenizer
+from helpers import make_tiny_batches
+from tiny_task import save_tiny_teacher
 from transformers import AutoModelForSequenceClassification, GPT2Config, GPT2Model
 
 from layergraft.cli import main
@@ -33,7 +34,7 @@ def assert_one_line_error(code: int, err: str, fragment: str) -> None:
 
 @pytest.fixture
 def tiny_dir(tmp_path):
-    return save_tiny_bert_with_tokenizer(tmp_path / "tiny")
+    return save_tiny_teacher(tmp_path / "tiny")
 
 
 def test_graft_without_data_saves_a_stock_loadable_model(monkeypatch, capsys, tiny_dir, tmp_path):

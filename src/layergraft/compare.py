@@ -1,0 +1,147 @@
+"""`layergraft compare`: methods x strategies x depths (x seeds) for one teacher and task.
+
+Each run is one `compress` call in its own folder under `out/runs/`, so a rerun after an
+interruption reuses every finished run (compress returns a finished `results.json`
+with the same settings as is, and resumes an unfinished one from its checkpoints). The
+flattened rows, `results.csv` / `results.json` and the report are rewritten after
+every run, so what is done is always on disk.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from layergraft.errors import LayergraftError
+from layergraft.manifest import write_json_atomic
+from layergraft.methods import METHODS
+from layergraft.strategies import STRATEGIES
+
+ROWS_JSON = "results.json"
+ROWS_CSV = "results.csv"
+ANALYSIS = "teacher-analysis"
+
+
+@dataclass(frozen=True)
+class RunKey:
+    """One cell of the comparison grid."""
+
+    method: str
+    strategy: str
+    layers: int
+    seed: int = 0
+
+    @property
+    def name(self) -> str:
+        return f"L{self.layers}-{self.method}-{self.strategy}-s{self.seed}"
+
+
+def plan_runs(
+    layers: Sequence[int],
+    methods: Sequence[str] = tuple(METHODS),
+    strategies: Sequence[str] = ("distill",),
+    graft_strategies: Sequence[str] = STRATEGIES,
+    seeds: Sequence[int] = (0,),
+) -> list[RunKey]:
+    """Every method with `strategies`, plus `graft` with `graft_strategies`, per depth/seed."""
+    for name in (*methods, "graft"):
+        if name not in METHODS:
+            raise LayergraftError(f"unknown method '{name}': choose from {', '.join(METHODS)}")
+    for name in (*strategies, *graft_strategies):
+        if name not in STRATEGIES:
+            raise LayergraftError(
+                f"unknown strategy '{name}': choose from {', '.join(STRATEGIES)}")
+    cells = [(m, s) for m in methods for s in strategies]
+    if "graft" in methods or graft_strategies:
+        cells += [("graft", s) for s in graft_strategies]
+    unique = list(dict.fromkeys(cells))
+    return [RunKey(m, s, n, seed) for n in layers for seed in seeds for m, s in unique]
+
+
+def record_rows(record: Mapping) -> list[dict]:
+    """A compress results record flattened to the long rows the report reads."""
+    speed = record.get("speed") or {}
+    ratios = speed.get("throughput_ratio") or {}
+    budget = 0.0 if record["strategy"] == "none" else 1.0
+    base = {"task": record["task"], "method": record["method"],
+            "strategy": record["strategy"], "layers": record["layers"], "budget": budget,
+            "seed": record["seed"], "params": record["student"]["parameters"],
+            "teacher_params": record["teacher"]["parameters"],
+            "throughput_ratio": ratios.get("32"), "throughput_ratio_b1": ratios.get("1"),
+            "train_seconds": record["train"]["seconds"]}
+    rows = []
+    for split, result in record.items():
+        if not isinstance(result, Mapping) or "metrics" not in result:
+            continue
+        for metric, value in result["metrics"].items():
+            rows.append({**base, "split": split, "metric": metric, "value": value,
+                         "teacher_value": result["teacher"][metric],
+                         "retention": result["retention"][metric],
+                         "agreement": result["agreement"], "examples": result["examples"]})
+    return rows
+
+
+def run_comparison(
+    teacher_path: str,
+    task,
+    out_dir: str | os.PathLike,
+    runs: Sequence[RunKey],
+    *,
+    title: str | None = None,
+    on_result: Callable[[RunKey, Mapping], None] | None = None,
+    **compress_options,
+) -> list[dict]:
+    """Run (or reuse) every cell, then write results.csv/json and the report.
+
+    `compress_options` go to every `compress` call unchanged (budget, bf16, distill,
+    graft options, ...), which is what keeps the comparison fair.
+    """
+    from layergraft.strategies import compress
+    from layergraft.workflows import AnalysisSettings, TaskSource, analyze_path
+
+    if not runs:
+        raise LayergraftError("nothing to compare: give at least one method and depth")
+    out = Path(out_dir)
+    source = TaskSource(task) if isinstance(task, str) else task
+    if not (out / ANALYSIS / "analysis.json").is_file():  # the teacher's maps for the report
+        analyze_path(teacher_path, source, out / ANALYSIS,
+                     compress_options.get("analysis") or AnalysisSettings())
+    rows: list[dict] = []
+    for key in runs:
+        record = compress(teacher_path, source, layers=key.layers, method=key.method,
+                          strategy=key.strategy, seed=key.seed,
+                          out_dir=out / "runs" / key.name, **compress_options)
+        rows += record_rows(record)
+        if on_result is not None:
+            on_result(key, record)
+        write_rows(rows, out)
+    write_comparison_report(rows, out, title or f"layergraft comparison: {teacher_path}",
+                            out / ANALYSIS)
+    return rows
+
+
+def write_rows(rows: Sequence[Mapping], out_dir: str | os.PathLike) -> None:
+    from layergraft.report import write_csv
+
+    write_json_atomic(Path(out_dir) / ROWS_JSON, list(rows))
+    write_csv(rows, Path(out_dir) / ROWS_CSV)
+
+
+def write_comparison_report(rows: Sequence[Mapping], out_dir: str | os.PathLike,
+                            title: str, analysis_dir: str | os.PathLike | None = None):
+    """report.md / report.html with the result tables and plots, plus the analysis maps."""
+    from layergraft.analysis import HEAD_PLOT, NEURON_PLOT, SIMILARITY_PLOT
+    from layergraft.report import write_report
+
+    captions = {"Teacher: similarity between layers": SIMILARITY_PLOT,
+                "Teacher: head importance": HEAD_PLOT,
+                "Teacher: neuron importance": NEURON_PLOT}
+    images = {}
+    if analysis_dir is not None:
+        images = {caption: Path(analysis_dir) / name for caption, name in captions.items()
+                  if (Path(analysis_dir) / name).is_file()}
+    return write_report(rows, out_dir, title, images)
+
+
