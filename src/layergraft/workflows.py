@@ -71,12 +71,9 @@ def analysis_batches(task, tokenizer, settings: AnalysisSettings):
             f"task '{task.spec.name}' has no '{settings.split}' split "
             f"(it has {', '.join(task.splits)})"
         )
-    split = task.splits[settings.split].shuffle(seed=settings.seed)
-    split = split.select(range(min(settings.samples, len(split))))
-    from datasets import DatasetDict
-
-    encoded = encode(type(task)(spec=task.spec, splits=DatasetDict({"sample": split})),
-                     tokenizer, settings.max_length)["sample"]
+    encoded = encode(task, tokenizer, settings.max_length, splits=[settings.split])
+    encoded = encoded[settings.split].shuffle(seed=settings.seed)
+    encoded = encoded.select(range(min(settings.samples, len(encoded))))
     return loader(encoded, tokenizer, settings.batch_size)
 
 

@@ -1,0 +1,36 @@
+"""The built-in demo: the headline comparison on the offline model and data, in minutes.
+
+Fine-tunes the offline all-MiniLM-L6-v2 on movie-sentiment once (the teacher is reused
+on later runs), then compares `graft` with the best plain layer drop (keep-alternate)
+at 2 of 6 layers, straight after surgery and after a short distillation budget.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from layergraft.compare import RunKey, run_comparison
+from layergraft.modelio import default_model_path, holds_model
+from layergraft.train import TrainConfig, finetune
+
+TASK = "movie-sentiment"
+RIVAL = "drop-alternate"
+
+
+def run_demo(out_dir: str | os.PathLike = "runs/demo", *, layers: int = 2,
+             budget: str = "0.5 epochs", teacher_epochs: float = 2.0, bf16: bool = True,
+             progress: bool = True) -> list[dict]:
+    """Teacher (once), then graft vs keep-alternate, surgery only and distilled: rows."""
+    from layergraft.tasks import load_task
+
+    out = Path(out_dir)
+    teacher = out / "teacher"
+    if not holds_model(teacher):
+        config = TrainConfig(output_dir="", epochs=teacher_epochs, bf16=bf16, progress=progress)
+        finetune(default_model_path(), load_task(TASK), str(teacher), config)
+    runs = [RunKey(method, strategy, layers)
+            for strategy in ("none", "distill") for method in ("graft", RIVAL)]
+    return run_comparison(str(teacher), TASK, out / "compare", runs, budget=budget,
+                          bf16=bf16, progress=progress,
+                          title=f"layergraft demo: graft vs {RIVAL} at {layers} layers")
