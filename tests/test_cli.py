@@ -97,3 +97,62 @@ def test_graft_keeps_weights_of_kept_layers(monkeypatch, capsys, tiny_dir, tmp_p
     for i in range(2):
         assert torch.equal(student.bert.encoder.layer[i].output.dense.weight,
                            teacher.bert.encoder.layer[i].output.dense.weight)
+
+
+def test_analyze_then_graft_from_the_analysis_on_a_local_file(monkeypatch, capsys, tmp_path):
+    from tiny_task import write_tiny_task
+
+    teacher = save_tiny_teacher(tmp_path / "teacher")
+    task = write_tiny_task(tmp_path / "task")
+    code, out, err = run_cli(monkeypatch, capsys, "analyze", teacher, "--task", task,
+                             "--samples", "32", "--out", str(tmp_path / "ana"))
+    assert code == 0, err
+    assert "adjacent cosine" in out
+    assert {"analysis.json", "importance.safetensors", "similarity.png"} <= {
+        p.name for p in (tmp_path / "ana").iterdir()}
+    code, _, err = run_cli(monkeypatch, capsys, "graft", teacher, "--layers", "2", "--analysis",
+                           str(tmp_path / "ana"), "--out", str(tmp_path / "s"))
+    assert code == 0, err
+    manifest = json.loads((tmp_path / "s" / "graft_manifest.json").read_text())
+    assert manifest["steps"][0]["importance"]["examples"] == 32
+    student = AutoModelForSequenceClassification.from_pretrained(tmp_path / "s")
+    assert student.config.num_hidden_layers == 2
+
+
+def test_missing_label_column_is_named(monkeypatch, capsys, tmp_path, tiny_dir):
+    (tmp_path / "data.csv").write_text("sentence,target\n" + "w5 w6,1\nw7 w8,0\n" * 20)
+    code, _, err = run_cli(monkeypatch, capsys, "analyze", tiny_dir, "--task",
+                           str(tmp_path / "data.csv"), "--out", str(tmp_path / "ana"))
+    assert_one_line_error(code, err, "label")
+    assert "--label-column" in err
+
+
+def test_task_label_count_must_match_the_model(monkeypatch, capsys, tmp_path):
+    teacher = save_tiny_teacher(tmp_path / "three", num_labels=3)
+    (tmp_path / "data.csv").write_text("text,label\n" + "w5 w6,1\nw7 w8,0\n" * 20)
+    code, _, err = run_cli(monkeypatch, capsys, "analyze", teacher, "--task",
+                           str(tmp_path / "data.csv"), "--out", str(tmp_path / "ana"))
+    assert_one_line_error(code, err, "model predicts 0..2")
+
+
+@pytest.mark.slow
+def test_real_minilm_analyze_and_graft_to_three_layers(monkeypatch, capsys, tmp_path):
+    """The offline MiniLM end to end from the CLI; the 3-layer model loads with stock code."""
+    sentences = ["a gripping , beautifully acted film", "dull , lifeless and far too long",
+                 "one of the funniest movies of the year", "a mess of a script"] * 8
+    rows = [f'"{s}",{i % 2 == 0:d}' for i, s in enumerate(sentences)]
+    (tmp_path / "movies.csv").write_text("text,label\n" + "\n".join(rows) + "\n")
+    code, _, err = run_cli(monkeypatch, capsys, "analyze", "minilm", "--task",
+                           str(tmp_path / "movies.csv"), "--samples", "32", "--out",
+                           str(tmp_path / "ana"))
+    assert code == 0, err
+    code, _, err = run_cli(monkeypatch, capsys, "graft", "minilm", "--layers", "3", "--analysis",
+                           str(tmp_path / "ana"), "--out", str(tmp_path / "g3"))
+    assert code == 0, err
+    student = AutoModelForSequenceClassification.from_pretrained(tmp_path / "g3")
+    assert student.config.num_hidden_layers == 3
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "g3")
+    logits = student.eval()(**tokenizer(sentences[:2], return_tensors="pt", padding=True)).logits
+    assert logits.shape == (2, 2) and torch.isfinite(logits).all()

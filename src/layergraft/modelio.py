@@ -54,17 +54,25 @@ def load_config(name_or_path: str):
     return config
 
 
+def has_classifier(config) -> bool:
+    """Whether a saved model already carries a sequence-classification head."""
+    return any(name.endswith("ForSequenceClassification")
+               for name in getattr(config, "architectures", None) or ())
+
+
 def load_classifier(
     name_or_path: str, num_labels: int | None = None
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A *ForSequenceClassification model and its tokenizer, in eval mode.
 
-    `num_labels` is only needed for a base encoder that has no classifier yet.
+    `num_labels` sizes a new head for a base encoder that has none yet; a model that
+    already has a head keeps it (the caller checks that it fits the task), so a
+    fine-tuned teacher is never silently re-initialised.
     """
     name_or_path = resolve_model(name_or_path)
     config = load_config(name_or_path)
     kwargs = {}
-    if num_labels is not None and num_labels != config.num_labels:
+    if num_labels is not None and not has_classifier(config) and num_labels != config.num_labels:
         kwargs = {"num_labels": num_labels}
         if num_labels == 1:
             kwargs["problem_type"] = "regression"

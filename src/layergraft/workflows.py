@@ -127,11 +127,7 @@ def graft_path(
         model, tokenizer = load_classifier(model_path)
     analysis = _analysis_for(model, tokenizer, method, task, analysis_dir, settings)
     plan = Plan.from_spans(model.config.num_hidden_layers, pairs) if pairs else None
-    scores = {}
-    if analysis is not None:
-        scores = dict(head_scores=analysis.head, neuron_scores=analysis.neuron,
-                      cka=analysis.cka, adjacent_cosine=analysis.adjacent_cosine,
-                      importance_info=dict(analysis.info))
+    scores = analysis.graft_inputs() if analysis is not None else {}
     student, manifest = graft_model(
         model, layers=layers, plan=plan, method=method, options=options, seed=seed,
         manifest=Manifest.load(model_path) if Path(model_path).is_dir() else None, **scores,

@@ -1,0 +1,151 @@
+"""`layergraft analyze`: unit importance and layer similarity from one pass over the data.
+
+The same forward pass feeds the importance gradients and the hidden states for CKA.
+Results are records first (safetensors + JSON, written atomically), pictures second.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import safetensors.torch
+import torch
+import transformers
+from transformers import PreTrainedModel
+
+import layergraft
+from layergraft import plots
+from layergraft.arch import ArchSpec, ffn_width, num_heads, num_layers
+from layergraft.errors import LayergraftError
+from layergraft.importance import Batch, ImportanceScores, score_importance
+from layergraft.manifest import write_json_atomic
+from layergraft.similarity import LayerSimilarity
+
+FORMAT = "layergraft-analysis/1"
+IMPORTANCE_FILE = "importance.safetensors"
+SIMILARITY_FILE = "similarity.safetensors"
+SUMMARY_FILE = "analysis.json"
+SIMILARITY_PLOT = "similarity.png"
+HEAD_PLOT = "head_importance.png"
+NEURON_PLOT = "neuron_importance.png"
+
+
+@dataclass
+class Analysis:
+    """Importance scores, CKA [L+1, L+1] (0 = embeddings), adjacent cosine [L], provenance."""
+
+    scores: ImportanceScores
+    cka: torch.Tensor
+    adjacent_cosine: torch.Tensor
+    info: dict = field(default_factory=dict)
+
+    def graft_inputs(self) -> dict:
+        """The keyword arguments `graft.graft_model` takes from an analysis."""
+        return dict(head_scores=self.scores.head, neuron_scores=self.scores.neuron,
+                    cka=self.cka, adjacent_cosine=self.adjacent_cosine,
+                    importance_info={**self.info, "scores": self.scores.info})
+
+
+def analyze_model(
+    model: PreTrainedModel,
+    batches: Iterable[Batch],
+    *,
+    importance: str = "michel",
+    loss: str = "task",
+    normalize: bool = False,
+    progress: bool = True,
+    spec: ArchSpec | None = None,
+) -> Analysis:
+    """Score heads and neurons and measure layer similarity on `batches`, in one pass."""
+    similarity = LayerSimilarity()
+    scores = score_importance(model, batches, method=importance, loss=loss, normalize=normalize,
+                              progress=progress, spec=spec, observe=similarity.update)
+    info = {
+        "model": {"name_or_path": str(getattr(model.config, "_name_or_path", "") or ""),
+                  "model_type": model.config.model_type,
+                  "num_layers": num_layers(model.config),
+                  "num_heads": num_heads(model.config),
+                  "ffn_width": ffn_width(model, spec)},
+        "examples": scores.info["examples"],
+        "tokens": similarity.tokens,
+    }
+    return Analysis(scores=scores, cka=similarity.cka(),
+                    adjacent_cosine=similarity.adjacent_cosine(), info=info)
+
+
+def save_analysis(analysis: Analysis, out_dir: str | os.PathLike) -> Path:
+    """Write the records (safetensors, analysis.json) and the three PNGs into `out_dir`."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_scores(analysis.scores, out / IMPORTANCE_FILE)
+    _write_atomic(out / SIMILARITY_FILE, lambda path: safetensors.torch.save_file(
+        {"cka": analysis.cka.contiguous(),
+         "adjacent_cosine": analysis.adjacent_cosine.contiguous()}, path))
+    write_json_atomic(out / SUMMARY_FILE, {
+        "format": FORMAT,
+        "info": analysis.info,
+        "importance": analysis.scores.info,
+        "versions": {"layergraft": layergraft.__version__,
+                     "transformers": transformers.__version__,
+                     "torch": torch.__version__, "python": platform.python_version()},
+        "cka": analysis.cka.tolist(),
+        "adjacent_cosine": analysis.adjacent_cosine.tolist(),
+        "head_importance": analysis.scores.head.tolist(),
+    })
+    _write_atomic(out / SIMILARITY_PLOT,
+                  lambda path: plots.plot_similarity(analysis.cka, analysis.adjacent_cosine, path))
+    _write_atomic(out / HEAD_PLOT, lambda path: plots.plot_head_importance(
+        analysis.scores.head, path))
+    _write_atomic(out / NEURON_PLOT, lambda path: plots.plot_neuron_importance(
+        analysis.scores.neuron, path))
+    return out
+
+
+def load_analysis(directory: str | os.PathLike) -> Analysis:
+    """Read back what `save_analysis` wrote, exactly."""
+    folder = Path(directory)
+    summary_path = folder / SUMMARY_FILE
+    if not summary_path.is_file():
+        raise LayergraftError(
+            f"'{folder}' holds no layergraft analysis: run `layergraft analyze` to make one"
+        )
+    summary = json.loads(summary_path.read_text())
+    if summary.get("format") != FORMAT:
+        raise LayergraftError(f"'{summary_path}' is not a layergraft analysis "
+                              f"(format {summary.get('format')!r})")
+    similarity = safetensors.torch.load_file(folder / SIMILARITY_FILE)
+    return Analysis(scores=load_scores(folder / IMPORTANCE_FILE), cka=similarity["cka"],
+                    adjacent_cosine=similarity["adjacent_cosine"], info=summary["info"])
+
+
+def save_scores(scores: ImportanceScores, path: str | os.PathLike) -> None:
+    """Scores as safetensors, with their info as JSON in the file's metadata."""
+    _write_atomic(Path(path), lambda tmp: safetensors.torch.save_file(
+        {"head": scores.head.contiguous(), "neuron": scores.neuron.contiguous()}, tmp,
+        metadata={"info": json.dumps(scores.info)}))
+
+
+def load_scores(path: str | os.PathLike) -> ImportanceScores:
+    with safetensors.safe_open(path, framework="pt") as handle:
+        info = json.loads((handle.metadata() or {}).get("info", "{}"))
+        return ImportanceScores(head=handle.get_tensor("head"),
+                                neuron=handle.get_tensor("neuron"), info=info)
+
+
+def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """Let `write` fill a temp file beside `path`, then move it into place in one step.
+
+    The temp file is made by `write` itself, so it gets the usual permissions (umask).
+    """
+    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex}{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
