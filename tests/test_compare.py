@@ -81,3 +81,13 @@ def test_record_rows_flattens_every_split_and_metric():
     assert [(r["metric"], r["value"], r["teacher_value"]) for r in rows] == [
         ("pearson", 0.8, 0.9), ("spearman", 0.6, 0.75)]
     assert rows[0]["throughput_ratio"] == 1.9 and rows[0]["throughput_ratio_b1"] == 1.5
+
+
+def test_budget_fractions_scale_the_full_budget_and_name_the_run():
+    from layergraft.strategies import Budget
+
+    key = RunKey("graft", "distill", 2, seed=1, budget=0.25)
+    assert key.name == "L2-graft-distill-s1-b0.25"
+    assert key.scaled(Budget(3, "epochs")) == Budget(0.75, "epochs")
+    assert key.scaled(Budget(10, "steps")) == Budget(3, "steps")
+    assert RunKey("graft", "none", 2, budget=0.25).name == "L2-graft-none-s0"

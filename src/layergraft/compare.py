@@ -9,6 +9,7 @@ every run, so what is done is always on disk.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from pathlib import Path
 from layergraft.errors import LayergraftError
 from layergraft.manifest import write_json_atomic
 from layergraft.methods import METHODS
-from layergraft.strategies import STRATEGIES
+from layergraft.strategies import STRATEGIES, Budget
 
 ROWS_JSON = "results.json"
 ROWS_CSV = "results.csv"
@@ -32,10 +33,17 @@ class RunKey:
     strategy: str
     layers: int
     seed: int = 0
+    budget: float = 1.0  # fraction of the comparison's full training budget
 
     @property
     def name(self) -> str:
-        return f"L{self.layers}-{self.method}-{self.strategy}-s{self.seed}"
+        share = "" if self.budget == 1.0 or self.strategy == "none" else f"-b{self.budget:g}"
+        return f"L{self.layers}-{self.method}-{self.strategy}-s{self.seed}{share}"
+
+    def scaled(self, full: Budget) -> Budget:
+        """This run's share of the full budget (epochs stay epochs, steps round up)."""
+        amount = full.amount * self.budget
+        return Budget(math.ceil(amount) if full.unit == "steps" else amount, full.unit)
 
 
 def plan_runs(
@@ -60,11 +68,14 @@ def plan_runs(
     return [RunKey(m, s, n, seed) for n in layers for seed in seeds for m, s in unique]
 
 
-def record_rows(record: Mapping) -> list[dict]:
-    """A compress results record flattened to the long rows the report reads."""
+def record_rows(record: Mapping, budget: float = 1.0) -> list[dict]:
+    """A compress results record flattened to the long rows the report reads.
+
+    `budget` is the run's fraction of the full training budget (0 for surgery only).
+    """
     speed = record.get("speed") or {}
     ratios = speed.get("throughput_ratio") or {}
-    budget = 0.0 if record["strategy"] == "none" else 1.0
+    budget = 0.0 if record["strategy"] == "none" else budget
     base = {"task": record["task"], "method": record["method"],
             "strategy": record["strategy"], "layers": record["layers"], "budget": budget,
             "seed": record["seed"], "params": record["student"]["parameters"],
@@ -105,15 +116,16 @@ def run_comparison(
         raise LayergraftError("nothing to compare: give at least one method and depth")
     out = Path(out_dir)
     source = TaskSource(task) if isinstance(task, str) else task
+    full = Budget.parse(compress_options.pop("budget", "3 epochs"))
     if not (out / ANALYSIS / "analysis.json").is_file():  # the teacher's maps for the report
         analyze_path(teacher_path, source, out / ANALYSIS,
                      compress_options.get("analysis") or AnalysisSettings())
     rows: list[dict] = []
     for key in runs:
         record = compress(teacher_path, source, layers=key.layers, method=key.method,
-                          strategy=key.strategy, seed=key.seed,
+                          strategy=key.strategy, seed=key.seed, budget=key.scaled(full),
                           out_dir=out / "runs" / key.name, **compress_options)
-        rows += record_rows(record)
+        rows += record_rows(record, key.budget)
         if on_result is not None:
             on_result(key, record)
         write_rows(rows, out)
