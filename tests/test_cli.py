@@ -156,3 +156,19 @@ def test_real_minilm_analyze_and_graft_to_three_layers(monkeypatch, capsys, tmp_
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "g3")
     logits = student.eval()(**tokenizer(sentences[:2], return_tensors="pt", padding=True)).logits
     assert logits.shape == (2, 2) and torch.isfinite(logits).all()
+
+
+def test_bench_measures_teacher_and_student_in_one_run(monkeypatch, capsys, tmp_path, tiny_dir):
+    from tiny_task import write_tiny_task
+
+    task = write_tiny_task(tmp_path / "task")
+    run_cli(monkeypatch, capsys, "graft", tiny_dir, "--layers", "2", "--method", "drop-top",
+            "--out", str(tmp_path / "s"))
+    code, out, err = run_cli(monkeypatch, capsys, "bench", tiny_dir, str(tmp_path / "s"),
+                             "--task", task, "--batch-sizes", "8,1", "--json",
+                             str(tmp_path / "speed.json"))
+    assert code == 0, err
+    rows = json.loads((tmp_path / "speed.json").read_text())
+    assert [(r["layers"], r["batch_size"]) for r in rows] == [(4, 8), (2, 8), (4, 1), (2, 1)]
+    assert all(r["ideal_ratio"] == 4 / r["layers"] for r in rows)
+    assert out.count("\n") == 5 and "speed-up" in out

@@ -21,7 +21,10 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from layergraft.arch import encoder_layers, num_layers
+from layergraft.data import encode
 from layergraft.errors import LayergraftError
+from layergraft.modelio import load_classifier
+from layergraft.tasks import Task, load_task
 
 # Token ids below this are special (pad/cls/sep/unk/mask) in the common vocabularies.
 FIRST_WORD_ID = 5
@@ -86,84 +89,85 @@ def measure_speed(
     lengths). Each repeat runs every model once over the same batches holding about
     `examples_per_repeat` examples; `warmup` untimed passes per model come first.
     Throughput (examples/s) and latency (ms per batch) are medians over repeats. The
-    first model is the reference of `throughput_ratio` and `ideal_ratio` (its depth
-    over this model's depth).
+    first model is the reference of `throughput_ratio` (see `speed_ratio`) and of
+    `ideal_ratio` (its depth over this model's depth).
     """
     if not models:
         raise LayergraftError("give at least one model to measure")
     if repeats < 1 or warmup < 0 or min(batch_sizes, default=0) < 1:
         raise LayergraftError("repeats and batch sizes must be at least 1, warmup at least 0")
     per_model = _lengths_per_model(models, input_lengths)
+    n_examples = len(next(iter(per_model.values())))
     device = _common_device(models)
     paths = paths or {}
     rows = []
     with _settings(threads, models) as used_threads:
         for batch_size in batch_sizes:
             n_batches = max(1, math.ceil(examples_per_repeat / batch_size))
-            n_examples = len(next(iter(per_model.values())))
             indices = sample_batches(n_examples, batch_size, n_batches, seed)
             batches = {name: _batches(model, per_model[name], indices, seed, device)
                        for name, model in models.items()}
             seconds = _time_interleaved(models, batches, repeats, warmup, bf16, device)
-            for name, model in models.items():
-                rows.append(_record(
-                    name, model, batches[name], seconds[name], per_model[name], indices,
-                    batch_size=batch_size, threads=used_threads, device=device, bf16=bf16,
-                    warmup=warmup, seed=seed, size_bytes=safetensors_size(paths.get(name)),
-                ))
+            settings = {"batch_size": batch_size, "threads": used_threads, "device": str(device),
+                        "bf16": bf16, "warmup": warmup, "seed": seed}
+            rows += [_record(name, model, batches[name], seconds[name],
+                             [per_model[name][i] for batch in indices for i in batch],
+                             safetensors_size(paths.get(name)), settings)
+                     for name, model in models.items()]
     reference = next(iter(models))
     for row in rows:
-        ref = next(r for r in rows if r["model"] == reference and
-                   r["batch_size"] == row["batch_size"])
+        depth = _find(rows, reference, row["batch_size"])["layers"]
         row["throughput_ratio"] = speed_ratio(rows, row["model"], reference, row["batch_size"])
-        row["ideal_ratio"] = ref["layers"] / row["layers"] if row["layers"] else None
+        row["ideal_ratio"] = depth / row["layers"] if row["layers"] else None
     return rows
 
 
 def speed_ratio(rows: Sequence[Mapping], student: str, teacher: str, batch_size: int) -> float:
-    """Student throughput / teacher throughput at one batch size, from the same run's records."""
-    def throughput(name: str) -> float:
-        for row in rows:
-            if row["model"] == name and row["batch_size"] == batch_size:
-                return float(row["throughput"])
-        raise LayergraftError(f"no speed record for '{name}' at batch size {batch_size}")
+    """How many times faster `student` runs than `teacher` at one batch size, in one run.
 
-    return throughput(student) / throughput(teacher)
+    The median over repeats of teacher time / student time within each repeat: the
+    models were interleaved, so each pair ran at nearly the same moment and slow load
+    changes from other processes cancel out of the ratio.
+    """
+    fast, slow = _find(rows, student, batch_size), _find(rows, teacher, batch_size)
+    if (len(fast["repeat_seconds"]) != len(slow["repeat_seconds"])
+            or fast["examples_per_repeat"] != slow["examples_per_repeat"]):
+        raise LayergraftError(f"'{student}' and '{teacher}' were not measured in the same run")
+    per_repeat = np.asarray(slow["repeat_seconds"]) / np.asarray(fast["repeat_seconds"])
+    return float(np.median(per_repeat))
 
 
-def token_lengths(
-    tokenizer: PreTrainedTokenizerBase,
-    texts: Sequence[str | tuple[str, str]],
-    max_length: int | None = None,
+def task_lengths(
+    task: Task, tokenizer: PreTrainedTokenizerBase, split: str = "dev", max_length: int = 128
 ) -> list[int]:
-    """Token counts the model really sees (special tokens included, truncated as in training)."""
-    if texts and isinstance(texts[0], (tuple, list)):
-        encoded = tokenizer([t[0] for t in texts], [t[1] for t in texts],
-                            truncation=True, max_length=max_length)
-    else:
-        encoded = tokenizer(list(texts), truncation=True, max_length=max_length)
-    return [len(ids) for ids in encoded["input_ids"]]
+    """Token counts the model really sees on a split (special tokens in, truncated as trained)."""
+    return [len(ids) for ids in encode(task, tokenizer, max_length, splits=[split])[split]
+            ["input_ids"]]
 
 
 def bench_models(
     paths: Sequence[str],
-    texts: Sequence[str | tuple[str, str]],
+    task: str | Task,
+    *,
+    split: str = "dev",
+    max_length: int = 128,
     **options,
 ) -> list[dict]:
-    """Load saved classifiers and measure them on `texts` (e.g. a task's dev split).
+    """Load saved classifiers and measure them on a task split's real length distribution.
 
-    Each model gets the lengths its own tokenizer gives the same texts; the first model
-    is the reference. `options` go to `measure_speed`.
+    Each model gets the lengths its own tokenizer gives the same examples; the first
+    model is the reference. `options` go to `measure_speed`.
     """
-    from layergraft.modelio import load_classifier
-
     if len(set(paths)) != len(paths):
         raise LayergraftError("the same model is named twice: give each model once")
+    task = load_task(task) if isinstance(task, str) else task
+    if split not in task.splits:
+        raise LayergraftError(f"task {task.spec.name} has no '{split}' split; "
+                              f"choose one of {', '.join(task.splits)}")
     models, lengths = {}, {}
     for path in paths:
-        model, tokenizer = load_classifier(path)
-        max_length = min(tokenizer.model_max_length, model.config.max_position_embeddings)
-        models[path], lengths[path] = model, token_lengths(tokenizer, texts, max_length)
+        models[path], tokenizer = load_classifier(path)
+        lengths[path] = task_lengths(task, tokenizer, split, max_length)
     return measure_speed(models, lengths, paths={p: p for p in paths}, **options)
 
 
@@ -249,26 +253,46 @@ def _settings(threads: int | None, models: Mapping[str, PreTrainedModel]) -> Ite
             m.train(training[name])
 
 
-def _record(name, model, batches, seconds, lengths, indices, **fields) -> dict:
+def _find(rows: Sequence[Mapping], name: str, batch_size: int) -> Mapping:
+    for row in rows:
+        if row["model"] == name and row["batch_size"] == batch_size:
+            return row
+    raise LayergraftError(f"no speed record for '{name}' at batch size {batch_size}")
+
+
+def _record(name, model, batches, seconds, lengths, size_bytes, settings) -> dict:
+    """`lengths`: the real lengths of every example in one repeat, in batch order."""
     total, encoder = count_parameters(model)
-    n_examples = sum(len(b) for b in indices)
     median = float(np.median(seconds))
     return {
         "model": name,
-        "batch_size": fields.pop("batch_size"),
-        "throughput": n_examples / median,
+        "batch_size": settings["batch_size"],
+        "throughput": len(lengths) / median,
         "latency_ms": 1000.0 * median / len(batches),
         "layers": num_layers(model.config),
         "params": total,
         "encoder_params": encoder,
-        "size_bytes": fields.pop("size_bytes"),
-        "examples_per_repeat": n_examples,
+        "size_bytes": size_bytes,
+        "examples_per_repeat": len(lengths),
         "batches_per_repeat": len(batches),
-        "mean_length": float(np.mean([lengths[i] for b in indices for i in b])),
+        "mean_length": float(np.mean(lengths)),
         "mean_padded_length": float(np.mean([b["input_ids"].shape[1] for b in batches])),
         "repeats": len(seconds),
         "repeat_seconds": [float(s) for s in seconds],
-        "device": str(fields.pop("device")),
         "torch": torch.__version__,
-        **fields,
+        **{k: v for k, v in settings.items() if k != "batch_size"},
     }
+
+
+def format_speed_table(rows: Sequence[Mapping]) -> str:
+    """Speed records as an aligned plain-text table, one line per model and batch size."""
+    header = ("model", "batch", "layers", "params", "MB", "examples/s", "ms/batch", "speed-up",
+              "ideal")
+    lines = [header] + [(
+        str(r["model"]), str(r["batch_size"]), str(r["layers"]), f"{r['params'] / 1e6:.1f}M",
+        f"{r['size_bytes'] / 1e6:.1f}" if r.get("size_bytes") else "-",
+        f"{r['throughput']:.1f}", f"{r['latency_ms']:.2f}", f"{r['throughput_ratio']:.2f}x",
+        f"{r['ideal_ratio']:.2f}x" if r.get("ideal_ratio") else "-") for r in rows]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(line, widths, strict=True))
+                     for line in lines)
