@@ -42,7 +42,8 @@ def accuracy(predictions: np.ndarray, references: np.ndarray) -> float:
 
 def f1(predictions: np.ndarray, references: np.ndarray) -> float:
     """Binary F1 of class 1 (GLUE's MRPC/QQP convention); 0.0 when class 1 is never predicted."""
-    return float(f1_score(references, predictions, average="binary", pos_label=1, zero_division=0.0))
+    score = f1_score(references, predictions, average="binary", pos_label=1, zero_division=0.0)
+    return float(score)
 
 
 def macro_f1(predictions: np.ndarray, references: np.ndarray) -> float:
@@ -82,11 +83,6 @@ METRICS: dict[str, Metric] = {
         Metric("spearman", spearman, needs="scores"),
     )
 }
-
-
-def primary_metric(spec: TaskSpec) -> str:
-    """The metric used to pick checkpoints and summarise a task: the first one the task lists."""
-    return spec.metrics[0]
 
 
 def compute_metrics(

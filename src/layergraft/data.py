@@ -1,0 +1,72 @@
+"""From a task's text to model inputs: tokenised splits, dynamic padding, data loaders.
+
+Splits are tokenised without padding (each batch is padded to its own longest row, which on
+short sentences is several times faster than padding to ``max_length``). Every row carries an
+``example_id``, its index within its split, so per-example results and cached teacher outputs
+can be matched to rows whatever order batches come in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import datasets
+import torch
+from torch.utils.data import DataLoader
+from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
+
+from layergraft.tasks import LABEL, PAIR, TEXT, Task
+
+EXAMPLE_ID = "example_id"
+LABELS = "labels"
+
+
+def encode(
+    task: Task,
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int = 128,
+    splits: Iterable[str] | None = None,
+) -> datasets.DatasetDict:
+    """Tokenise ``splits`` (default: all) of ``task``, truncating to ``max_length`` tokens.
+
+    Columns: ``input_ids``, ``attention_mask``, ``token_type_ids`` when the tokenizer makes
+    them (pairs get segment ids), ``labels`` when the split is labeled, and ``example_id``.
+    """
+    names = list(task.splits) if splits is None else list(splits)
+    missing = [s for s in names if s not in task.splits]
+    if missing:
+        raise KeyError(f"task {task.spec.name} has no split {missing} (has {list(task.splits)})")
+
+    def tokenize(batch: dict[str, list]) -> dict[str, Any]:
+        pair = (batch[PAIR],) if PAIR in batch else ()
+        return tokenizer(batch[TEXT], *pair, truncation=True, max_length=max_length)
+
+    encoded = {}
+    for name in names:
+        data = task.splits[name]
+        texts = [c for c in (TEXT, PAIR) if c in data.column_names]
+        data = data.map(tokenize, batched=True, remove_columns=texts,
+                        desc=f"tokenising {task.spec.name}/{name}")
+        if LABEL in data.column_names:
+            data = data.rename_column(LABEL, LABELS)
+        encoded[name] = data.add_column(EXAMPLE_ID, list(range(len(data))))
+    return datasets.DatasetDict(encoded)
+
+
+def collator(tokenizer: PreTrainedTokenizerBase) -> DataCollatorWithPadding:
+    """Pads each batch to its longest row; ``labels`` and ``example_id`` become tensors too."""
+    return DataCollatorWithPadding(tokenizer, return_tensors="pt")
+
+
+def loader(
+    dataset: datasets.Dataset,
+    tokenizer: PreTrainedTokenizerBase,
+    batch_size: int,
+    shuffle: bool = False,
+    seed: int = 0,
+) -> DataLoader:
+    """A DataLoader over an encoded split; ``shuffle`` order is fixed by ``seed``."""
+    generator = torch.Generator().manual_seed(seed) if shuffle else None
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
+                      collate_fn=collator(tokenizer))
