@@ -172,3 +172,24 @@ def test_bench_measures_teacher_and_student_in_one_run(monkeypatch, capsys, tmp_
     assert [(r["layers"], r["batch_size"]) for r in rows] == [(4, 8), (2, 8), (4, 1), (2, 1)]
     assert all(r["ideal_ratio"] == 4 / r["layers"] for r in rows)
     assert out.count("\n") == 5 and "speed-up" in out
+
+
+def test_finetune_then_evaluate_from_the_cli(monkeypatch, capsys, tmp_path, tiny_dir):
+    from tiny_task import write_tiny_task
+
+    task = write_tiny_task(tmp_path / "task", sizes=(128, 32, 32))
+    code, out, err = run_cli(monkeypatch, capsys, "finetune", tiny_dir, "--task", task,
+                             "--max-steps", "40", "--lr", "3e-3", "--batch-size", "16",
+                             "--out", str(tmp_path / "teacher"))
+    assert code == 0, err
+    record = json.loads((tmp_path / "teacher" / "finetune_results.json").read_text())
+    assert record["global_step"] == 40
+    code, out, err = run_cli(monkeypatch, capsys, "evaluate", str(tmp_path / "teacher"),
+                             "--task", task, "--split", "dev", "--split", "test", "--json",
+                             str(tmp_path / "eval.json"))
+    assert code == 0, err
+    records = json.loads((tmp_path / "eval.json").read_text())
+    assert [r["split"] for r in records] == ["dev", "test"]
+    assert records[0]["metrics"]["accuracy"] == pytest.approx(record["dev"]["accuracy"])
+    assert records[0]["metrics"]["accuracy"] > 0.8  # the toy task is learnt
+    assert "accuracy" in out

@@ -149,7 +149,7 @@ def finetune(
     model: ModelArg,
     task: TaskOpt,
     out: OutOpt,
-    epochs: Annotated[float, typer.Option("--epochs", help="Training epochs.")] = 3.0,
+    epochs: Annotated[float, typer.Option("--epochs", help="Training epochs.")] = 2.0,
     max_steps: Annotated[int | None, typer.Option(
         "--max-steps", help="Stop after this many optimizer steps (overrides --epochs).")]
     = None,
@@ -179,9 +179,9 @@ def finetune(
 def evaluate(
     model: ModelArg,
     task: TaskOpt,
-    split: Annotated[list[str], typer.Option(
-        "--split", help="Split(s) to score; 'ood' adds the task's out-of-domain sets.")]
-    = ["dev"],  # noqa: B006 (typer reads the default, never mutates it)
+    split: Annotated[list[str] | None, typer.Option(
+        "--split", help="Split(s) to score (default: the task's evaluation splits); 'ood' "
+        "adds the task's out-of-domain sets.")] = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="Also write JSON here.")]
     = None,
     bf16: Bf16Opt = False,
@@ -195,6 +195,7 @@ def evaluate(
 
     loaded = _task_source(task, 0, text_column, pair_column, label_column).load()
     classifier, tokenizer = load_for_task(model, loaded)
+    split = split or list(loaded.spec.eval_splits)
     targets = [(loaded, name) for name in split if name != "ood"]
     if "ood" in split:
         targets += [(other, "test") for other in loaded.ood().values()]
