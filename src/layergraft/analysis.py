@@ -9,8 +9,7 @@ from __future__ import annotations
 import json
 import os
 import platform
-import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,9 +21,9 @@ from transformers import PreTrainedModel
 import layergraft
 from layergraft import plots
 from layergraft.arch import ArchSpec, ffn_width, num_heads, num_layers
+from layergraft.atomic import atomic_write, write_json_atomic
 from layergraft.errors import LayergraftError
 from layergraft.importance import Batch, ImportanceScores, score_importance
-from layergraft.manifest import write_json_atomic
 from layergraft.similarity import LayerSimilarity
 
 FORMAT = "layergraft-analysis/1"
@@ -84,7 +83,7 @@ def save_analysis(analysis: Analysis, out_dir: str | os.PathLike) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_scores(analysis.scores, out / IMPORTANCE_FILE)
-    _write_atomic(out / SIMILARITY_FILE, lambda path: safetensors.torch.save_file(
+    atomic_write(out / SIMILARITY_FILE, lambda path: safetensors.torch.save_file(
         {"cka": analysis.cka.contiguous(),
          "adjacent_cosine": analysis.adjacent_cosine.contiguous()}, path))
     write_json_atomic(out / SUMMARY_FILE, {
@@ -98,11 +97,11 @@ def save_analysis(analysis: Analysis, out_dir: str | os.PathLike) -> Path:
         "adjacent_cosine": analysis.adjacent_cosine.tolist(),
         "head_importance": analysis.scores.head.tolist(),
     })
-    _write_atomic(out / SIMILARITY_PLOT,
+    atomic_write(out / SIMILARITY_PLOT,
                   lambda path: plots.plot_similarity(analysis.cka, analysis.adjacent_cosine, path))
-    _write_atomic(out / HEAD_PLOT, lambda path: plots.plot_head_importance(
+    atomic_write(out / HEAD_PLOT, lambda path: plots.plot_head_importance(
         analysis.scores.head, path))
-    _write_atomic(out / NEURON_PLOT, lambda path: plots.plot_neuron_importance(
+    atomic_write(out / NEURON_PLOT, lambda path: plots.plot_neuron_importance(
         analysis.scores.neuron, path))
     return out
 
@@ -126,7 +125,7 @@ def load_analysis(directory: str | os.PathLike) -> Analysis:
 
 def save_scores(scores: ImportanceScores, path: str | os.PathLike) -> None:
     """Scores as safetensors, with their info as JSON in the file's metadata."""
-    _write_atomic(Path(path), lambda tmp: safetensors.torch.save_file(
+    atomic_write(Path(path), lambda tmp: safetensors.torch.save_file(
         {"head": scores.head.contiguous(), "neuron": scores.neuron.contiguous()}, tmp,
         metadata={"info": json.dumps(scores.info)}))
 
@@ -136,16 +135,3 @@ def load_scores(path: str | os.PathLike) -> ImportanceScores:
         info = json.loads((handle.metadata() or {}).get("info", "{}"))
         return ImportanceScores(head=handle.get_tensor("head"),
                                 neuron=handle.get_tensor("neuron"), info=info)
-
-
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Let `write` fill a temp file beside `path`, then move it into place in one step.
-
-    The temp file is made by `write` itself, so it gets the usual permissions (umask).
-    """
-    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex}{path.suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

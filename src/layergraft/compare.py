@@ -15,8 +15,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from layergraft.atomic import write_json_atomic
 from layergraft.errors import LayergraftError
-from layergraft.manifest import write_json_atomic
 from layergraft.methods import METHODS
 from layergraft.strategies import STRATEGIES, Budget
 

@@ -22,9 +22,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 import layergraft
 from layergraft.arch import num_layers
+from layergraft.atomic import write_json_atomic
 from layergraft.data import EXAMPLE_ID, LABELS, encode, loader
 from layergraft.errors import LayergraftError
-from layergraft.manifest import write_json_atomic
 from layergraft.metrics import METRICS, compute_metrics
 from layergraft.tasks import Task, TaskSpec, check_model_fits
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from transformers import PreTrainedModel
 
 import layergraft
 from layergraft.arch import ffn_width, num_heads, num_layers
+from layergraft.atomic import write_json_atomic
 from layergraft.errors import LayergraftError
 from layergraft.surgery import LayerRecipe, apply_recipes, keep_recipe
 
@@ -126,17 +126,6 @@ def replay(teacher: PreTrainedModel, manifest: Manifest) -> PreTrainedModel:
     for step in manifest.steps:
         model = apply_recipes(model, step.recipes)
     return model
-
-
-def write_json_atomic(path: str | os.PathLike, data: object) -> None:
-    """Write JSON so a crash leaves either the old file or the new one, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as tmp:
-        json.dump(data, tmp, indent=1)
-        tmp.flush()
-        os.fsync(tmp.fileno())
-    os.replace(tmp.name, path)
 
 
 def _view(recipe: LayerRecipe) -> dict:

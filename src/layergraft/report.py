@@ -27,6 +27,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from scipy import stats
 
+from layergraft.atomic import write_bytes_atomic
 from layergraft.metrics import METRICS
 
 ROW_KEYS = ("task", "method", "strategy", "layers", "budget", "seed", "split", "metric",
@@ -59,7 +60,7 @@ def write_csv(rows: Sequence[Mapping], path: str | os.PathLike) -> Path:
     writer.writeheader()
     for row in rows:
         writer.writerow({k: _csv_value(row.get(k)) for k in columns})
-    return _write_atomic(path, buffer.getvalue().encode())
+    return write_bytes_atomic(path, buffer.getvalue().encode())
 
 
 def summary_table(
@@ -297,9 +298,9 @@ def write_report(
         blocks.append(("image", caption, Path(path).name, Path(path).read_bytes()))
     for block in blocks:
         if block[0] == "image" and not _holds(out / block[2], block[3]):
-            _write_atomic(out / block[2], block[3])
-    md = _write_atomic(out / "report.md", _markdown(blocks).encode())
-    return md, _write_atomic(out / "report.html", _html(blocks, title).encode())
+            write_bytes_atomic(out / block[2], block[3])
+    md = write_bytes_atomic(out / "report.md", _markdown(blocks).encode())
+    return md, write_bytes_atomic(out / "report.html", _html(blocks, title).encode())
 
 
 def _task_blocks(rows, task, split, budget_methods) -> list[Block]:
@@ -409,22 +410,6 @@ def _lines(summary: Sequence[Mapping], keys: Sequence[str]) -> dict[str, list[Ma
     for entry in summary:
         lines.setdefault(" / ".join(str(entry.get(k)) for k in keys), []).append(entry)
     return lines
-
-
-def _write_atomic(path: str | os.PathLike, data: bytes) -> Path:
-    """Write via a temp file in the same folder, then rename: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 def _correct(predictions: Sequence, labels: Sequence) -> np.ndarray:

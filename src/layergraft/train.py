@@ -47,10 +47,10 @@ from transformers import (
 )
 from transformers.trainer_utils import EvalPrediction, get_last_checkpoint
 
+from layergraft.atomic import write_json_atomic
 from layergraft.data import EXAMPLE_ID, LABELS, collator, encode
 from layergraft.errors import LayergraftError
 from layergraft.evaluation import evaluate_model, versions
-from layergraft.manifest import write_json_atomic
 from layergraft.metrics import METRICS, compute_metrics
 from layergraft.modelio import check_output_dir, load_classifier, save_model
 from layergraft.tasks import Task, TaskSpec, check_model_fits
