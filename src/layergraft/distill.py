@@ -37,8 +37,9 @@ class DistillConfig:
     """Weights of the loss terms and the softmax temperature.
 
     loss = logit_weight * KL(teacher_T || student_T) * T^2   (MSE on the output for
-           regression) + hidden_weight * mean over student layers of the token MSE to
-           the teacher layer ending its span + task_weight * CE (MSE) on gold labels.
+           regression) + hidden_weight * mean over student layers and examples of the
+           MSE over real tokens to the teacher layer ending the student layer's span
+           + task_weight * CE (MSE) on gold labels.
     """
 
     temperature: float = 2.0
@@ -127,7 +128,7 @@ class TeacherCache:
         computes and writes (atomically), the others wait and then read the files.
         """
         directory = cache_path(teacher, dataset, cache_dir)
-        with PartialState().local_main_process_first():
+        with process_state().local_main_process_first():
             missing = [i for i in sorted(set(layers))
                        if not (directory / _hidden_file(i)).is_file()]
             if missing or not (directory / LOGITS_FILE).is_file():
@@ -147,6 +148,10 @@ class TeacherCache:
                 "TeacherCache.build (or delete the folder)"
             ) from None
         return cls(index["logits"], index["example_id"], index["offsets"], hidden)
+
+    def ordered_logits(self) -> torch.Tensor:
+        """The teacher's logits for example_id 0, 1, ... (its predictions on the split)."""
+        return self.logits[self.position[self.position >= 0]]
 
     def outputs(self, batch: Mapping[str, torch.Tensor],
                 layers: Sequence[int] = ()) -> TeacherOutputs:
@@ -185,10 +190,8 @@ def distill_loss(student_logits: torch.Tensor, student_hidden: Sequence[torch.Te
                             log_target=True, reduction="batchmean") * t * t
         loss = loss + config.logit_weight * soft
     if config.hidden_weight:
-        mask = attention_mask.bool()
-        terms = [F.mse_loss(s[mask].float(), t) for s, t in zip(student_hidden, teacher.hidden,
-                                                                    strict=True)]
-        loss = loss + config.hidden_weight * torch.stack(terms).mean()
+        loss = loss + config.hidden_weight * _hidden_mse(student_hidden, teacher.hidden,
+                                                         attention_mask)
     if config.task_weight:
         if labels is None:
             raise LayergraftError("task_weight > 0 needs labelled training data")
@@ -196,6 +199,24 @@ def distill_loss(student_logits: torch.Tensor, student_hidden: Sequence[torch.Te
                 else F.cross_entropy(logits, labels))
         loss = loss + config.task_weight * task
     return loss
+
+
+def _hidden_mse(student: Sequence[torch.Tensor], teacher: Sequence[torch.Tensor],
+                attention_mask: torch.Tensor) -> torch.Tensor:
+    """Mean over layers and examples of each example's MSE over its real tokens.
+
+    Every example counts once (as in the logit and task terms), so a batch's loss is the
+    mean of its parts' losses and data-parallel training matches one process exactly.
+    """
+    mask = attention_mask.bool()
+    lengths = mask.sum(dim=1)
+    owner = torch.repeat_interleave(torch.arange(len(lengths), device=mask.device), lengths)
+    terms = []
+    for s, t in zip(student, teacher, strict=True):
+        error = (s[mask].float() - t).square().mean(dim=-1)
+        per_example = error.new_zeros(len(lengths)).index_add(0, owner, error) / lengths
+        terms.append(per_example.mean())
+    return torch.stack(terms).mean()
 
 
 def make_distill_loss(teacher: Teacher | PreTrainedModel, config: DistillConfig, *,
@@ -225,10 +246,19 @@ def make_distill_loss(teacher: Teacher | PreTrainedModel, config: DistillConfig,
     return loss_fn
 
 
+def process_state() -> PartialState:
+    """The data-parallel state the Trainer will use. Accelerate only recognises processes
+    started by torchrun on a machine without GPUs when asked for cpu=True."""
+    accelerated = torch.cuda.is_available() or torch.backends.mps.is_available() or (
+        hasattr(torch, "xpu") and torch.xpu.is_available())
+    return PartialState(cpu=not accelerated)
+
+
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
-    """`cache_dir`, else $LAYERGRAFT_CACHE, else ~/.cache/layergraft."""
-    default = os.environ.get("LAYERGRAFT_CACHE") or Path.home() / ".cache" / "layergraft"
-    return Path(cache_dir or default)
+    """`cache_dir`, else layergraft's cache folder ($LAYERGRAFT_CACHE or the user cache)."""
+    from layergraft.movies import cache_dir as default_cache_dir
+
+    return Path(cache_dir) if cache_dir else default_cache_dir()
 
 
 def cache_path(teacher: PreTrainedModel, dataset,

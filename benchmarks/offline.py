@@ -1,0 +1,227 @@
+"""Issue 5's offline benchmark suite in one resumable command; regenerates BENCHMARKS.md.
+
+    python benchmarks/offline.py                         # every stage, in priority order
+    python benchmarks/offline.py --stage A --stage cost  # only these stages
+    python benchmarks/offline.py --dry-run               # the plan and what is done; no training
+
+Teachers (the offline MiniLM fine-tuned on each task, best dev epoch) are made first when
+missing. Every run is a `layergraft.strategies.compress` call with its own folder under
+benchmarks/work/runs/ (git-ignored), named and budgeted by `layergraft.compare.RunKey`, so a
+rerun reuses every finished run and resumes an unfinished one from its checkpoints:
+interrupt it at any time. After every run its rows replace its old ones in
+benchmarks/results/offline.json (written atomically); after every stage the paired tests and
+the environment row are refreshed and BENCHMARKS.md is rendered from that file alone
+(benchmarks/render.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import measure
+import render
+from stages import FULL_BUDGET, STAGES, TASKS, Planned, plan_stage, run_rows
+
+from layergraft.atomic import write_json_atomic
+from layergraft.bench import safetensors_size
+from layergraft.compare import RunKey, record_rows
+from layergraft.modelio import default_model_path
+from layergraft.strategies import RESULTS_NAME, Budget, compress
+from layergraft.tasks import load_task
+from layergraft.train import RESULTS_NAME as TEACHER_RESULTS
+from layergraft.train import TrainConfig, finetune
+
+ROOT = Path(__file__).resolve().parents[1]
+# Teachers: up to 4 epochs, the best dev epoch kept (early stopping, patience 2), seed 0.
+TEACHER_EPOCHS, TEACHER_SEED = 4.0, 0
+# Rough minutes per run on 2 busy cores, for --dry-run before any run has been timed.
+ASSUMED_MINUTES = {"train": {3: 11.0, 2: 8.0, 1: 6.0}, "none": 1.5, "teacher": 30.0}
+
+
+@dataclass(frozen=True)
+class Suite:
+    """Where the suite works and writes, and the settings every run shares."""
+
+    work: Path = ROOT / "benchmarks" / "work"
+    results: Path = ROOT / "benchmarks" / "results" / "offline.json"
+    markdown: Path = ROOT / "BENCHMARKS.md"
+    bf16: bool = True
+
+    def teacher(self, task: str) -> Path:
+        return self.work / "teachers" / task
+
+    def run_dir(self, task: str, key: RunKey) -> Path:
+        return self.work / "runs" / task / key.name
+
+
+class Store:
+    """offline.json in memory; every change replaces rows by identity and saves atomically."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.rows: list[dict] = json.loads(path.read_text()) if path.is_file() else []
+
+    def put(self, new: Sequence[dict], same: Callable[[Mapping], bool]) -> None:
+        if [r for r in self.rows if same(r)] == list(new):
+            return  # nothing changes (a teacher recorded again, say)
+        self.rows = [r for r in self.rows if not same(r)] + list(new)
+        write_json_atomic(self.path, self.rows)
+
+
+def of_kind(kind: str, **fields) -> Callable[[Mapping], bool]:
+    return lambda r: r.get("kind", "run") == kind and all(r.get(k) == v for k, v in fields.items())
+
+
+def suite_rows(record: Mapping, planned: Planned, run_dir: Path) -> list[dict]:
+    """compare's long rows for one run plus what the suite's report needs beyond them."""
+    stages = record["train"]["stages"]
+    extra = {"kind": "run", "stage": planned.stage, "run": planned.key.name,
+             "steps": record["train"]["budget_steps"],
+             "trained_steps": sum(s.get("global_step", s["steps"]) for s in stages),
+             "teacher_layers": record["teacher"]["layers"],
+             "size_bytes": safetensors_size(run_dir), "run_seconds": record.get("seconds")}
+    return [{**row, **extra} for row in record_rows(record, planned.key.budget)]
+
+
+def ensure_teacher(suite: Suite, task: str, store: Store) -> str:
+    """Fine-tune the task's teacher if missing (resumes from its checkpoints), record it, and
+    time `analyze` on it once."""
+    folder = suite.teacher(task)
+    if not (folder / TEACHER_RESULTS).is_file():
+        config = TrainConfig(output_dir="", epochs=TEACHER_EPOCHS, seed=TEACHER_SEED,
+                             bf16=suite.bf16, early_stopping_patience=2)
+        finetune(default_model_path(), load_task(task), str(folder), config)
+    record = json.loads((folder / TEACHER_RESULTS).read_text())
+    rows = [{"kind": "teacher", "task": task, "split": split, "metric": metric, "value": value,
+             "train_seconds": record["train_seconds"], "global_step": record["global_step"],
+             "epochs": record["config"]["epochs"], "seed": record["config"]["seed"],
+             "size_bytes": safetensors_size(folder)}
+            for split in ("dev", "test") for metric, value in record.get(split, {}).items()]
+    store.put(rows, of_kind("teacher", task=task))
+    if not any(of_kind("cost", name="analyze_seconds", task=task)(r) for r in store.rows):
+        store.put([measure.time_analyze(folder, task, suite.work / "costs" / f"analyze-{task}")],
+                  of_kind("cost", name="analyze_seconds", task=task))
+    return str(folder)
+
+
+def run_stage(suite: Suite, stage: str, store: Store) -> None:
+    """Every ready run of the stage; a run that fails is recorded and the stage goes on
+    (a rerun retries it), so one bad cell cannot stall a night of runs."""
+    if stage == "cost":
+        store.put([measure.distill_cost(suite.work / "costs" / "distill_cost.json", suite.bf16)],
+                  of_kind("cost", name="distill_epoch_ratio"))
+        return
+    full = Budget.parse(FULL_BUDGET)
+    for planned in plan_stage(stage, store.rows):
+        if planned.pending:
+            continue
+        task, key = planned.task, planned.key
+        teacher = ensure_teacher(suite, task, store)
+        out = suite.run_dir(task, key)
+        try:
+            record = compress(teacher, task, layers=key.layers, method=key.method,
+                              strategy=key.strategy, seed=key.seed, budget=key.scaled(full),
+                              out_dir=out, bf16=suite.bf16, cache_dir=suite.work / "cache")
+        except Exception as error:  # recorded in offline.json and BENCHMARKS.md
+            traceback.print_exc()
+            store.put([{"kind": "failure", "stage": stage, "task": task, "run": key.name,
+                        "error": f"{type(error).__name__}: {error}"}],
+                      of_kind("failure", task=task, run=key.name))
+            continue
+        store.put(suite_rows(record, planned, out), of_kind("run", task=task, run=key.name))
+        store.put([], of_kind("failure", task=task, run=key.name))
+
+
+def finish_stage(suite: Suite, store: Store) -> None:
+    """Paired tests and the environment row from what is on disk, then BENCHMARKS.md."""
+    store.put(measure.paired_rows(store.rows, suite.run_dir), of_kind("paired"))
+    store.put([measure.environment()], of_kind("environment"))
+    render.write(suite.results, suite.markdown)
+
+
+def dry_run(suite: Suite, stages: Sequence[str], rows: Sequence[Mapping]) -> str:
+    """Every planned run with its state (done / todo / pending), counts and a time estimate."""
+    lines, total = [], 0.0
+    for task in TASKS:
+        done = (suite.teacher(task) / TEACHER_RESULTS).is_file()
+        total += 0.0 if done else ASSUMED_MINUTES["teacher"]
+        lines.append(f"teacher {task}: {'present' if done else 'to fine-tune'}")
+    failed = {(r["task"], r["run"]): r["error"] for r in rows if r.get("kind") == "failure"}
+    for stage in stages:
+        lines.append(f"\nstage {stage}: {STAGES[stage]}")
+        if stage == "cost":
+            done = (suite.work / "costs" / "distill_cost.json").is_file()
+            lines.append(f"  {'measured' if done else 'to measure (a few minutes)'}")
+            continue
+        planned = plan_stage(stage, rows)
+        states = [_state(suite, p) for p in planned]
+        todo = [p for p, s in zip(planned, states, strict=True) if s != "done"]
+        minutes = sum(_minutes(rows, p.task, p.key) for p in todo)
+        total += minutes
+        lines += [f"  {p.task:16} {p.key.name:48} {s}"
+                  + (f" (failed last time: {failed[p.task, p.key.name]})"
+                     if (p.task, p.key.name) in failed and s != "done" else "")
+                  for p, s in zip(planned, states, strict=True)]
+        lines.append(f"  {len(planned)} runs: {states.count('done')} done, "
+                     f"{states.count('todo')} to run, {states.count('pending')} pending; "
+                     f"about {minutes / 60:.1f} h left")
+        waiting = list(dict.fromkeys(p.pending for p in planned if p.pending))
+        if waiting:
+            lines.append("  pending until these full grids (stages A-C) finish: "
+                         + ", ".join(waiting))
+    lines.append(f"\nabout {total / 60:.1f} h of runs left in these stages "
+                 "(timed runs where there are some, else rough 2-core guesses)")
+    return "\n".join(lines)
+
+
+def _state(suite: Suite, planned: Planned) -> str:
+    if planned.pending:
+        return "pending"
+    return "done" if (suite.run_dir(planned.task, planned.key) / RESULTS_NAME).is_file() else \
+        "todo"
+
+
+def _minutes(rows: Sequence[Mapping], task: str, key: RunKey) -> float:
+    """Median minutes of finished runs like this one (same task, depth, trained or not), scaled
+    by budget; else the assumed figure."""
+    trains = key.strategy != "none"
+    seen = [r["run_seconds"] / (r["budget"] if trains else 1.0) / 60 for r in run_rows(rows)
+            if r["task"] == task and r["layers"] == key.layers and r.get("run_seconds")
+            and (r["strategy"] != "none") == trains and r["split"] == "dev"
+            and r["metric"] == TASKS[task]]
+    if seen:
+        return statistics.median(seen) * (key.budget if trains else 1.0)
+    return ASSUMED_MINUTES["train"][key.layers] * key.budget if trains else \
+        ASSUMED_MINUTES["none"]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stage", action="append", choices=list(STAGES),
+                        help="run only this stage (repeatable); default: all, in order")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="list the runs and what is done; train nothing, write nothing")
+    parser.add_argument("--work", type=Path, default=Suite.work)
+    parser.add_argument("--results", type=Path, default=Suite.results)
+    parser.add_argument("--markdown", type=Path, default=Suite.markdown)
+    args = parser.parse_args(argv)
+    suite = Suite(work=args.work, results=args.results, markdown=args.markdown)
+    stages = args.stage or list(STAGES)
+    store = Store(suite.results)
+    if args.dry_run:
+        print(dry_run(suite, stages, store.rows))
+        return
+    for stage in stages:
+        run_stage(suite, stage, store)
+        finish_stage(suite, store)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,289 @@
+"""Issue 5's targets judged from the suite's rows: MET, MISSED or NOT YET MEASURED.
+
+Reads rows only. Retention is on test unless stated, in the task's target metric
+(`stages.TASKS`); the configurations compared are chosen on dev (`stages.best_strategy`,
+`stages.strongest_baseline`); seed means and sample stds come from
+`layergraft.report.summary_table`. A check is NOT YET MEASURED while a row it needs is
+missing, unless the rows already decide it (a graft below a baseline's mean cannot be above
+it by more than any std).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from stages import (
+    BASELINES,
+    DEPTHS,
+    TASKS,
+    best_strategy,
+    curve_configs,
+    run_rows,
+    strongest_baseline,
+)
+
+from layergraft.report import STAT_FIELDS, summary_table
+from layergraft.tasks import get_spec
+
+MET, MISSED, NOT_MEASURED = "MET", "MISSED", "NOT YET MEASURED"
+QUALITY = {3: 0.99, 2: 0.97, 1: 0.92}
+COMPUTE_SHARE = 0.25
+STRICT_DEPTHS = (2, 1)  # graft above every baseline by more than the combined seed std
+MIN_SEEDS = 3
+SPEED_SHARE = 0.97
+SPEED_FIELDS = {32: "throughput_ratio", 1: "throughput_ratio_b1"}
+DISTILL_RATIO = 1.15
+ANALYZE_SECONDS = 60.0
+TARGETS = {
+    "quality": "graft + best strategy, full budget: retention ≥ 99% / 97% / 92% at 3 / 2 / 1 "
+               "layers, both tasks",
+    "compute": "graft with ≤ 1/4 of the budget reaches the strongest baseline's full-budget "
+               "retention, every depth",
+    "depth": "at 2 and 1 layers graft above every baseline by more than the combined seed std; "
+             "at 3 layers not below any (by more than that std)",
+    "fidelity": "graft's agreement with the teacher (test + out-of-domain, pooled) above every "
+                "baseline's, every depth",
+    "speed": "student throughput ≥ 0.97 × ideal (teacher layers / student layers), batch 32 "
+             "and 1",
+    "pipeline": "distillation epoch ≤ 1.15 × fine-tuning epoch; analyze on 2,000 examples "
+                "≤ 60 s",
+}
+
+
+@dataclass(frozen=True)
+class Check:
+    target: str
+    scope: str
+    needed: str
+    measured: str
+    status: str
+
+
+class Results:
+    """Seed means/stds of every configuration, looked up by its cell."""
+
+    def __init__(self, rows: Sequence[Mapping]):
+        self.rows = list(rows)
+        fields = (*STAT_FIELDS, "throughput_ratio_b1", "examples")
+        self.index = {(e["task"], e["split"], e["metric"], e["method"], e["strategy"],
+                       e["layers"], e["budget"]): e
+                      for e in summary_table(run_rows(self.rows), fields=fields)}
+
+    def get(self, task: str, split: str, method: str, strategy: str, layers: int,
+            budget: float = 1.0) -> Mapping | None:
+        budget = 0.0 if strategy == "none" else budget
+        return self.index.get((task, split, TASKS[task], method, strategy, layers, budget))
+
+    def best(self, task: str, split: str, method: str, layers: int) -> Mapping | None:
+        """The method at its dev-chosen strategy and full budget on `split`."""
+        pick = best_strategy(self.rows, task, layers, method)
+        return self.get(task, split, method, pick[0], layers) if pick else None
+
+
+def pct(value: float | None, digits: int = 2) -> str:
+    return "—" if value is None else f"{100 * value:.{digits}f}%"
+
+
+def describe(entry: Mapping, field: str = "retention") -> str:
+    """`98.71% ± 0.40 (graft/distill, 3 seeds)`."""
+    std = entry.get(f"{field}_std")
+    spread = f" ± {100 * std:.2f}" if std is not None else ""
+    return (f"{pct(entry[f'{field}_mean'])}{spread} ({entry['method']}/{entry['strategy']}, "
+            f"{entry['n']} seed{'s' if entry['n'] > 1 else ''})")
+
+
+def evaluate(rows: Sequence[Mapping]) -> list[Check]:
+    """Every check of every target, in the order of `TARGETS`."""
+    res = Results(rows)
+    checks: list[Check] = []
+    for task in TASKS:
+        for layers in DEPTHS:
+            scope = f"{task}, {layers} layer{'s' if layers > 1 else ''}"
+            checks += [_quality(res, task, layers, scope), _compute(res, task, layers, scope),
+                       _depth(res, task, layers, scope), _fidelity(res, task, layers, scope)]
+    checks += _speed(rows) + _pipeline(rows)
+    order = list(TARGETS)
+    return sorted(checks, key=lambda c: order.index(c.target))
+
+
+def overall(checks: Sequence[Check]) -> dict[str, str]:
+    """Per target: MISSED if any check missed, MET if all met, else NOT YET MEASURED."""
+    verdict = {}
+    for target in TARGETS:
+        statuses = {c.status for c in checks if c.target == target}
+        verdict[target] = (MISSED if MISSED in statuses else
+                           MET if statuses == {MET} else NOT_MEASURED)
+    return verdict
+
+
+def _quality(res: Results, task: str, layers: int, scope: str) -> Check:
+    needed = f"≥ {QUALITY[layers]:.0%}"
+    entry = res.best(task, "test", "graft", layers)
+    if entry is None:
+        return Check("quality", scope, needed, "graft's grid not finished", NOT_MEASURED)
+    status = MET if entry["retention_mean"] >= QUALITY[layers] else MISSED
+    return Check("quality", scope, needed, describe(entry), status)
+
+
+def _compute(res: Results, task: str, layers: int, scope: str) -> Check:
+    configs = curve_configs(res.rows, task, layers)
+    base = res.get(task, "test", *configs[1], layers) if configs else None
+    if base is None:
+        return Check("compute", scope, "strongest baseline at full budget", "not yet chosen",
+                     NOT_MEASURED)
+    needed = f"≥ {describe(base)} at full budget"
+    strategy = configs[0][1]
+    points = {0.0: res.get(task, "test", "graft", "none", layers),
+              **{b: res.get(task, "test", "graft", strategy, layers, b)
+                 for b in (0.125, COMPUTE_SHARE)}}
+    measured = {b: e for b, e in points.items() if e is not None}
+    reached = [b for b, e in measured.items() if e["retention_mean"] >= base["retention_mean"]]
+    if reached:
+        return Check("compute", scope, needed,
+                     f"{describe(measured[min(reached)])} at {_share(min(reached))}", MET)
+    best = max(measured, key=lambda b: measured[b]["retention_mean"], default=None)
+    text = f"best {describe(measured[best])} at {_share(best)}" if best is not None else "—"
+    return Check("compute", scope, needed, text,
+                 MISSED if COMPUTE_SHARE in measured else NOT_MEASURED)
+
+
+def _share(budget: float) -> str:
+    return {0.0: "0 (surgery only)", 0.125: "1/8", 0.25: "1/4"}.get(budget, f"{budget:g}")
+
+
+def _depth(res: Results, task: str, layers: int, scope: str) -> Check:
+    strict = layers in STRICT_DEPTHS
+    needed = ("above every baseline by > combined seed std" if strict
+              else "not below any baseline by > combined seed std")
+    graft = res.best(task, "test", "graft", layers)
+    bases = {m: res.best(task, "test", m, layers) for m in BASELINES}
+    strongest = strongest_baseline(res.rows, task, layers)
+    if graft is None or strongest is None or any(e is None for e in bases.values()):
+        return Check("depth", scope, needed, "grid not finished", NOT_MEASURED)
+    margins = {m: (graft["retention_mean"] - e["retention_mean"],
+                   math.hypot(graft["retention_std"] or 0.0, e["retention_std"] or 0.0))
+               for m, e in bases.items()}
+    sign = -1.0 if strict else 1.0  # the baseline closest to failing the check
+    worst = min(margins, key=lambda m: margins[m][0] + sign * margins[m][1])
+    gap, std = margins[worst]
+    seeds = min(graft["n"], bases[strongest[0]]["n"])
+    measured = (f"closest: {worst}, graft {100 * gap:+.2f} pts (combined std {100 * std:.2f}; "
+                f"seeds: graft {graft['n']}, strongest baseline {bases[strongest[0]]['n']})")
+    gaps = [g for g, _ in margins.values()]
+    if strict and min(gaps) <= 0:
+        status = MISSED  # below or level with a baseline: no std can rescue it
+    elif not strict and min(gaps) >= 0:
+        status = MET  # not below any baseline at all
+    elif seeds < MIN_SEEDS:
+        status = NOT_MEASURED
+    else:
+        status = MET if (gap - std > 0 if strict else gap + std >= 0) else MISSED
+    return Check("depth", scope, needed, measured, status)
+
+
+def _fidelity(res: Results, task: str, layers: int, scope: str) -> Check:
+    splits = ("test", *get_spec(task).ood)
+    needed = f"pooled agreement on {' + '.join(splits)} above every baseline"
+    pooled = {m: _pooled_agreement(res, task, m, layers, splits) for m in ("graft", *BASELINES)}
+    if pooled["graft"] is None or any(v is None for v in pooled.values()):
+        partial = {m: v for m, v in pooled.items() if v is not None}
+        text = ", ".join(f"{m} {pct(v)}" for m, v in partial.items()) or "—"
+        return Check("fidelity", scope, needed, f"incomplete: {text}", NOT_MEASURED)
+    rival = max(BASELINES, key=lambda m: pooled[m])
+    status = MET if pooled["graft"] > pooled[rival] else MISSED
+    return Check("fidelity", scope, needed,
+                 f"graft {pct(pooled['graft'])} vs best baseline {rival} {pct(pooled[rival])}",
+                 status)
+
+
+def _pooled_agreement(res: Results, task: str, method: str, layers: int,
+                      splits: Sequence[str]) -> float | None:
+    """Seed-mean agreement over `splits`, weighted by their examples; None if one is missing."""
+    entries = [res.best(task, s, method, layers) for s in splits]
+    if any(e is None or e["agreement_mean"] is None for e in entries):
+        return None
+    weights = [e["examples_mean"] or 1.0 for e in entries]
+    return sum(e["agreement_mean"] * w for e, w in zip(entries, weights, strict=True)) / sum(
+        weights)
+
+
+def speed_medians(rows: Sequence[Mapping]) -> dict[tuple[int, int], tuple[float, int, float]]:
+    """(layers, batch) -> (median speed-up over runs, runs, ideal) from each run's own timing."""
+    runs: dict[tuple, Mapping] = {}
+    for row in run_rows(rows):
+        key = tuple(row.get(k) for k in ("task", "method", "strategy", "layers", "seed",
+                                          "budget"))
+        runs.setdefault(key, row)
+    out = {}
+    for layers in sorted({r["layers"] for r in runs.values()}, reverse=True):
+        for batch, field in SPEED_FIELDS.items():
+            here = [r for r in runs.values() if r["layers"] == layers
+                    and r.get(field) is not None and r.get("teacher_layers")]
+            if here:
+                out[(layers, batch)] = (statistics.median(r[field] for r in here), len(here),
+                                        here[0]["teacher_layers"] / layers)
+    return out
+
+
+def _speed(rows: Sequence[Mapping]) -> list[Check]:
+    medians = speed_medians(rows)
+    checks = []
+    for layers in DEPTHS:
+        for batch in SPEED_FIELDS:
+            scope = f"{layers} layer{'s' if layers > 1 else ''}, batch {batch}"
+            if (layers, batch) not in medians:
+                checks.append(Check("speed", scope, "≥ 0.97 × ideal", "—", NOT_MEASURED))
+                continue
+            value, n, ideal = medians[(layers, batch)]
+            needed = f"≥ {SPEED_SHARE * ideal:.2f}× (0.97 × {ideal:.3g}×)"
+            checks.append(Check("speed", scope, needed,
+                                f"{value:.2f}× (median of {n} runs)",
+                                MET if value >= SPEED_SHARE * ideal else MISSED))
+    return checks
+
+
+def epoch_ratio_from_runs(rows: Sequence[Mapping]) -> tuple[float, int] | None:
+    """Median seconds-per-step of graft/distill over graft/finetune, same task/depth/seed/budget."""
+    per_step: dict[tuple, dict[str, float]] = {}
+    for row in run_rows(rows):
+        if row["method"] == "graft" and row["strategy"] in ("distill", "finetune") and row.get(
+                "trained_steps") and row.get("train_seconds"):
+            key = (row["task"], row["layers"], row["seed"], row["budget"])
+            per_step.setdefault(key, {})[row["strategy"]] = (row["train_seconds"]
+                                                             / row["trained_steps"])
+    ratios = [v["distill"] / v["finetune"] for v in per_step.values() if len(v) == 2]
+    return (statistics.median(ratios), len(ratios)) if ratios else None
+
+
+def costs(rows: Sequence[Mapping], name: str) -> list[Mapping]:
+    return [r for r in rows if r.get("kind") == "cost" and r.get("name") == name]
+
+
+def _pipeline(rows: Sequence[Mapping]) -> list[Check]:
+    needed = f"≤ {DISTILL_RATIO:g}× a fine-tuning epoch"
+    dedicated = costs(rows, "distill_epoch_ratio")
+    from_runs = epoch_ratio_from_runs(rows)
+    if dedicated:
+        value = dedicated[-1]["value"]
+        text = f"{value:.3f}× (interleaved measurement, benchmarks/distill_cost.py)"
+    elif from_runs:
+        value = from_runs[0]
+        text = f"{value:.3f}× (median over {from_runs[1]} graft distill/finetune run pairs)"
+    else:
+        value, text = None, "—"
+    status = NOT_MEASURED if value is None else MET if value <= DISTILL_RATIO else MISSED
+    checks = [Check("pipeline", "distillation epoch", needed, text, status)]
+    timed = {r["task"]: r for r in costs(rows, "analyze_seconds")}
+    for task in TASKS:
+        scope, needed = f"analyze, {task} teacher, 2,000 examples", f"≤ {ANALYZE_SECONDS:g} s"
+        if task not in timed:
+            checks.append(Check("pipeline", scope, needed, "—", NOT_MEASURED))
+            continue
+        seconds = timed[task]["value"]
+        checks.append(Check("pipeline", scope, needed,
+                            f"{seconds:.1f} s (load average {timed[task].get('loadavg', '?')})",
+                            MET if seconds <= ANALYZE_SECONDS else MISSED))
+    return checks

@@ -1,0 +1,258 @@
+"""The offline suite's machinery (benchmarks/): stage plans, target verdicts, the rendered
+page and --dry-run, on synthetic compress records. Nothing here trains."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import offline  # noqa: E402
+import render  # noqa: E402
+import stages  # noqa: E402
+import targets  # noqa: E402
+
+from layergraft.compare import RunKey  # noqa: E402
+from layergraft.methods import METHODS  # noqa: E402
+
+SENT, RATE = "movie-sentiment", "movie-rating"
+OOD = ("tweets-sentiment", "products-sentiment", "editorials-sentiment")
+ISSUE_KEYS = ("task", "method", "strategy", "layers", "budget", "seed", "split", "metric",
+              "value", "teacher_value", "retention", "agreement", "throughput_ratio",
+              "train_seconds")
+
+
+def record(task, method, strategy, layers, *, seed=0, dev=0.98, test=0.98, agree=0.95,
+           ood=None, speed=(1.95, 1.9), seconds=100.0, steps=795):
+    """A compress results record whose retention on each split is the given number."""
+    metric, teacher = stages.TASKS[task], 0.84
+
+    def split(retention, examples, agreement=agree):
+        return {"examples": examples, "metrics": {metric: retention * teacher},
+                "teacher": {metric: teacher}, "retention": {metric: retention},
+                "agreement": agreement}
+
+    trained = strategy != "none"
+    out = {"task": task, "method": method, "strategy": strategy, "layers": layers, "seed": seed,
+           "student": {"parameters": 1000 * layers}, "teacher": {"parameters": 6000, "layers": 6},
+           "train": {"seconds": seconds if trained else 0.0, "budget_steps": steps * trained,
+                     "stages": [{"steps": steps, "global_step": steps}] if trained else []},
+           "speed": {"throughput_ratio": {"32": speed[0], "1": speed[1]}},
+           "dev": split(dev, 1040), "test": split(test, 1060), "seconds": seconds}
+    for name, value in (ood or {}).items():
+        out[name] = split(0.9, 4000, value)
+    return out
+
+
+def rows_of(*records, budget=1.0, stage="A"):
+    rows = []
+    for rec in records:
+        key = RunKey(rec["method"], rec["strategy"], rec["layers"], rec["seed"], budget)
+        rows += offline.suite_rows(rec, stages.Planned(stage, rec["task"], key),
+                                   Path("/nonexistent"))
+    return rows
+
+
+def grid(task, layers, dev=None, test=None, default=0.95, **options):
+    """Every cell of the stage A-C grid; `dev`/`test` map (method, strategy) to retention."""
+    dev, test = dev or {}, test or {}
+    return rows_of(*(record(task, k.method, k.strategy, layers,
+                            dev=dev.get((k.method, k.strategy), default),
+                            test=test.get((k.method, k.strategy), default), **options)
+                     for k in stages.grid([layers])))
+
+
+def check(rows, target, scope):
+    found = [c for c in targets.evaluate(rows) if c.target == target and c.scope == scope]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_grids_put_surgery_only_first_and_cover_every_cell():
+    a = stages.plan_stage("A")
+    assert len(a) == 16 and {p.task for p in a} == {SENT} and {p.key.layers for p in a} == {3}
+    assert [p.key.strategy for p in a[:7]] == ["none"] * 7
+    assert {(p.key.method, p.key.strategy) for p in a if p.key.method == "graft"} == {
+        ("graft", s) for s in ("none", "finetune", "distill", "progressive")}
+    assert {p.key.method for p in a if p.key.strategy == "distill"} == set(METHODS)
+    b, c = stages.plan_stage("B"), stages.plan_stage("C")
+    assert [p.key.layers for p in b] == [2] * 16 + [1] * 16
+    assert len(c) == 48 and {p.task for p in c} == {RATE}
+    assert all(p.pending is None for p in a + b + c) and stages.plan_stage("cost") == []
+    with pytest.raises(ValueError, match="unknown stage"):
+        stages.plan_stage("Z")
+
+
+def test_curves_and_seeds_follow_dev_choices_never_test():
+    # On dev: graft/progressive and drop-alternate lead; on test the order is reversed.
+    dev = {("graft", "progressive"): 0.99, ("graft", "distill"): 0.98,
+           ("drop-alternate", "distill"): 0.985}
+    test = {("graft", "distill"): 0.999, ("drop-top", "distill"): 0.999}
+    rows = grid(SENT, 3, dev=dev, test=test)
+    assert stages.curve_configs(rows, SENT, 3) == [("graft", "progressive"),
+                                                   ("drop-alternate", "distill")]
+    d = stages.plan_stage("D", rows)
+    ready = [p.key.name for p in d if p.pending is None]
+    assert len(d) == 36 and ready == [
+        "L3-graft-progressive-s0-b0.25", "L3-drop-alternate-distill-s0-b0.25",
+        "L3-graft-progressive-s0-b0.125", "L3-drop-alternate-distill-s0-b0.125",
+        "L3-graft-progressive-s0-b0.5", "L3-drop-alternate-distill-s0-b0.5"]
+    assert {p.pending for p in d if p.pending} == {
+        f"{t} {n}L" for t in (SENT, RATE) for n in (3, 2, 1)} - {f"{SENT} 3L"}
+    e = [p.key.name for p in stages.plan_stage("E", rows) if p.pending is None]
+    assert len(e) == 20 and e[:4] == ["L3-graft-progressive-s1", "L3-drop-alternate-distill-s1",
+                                      "L3-graft-progressive-s2", "L3-drop-alternate-distill-s2"]
+    assert e[-4:] == ["L3-graft-none-s1", "L3-drop-alternate-none-s1", "L3-graft-none-s2",
+                      "L3-drop-alternate-none-s2"]
+    # One grid cell missing: nothing is chosen yet, so a rerun can never change the choice.
+    partial = [r for r in rows if r["run"] != "L3-graft-finetune-s0"]
+    assert stages.curve_configs(partial, SENT, 3) is None
+    assert all(p.pending for p in stages.plan_stage("D", partial))
+
+
+def test_quality_target_met_missed_and_not_measured():
+    rows = grid(SENT, 3, test={("graft", "distill"): 0.995}, dev={("graft", "distill"): 0.99})
+    rows += grid(SENT, 2, test={("graft", "distill"): 0.95}, dev={("graft", "distill"): 0.99})
+    met = check(rows, "quality", f"{SENT}, 3 layers")
+    assert met.status == targets.MET and met.measured.startswith("99.50% (graft/distill")
+    assert check(rows, "quality", f"{SENT}, 2 layers").status == targets.MISSED
+    assert check(rows, "quality", f"{SENT}, 1 layer").status == targets.NOT_MEASURED
+    assert check(rows, "quality", f"{RATE}, 3 layers").status == targets.NOT_MEASURED
+    assert targets.overall(targets.evaluate(rows))["quality"] == targets.MISSED
+    assert targets.overall(targets.evaluate([]))["quality"] == targets.NOT_MEASURED
+
+
+def seeds(task, layers, cells, values):
+    """Extra seeds 1, 2 at full budget for each (method, strategy) in `cells`."""
+    return rows_of(*(record(task, m, s, layers, seed=seed, dev=0.97, test=v)
+                     for (m, s), vs in zip(cells, values, strict=True)
+                     for seed, v in zip((1, 2), vs, strict=True)), stage="E")
+
+
+def test_depth_target_needs_three_seeds_unless_the_rows_decide():
+    lead = {("graft", "distill"): 0.99}
+    rows = grid(SENT, 2, dev=lead, test={("graft", "distill"): 0.97, ("drop-top", "distill"):
+                                         0.96}, default=0.95)
+    scope = f"{SENT}, 2 layers"
+    assert check(rows, "depth", scope).status == targets.NOT_MEASURED  # one seed: no std yet
+    best_base = stages.strongest_baseline(rows, SENT, 2)
+    cells = [("graft", "distill"), best_base]
+    tight = rows + seeds(SENT, 2, cells, [(0.971, 0.969), (0.951, 0.949)])
+    assert check(tight, "depth", scope).status == targets.MET
+    # drop-top (one seed) is 1 point behind; graft's seeds spread more than that.
+    loose = rows + seeds(SENT, 2, cells, [(0.99, 0.95), (0.951, 0.949)])
+    result = check(loose, "depth", scope)
+    assert result.status == targets.MISSED and "closest: drop-top" in result.measured
+    below = grid(SENT, 2, dev=lead, test={("drop-top", "distill"): 0.99})
+    assert check(below, "depth", scope).status == targets.MISSED  # below: decided already
+    level = grid(SENT, 3, dev={("graft", "distill"): 0.99})
+    assert check(level, "depth", f"{SENT}, 3 layers").status == targets.MET  # not below any
+
+
+def test_compute_target_reads_graft_at_a_quarter_budget():
+    rows = grid(SENT, 3, dev={("graft", "distill"): 0.99, ("drop-top", "distill"): 0.97},
+                test={("drop-top", "distill"): 0.97}, default=0.96)
+    scope = f"{SENT}, 3 layers"
+    assert check(rows, "compute", scope).status == targets.NOT_MEASURED
+    short = rows_of(record(SENT, "graft", "distill", 3, test=0.965), budget=0.25, stage="D")
+    assert check(rows + short, "compute", scope).status == targets.MISSED
+    enough = rows_of(record(SENT, "graft", "distill", 3, test=0.972), budget=0.125, stage="D")
+    result = check(rows + short + enough, "compute", scope)
+    assert result.status == targets.MET and result.measured.endswith("at 1/8")
+
+
+def test_fidelity_pools_test_and_out_of_domain_sets():
+    lead = {("graft", "distill"): 0.99}
+    only_test = grid(SENT, 3, dev=lead)
+    assert check(only_test, "fidelity", f"{SENT}, 3 layers").status == targets.NOT_MEASURED
+    rows = rows_of(*(record(SENT, k.method, k.strategy, 3, dev=lead.get(
+        (k.method, k.strategy), 0.95), agree=0.95,
+        ood={s: 0.93 if k.method == "graft" else 0.90 for s in OOD})
+        for k in stages.grid([3])))
+    assert check(rows, "fidelity", f"{SENT}, 3 layers").status == targets.MET
+    worse = [dict(r, agreement=0.5) if r["method"] == "graft" and r["split"] in OOD else r
+             for r in rows]
+    assert check(worse, "fidelity", f"{SENT}, 3 layers").status == targets.MISSED
+    rating = grid(RATE, 1, dev={("graft", "distill"): 0.99})  # regression: test only
+    assert check(rating, "fidelity", f"{RATE}, 1 layer").status == targets.MISSED  # all equal
+
+
+def test_speed_and_pipeline_targets():
+    rows = grid(SENT, 3, speed=(1.99, 1.80))
+    assert check(rows, "speed", "3 layers, batch 32").status == targets.MET  # >= 0.97 x 2
+    assert check(rows, "speed", "3 layers, batch 1").status == targets.MISSED
+    assert check(rows, "speed", "1 layer, batch 1").status == targets.NOT_MEASURED
+    ratio = check(rows, "pipeline", "distillation epoch")
+    assert ratio.status == targets.MET and "1.000×" in ratio.measured  # same seconds per step
+    costs = [{"kind": "cost", "name": "analyze_seconds", "task": SENT, "value": 45.0},
+             {"kind": "cost", "name": "distill_epoch_ratio", "value": 1.3}]
+    assert check(rows + costs, "pipeline", "distillation epoch").status == targets.MISSED
+    scope = "analyze, {} teacher, 2,000 examples"
+    assert check(costs, "pipeline", scope.format(SENT)).status == targets.MET
+    assert check(costs, "pipeline", scope.format(RATE)).status == targets.NOT_MEASURED
+
+
+def test_suite_rows_hold_the_issue_keys_and_a_rerun_replaces_its_rows(tmp_path):
+    rows = rows_of(record(SENT, "graft", "distill", 2, ood={s: 0.9 for s in OOD}), budget=0.5)
+    assert {r["split"] for r in rows} == {"dev", "test", *OOD}
+    for row in rows:
+        assert all(k in row for k in ISSUE_KEYS)
+        assert (row["budget"], row["run"], row["trained_steps"]) == (
+            0.5, "L2-graft-distill-s0-b0.5", 795)
+    store = offline.Store(tmp_path / "offline.json")
+    store.put(rows, offline.of_kind("run", task=SENT, run=rows[0]["run"]))
+    store.put(rows[:1], offline.of_kind("run", task=SENT, run=rows[0]["run"]))
+    assert json.loads((tmp_path / "offline.json").read_text()) == json.loads(json.dumps(rows[:1]))
+
+
+def test_render_marks_every_target_from_the_rows_alone(tmp_path):
+    rows = grid(SENT, 3, test={("graft", "distill"): 0.995}, dev={("graft", "distill"): 0.99})
+    rows += grid(SENT, 2, test={("graft", "distill"): 0.95}, dev={("graft", "distill"): 0.99})
+    rows += rows_of(record(SENT, "graft", "distill", 3, test=0.97), budget=0.25, stage="D")
+    results = tmp_path / "results" / "offline.json"
+    results.parent.mkdir()
+    results.write_text(json.dumps(rows))
+    (results.parent / "ablations.json").write_text(json.dumps([
+        {"ablation": "temperature", "variant": v, "task": SENT, "layers": 2, "method": "graft",
+         "strategy": "distill", "seed": 0, "split": split, "metric": "accuracy",
+         "value": 0.8, "retention": r, "agreement": 0.9, "note": "kept" if v == 2 else ""}
+        for v, r in ((1, 0.95), (2, 0.97)) for split in ("dev", "test")]))
+    page = render.write(results, tmp_path / "BENCHMARKS.md").read_text()
+    assert "| quality | movie-sentiment, 3 layers | ≥ 99% | 99.50% (graft/distill, 1 seed) | " \
+           "MET |" in page
+    assert "| quality | movie-sentiment, 2 layers | ≥ 97% | 95.00% (graft/distill, 1 seed) | " \
+           "MISSED |" in page
+    assert "| quality | movie-rating, 1 layer | ≥ 92% | graft's grid not finished | " \
+           "NOT YET MEASURED |" in page
+    assert "| quality | graft + best strategy" in page and "| **MISSED** |" in page
+    assert "| temperature | 1 | movie-sentiment | 2 | 1 | 95.0 | 95.0 |  |" in page
+    assert "| temperature | 2 | movie-sentiment | 2 | 1 | 97.0 | 97.0 | kept |" in page
+    figure = "results/figures/movie-sentiment-budget.png"  # relative to the page
+    assert f"![movie-sentiment: retention vs training steps]({figure})" in page
+    assert (tmp_path / figure).is_file()
+    empty = render.write(tmp_path / "none.json", tmp_path / "EMPTY.md").read_text()
+    assert "Nothing has run yet." in empty and " MET |" not in empty and "MISSED" not in empty
+
+
+def test_dry_run_lists_the_plan_and_trains_nothing(tmp_path, capsys, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("--dry-run must not train")
+
+    monkeypatch.setattr(offline, "compress", refuse)
+    monkeypatch.setattr(offline, "finetune", refuse)
+    work = tmp_path / "work"
+    done = work / "runs" / SENT / "L3-graft-none-s0"
+    done.mkdir(parents=True)
+    (done / "results.json").write_text("{}")
+    offline.main(["--dry-run", "--stage", "A", "--stage", "D", "--work", str(work),
+                  "--results", str(tmp_path / "offline.json"),
+                  "--markdown", str(tmp_path / "B.md")])
+    out = capsys.readouterr().out
+    assert "L3-graft-none-s0" in out and "L3-graft-progressive-s0" in out
+    assert "16 runs: 1 done, 15 to run, 0 pending" in out
+    assert "36 runs: 0 done, 0 to run, 36 pending" in out and "teacher movie-sentiment: to " \
+        "fine-tune" in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["work"]  # nothing written

@@ -1,0 +1,199 @@
+"""`compress`: every strategy yields a stock-loadable student of the asked depth, fairly."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from tiny_task import one_thread, train_tiny_teacher, write_tiny_task
+from transformers import AutoModelForSequenceClassification
+
+from layergraft import strategies
+from layergraft.data import encode
+from layergraft.distill import DistillConfig
+from layergraft.errors import LayergraftError
+from layergraft.evaluation import predict
+from layergraft.manifest import Manifest
+from layergraft.modelio import load_classifier
+from layergraft.strategies import Budget, compress, split_steps
+from layergraft.tasks import load_task
+from layergraft.train import TrainConfig
+from layergraft.workflows import AnalysisSettings
+
+TRAINING = TrainConfig(output_dir="", batch_size=16, learning_rate=1e-3, progress=False,
+                       max_length=24, eval_batch_size=32)
+ANALYSIS = AnalysisSettings(samples=32, batch_size=16, max_length=24, progress=False)
+BUDGET = "2 epochs"  # 64 train rows / batch 16 = 8 steps
+assert one_thread  # an autouse fixture
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("compress")
+    task = write_tiny_task(root / "task")
+    return train_tiny_teacher(root, task), task, root / "cache"
+
+
+def run(inputs, out, **kwargs):
+    teacher, task, cache = inputs
+    options = dict(layers=2, budget=BUDGET, training=TRAINING, analysis=ANALYSIS,
+                   cache_dir=cache, speed=False, progress=False)
+    return compress(teacher, task, out_dir=out, **{**options, **kwargs})
+
+
+@pytest.mark.parametrize("strategy", ["none", "finetune", "distill"])
+def test_each_strategy_saves_a_stock_student_of_the_requested_depth(inputs, tmp_path,
+                                                                     strategy):
+    result = run(inputs, tmp_path / strategy, strategy=strategy, speed=strategy == "none")
+    student = AutoModelForSequenceClassification.from_pretrained(tmp_path / strategy)
+    assert student.config.num_hidden_layers == 2 == result["student"]["layers"]
+    assert Manifest.load(tmp_path / strategy).depths() == result["depths"] == [4, 2]
+    assert result["train"]["steps"] == (0 if strategy == "none" else 8)
+    # the saved student is the one that was scored
+    model, tokenizer = load_classifier(str(tmp_path / strategy))
+    dev = encode(load_task(inputs[1]), tokenizer, TRAINING.max_length)["dev"]
+    saved = np.load(tmp_path / strategy / result["predictions"])
+    np.testing.assert_allclose(predict(model, dev, tokenizer, progress=False), saved["dev"],
+                               atol=1e-5)
+    dev_record = result["dev"]
+    assert set(dev_record["metrics"]) == {"accuracy", "macro_f1"}
+    assert dev_record["retention"]["accuracy"] == pytest.approx(
+        dev_record["metrics"]["accuracy"] / dev_record["teacher"]["accuracy"])
+    agree = np.mean(saved["dev"].argmax(-1) == saved["teacher_dev"].argmax(-1))
+    assert dev_record["agreement"] == pytest.approx(agree)
+    assert not (tmp_path / strategy / strategies.CHECKPOINTS).exists()
+    if result["speed"] is not None:  # teacher and student timed in the same run
+        assert {(r["model"], r["layers"]) for r in result["speed"]["records"]} == {
+            ("teacher", 4), ("student", 2)}
+        assert set(result["speed"]["throughput_ratio"]) == {"32", "1"}
+
+
+def test_distillation_moves_the_student_towards_the_teacher(inputs, tmp_path):
+    none = run(inputs, tmp_path / "none", strategy="none", method="drop-top", layers=1)
+    distilled = run(inputs, tmp_path / "distill", strategy="distill", method="drop-top",
+                    layers=1, budget="6 epochs")
+    gap = {}
+    for name, result in (("none", none), ("distill", distilled)):
+        saved = np.load(tmp_path / name / result["predictions"])
+        gap[name] = np.abs(saved["dev"] - saved["teacher_dev"]).mean()
+    assert gap["distill"] < 0.5 * gap["none"]
+
+
+def test_progressive_passes_every_depth_within_the_distill_budget(inputs, tmp_path):
+    teacher = train_tiny_teacher(tmp_path, inputs[1], num_layers=5)
+    cache = inputs[2]
+    config = DistillConfig(hidden_weight=1.0)
+    one_shot = run((teacher, inputs[1], cache), tmp_path / "distill", distill=config)
+    result = run((teacher, inputs[1], cache), tmp_path / "progressive", strategy="progressive",
+                 distill=config)
+    manifest = Manifest.load(tmp_path / "progressive")
+    assert manifest.depths() == result["depths"] == [5, 4, 3, 2]
+    assert [s["layers"] for s in result["train"]["stages"]] == [4, 3, 2]
+    assert [s["global_step"] for s in result["train"]["stages"]] == [2, 3, 3]
+    assert result["train"]["steps"] == one_shot["train"]["steps"] == 8
+    assert AutoModelForSequenceClassification.from_pretrained(
+        tmp_path / "progressive").config.num_hidden_layers == 2
+    assert not (tmp_path / "progressive" / strategies.PROGRESSIVE).exists()
+
+
+def test_interrupted_progressive_resumes_after_its_last_finished_merge(inputs, tmp_path,
+                                                                       monkeypatch):
+    calls = []
+    train = strategies.train
+
+    def failing_second_stage(model, *args, **kwargs):
+        calls.append(model.config.num_hidden_layers)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return train(model, *args, **kwargs)
+
+    monkeypatch.setattr(strategies, "train", failing_second_stage)
+    with pytest.raises(KeyboardInterrupt):
+        run(inputs, tmp_path / "run", strategy="progressive")
+    assert (tmp_path / "run" / strategies.PROGRESSIVE / "3-layers").is_dir()
+    result = run(inputs, tmp_path / "run", strategy="progressive")
+    assert calls == [3, 2, 2]  # the 4 -> 3 merge was not trained again
+    assert result["depths"] == [4, 3, 2]
+
+
+def test_finished_run_is_returned_and_other_runs_are_not_overwritten(inputs, tmp_path,
+                                                                     monkeypatch):
+    first = run(inputs, tmp_path / "run", strategy="none")
+    monkeypatch.setattr(strategies._Run, "execute", lambda *a: pytest.fail("recomputed"))
+    assert run(inputs, tmp_path / "run", strategy="none") == first
+    with pytest.raises(LayergraftError, match="--overwrite"):
+        run(inputs, tmp_path / "run", strategy="none", method="drop-top")
+    (tmp_path / "model").mkdir()
+    AutoModelForSequenceClassification.from_pretrained(inputs[0]).save_pretrained(
+        tmp_path / "model")
+    with pytest.raises(LayergraftError, match="--overwrite"):
+        run(inputs, tmp_path / "model", strategy="none")
+
+
+@pytest.mark.parametrize("method", ["drop-bottom", "drop-alternate", "drop-similar",
+                                    "average", "random"])
+def test_every_method_goes_through_the_same_path(inputs, tmp_path, method):
+    result = run(inputs, tmp_path / method, strategy="none", method=method)
+    assert result["student"]["layers"] == 2
+    assert json.loads((tmp_path / method / "graft_manifest.json").read_text())["steps"][0][
+        "method"] == method
+
+
+def test_budget_is_one_definition_in_steps():
+    assert Budget.parse("3 epochs").steps(train_examples=100, global_batch=32) == 12
+    assert Budget.parse("1.5epoch").steps(100, 32) == 6
+    assert Budget.parse("500 steps").steps(100, 32) == 500
+    assert str(Budget.parse("2 epochs")) == "2 epochs"
+    assert split_steps(8, 3) == [2, 3, 3] and sum(split_steps(1001, 6)) == 1001
+    for bad in ("three epochs", "0 steps", "1.5 steps"):
+        with pytest.raises(LayergraftError):
+            Budget.parse(bad)
+    with pytest.raises(LayergraftError):
+        split_steps(2, 3)
+
+
+def test_bad_strategy_or_depth_is_a_user_error(inputs, tmp_path):
+    with pytest.raises(LayergraftError, match="strategy"):
+        run(inputs, tmp_path / "a", strategy="distil")
+    with pytest.raises(LayergraftError, match="--layers"):
+        run(inputs, tmp_path / "b", strategy="none", layers=4)
+
+
+def test_distillation_weights_pass_through_to_the_loss(inputs, tmp_path, monkeypatch):
+    seen = []
+    make = strategies.make_distill_loss
+    monkeypatch.setattr(strategies, "make_distill_loss",
+                        lambda teacher, config, layer_map: seen.append(
+                            (config, list(layer_map))) or make(teacher, config,
+                                                               layer_map=layer_map))
+    config = DistillConfig(temperature=4.0, hidden_weight=0.5, task_weight=0.2)
+    run(inputs, tmp_path / "run", strategy="distill", method="drop-alternate", distill=config,
+        budget="2 steps")
+    assert seen == [(config, [2, 4])]
+
+
+@pytest.mark.slow
+def test_distillation_improves_a_real_minilm_graft_over_surgery_alone(tmp_path):
+    from layergraft.modelio import default_model_path
+    from layergraft.train import finetune
+
+    task = load_task("movie-sentiment")
+    folder = tmp_path / "movies"
+    folder.mkdir()
+    for split, size in (("train", 256), ("dev", 192)):
+        task.splits[split].shuffle(seed=0).select(range(size)).to_csv(folder / f"{split}.csv")
+    config = TrainConfig(output_dir="", max_steps=32, eval_every=32, batch_size=16,
+                         learning_rate=2e-4, max_length=64, bf16=True, progress=False)
+    finetune(default_model_path(), load_task(str(folder)), str(tmp_path / "teacher"), config)
+    options = dict(layers=3, budget="3 epochs", bf16=True, speed=False, progress=False,
+                   training=replace(config, max_steps=None, eval_every="epoch"),
+                   analysis=AnalysisSettings(samples=128, max_length=64, progress=False),
+                   cache_dir=tmp_path / "cache")
+    teacher = str(tmp_path / "teacher")
+    none = compress(teacher, str(folder), out_dir=tmp_path / "none", strategy="none", **options)
+    distilled = compress(teacher, str(folder), out_dir=tmp_path / "distill", **options)
+    assert distilled["dev"]["teacher"]["accuracy"] > 0.65
+    assert distilled["dev"]["agreement"] > none["dev"]["agreement"] + 0.05
+    assert distilled["dev"]["metrics"]["accuracy"] > none["dev"]["metrics"]["accuracy"]
