@@ -197,3 +197,21 @@ def test_distillation_improves_a_real_minilm_graft_over_surgery_alone(tmp_path):
     assert distilled["dev"]["teacher"]["accuracy"] > 0.65
     assert distilled["dev"]["agreement"] > none["dev"]["agreement"] + 0.05
     assert distilled["dev"]["metrics"]["accuracy"] > none["dev"]["metrics"]["accuracy"]
+
+
+def test_out_of_domain_sets_are_scored_against_the_teacher(inputs, tmp_path, monkeypatch):
+    from layergraft.tasks import Task
+
+    shifted = load_task(write_tiny_task(tmp_path / "shifted", seed=7))
+    monkeypatch.setattr(Task, "ood", lambda self: {"shifted": shifted})
+    result = run(inputs, tmp_path / "ood", strategy="none")
+    saved = np.load(tmp_path / "ood" / result["predictions"])
+    labels = np.asarray(shifted.splits["test"]["label"])
+    np.testing.assert_array_equal(saved["labels_shifted"], labels)
+    record = result["shifted"]
+    assert record["examples"] == len(labels)
+    assert record["metrics"]["accuracy"] == pytest.approx(
+        np.mean(saved["shifted"].argmax(-1) == labels))
+    assert record["teacher"]["accuracy"] == pytest.approx(
+        np.mean(saved["teacher_shifted"].argmax(-1) == labels))
+    assert set(result) >= {"dev", "test", "shifted"}

@@ -226,9 +226,10 @@ class _Run:
                             "seconds": round(sum(s["seconds"] for s in stages), 2),
                             "stages": stages},
                   "analysis_seconds": round(analysis_seconds, 2)}
-        teacher_preds = ctx.teacher_predictions()  # every rank: the cache build synchronises
+        sets = ctx.eval_sets()
+        teacher_preds = ctx.teacher_predictions(sets)  # every rank: the cache build syncs
         if state.is_main_process:
-            record.update(ctx.evaluate(student, teacher_preds))
+            record.update(ctx.evaluate(student, sets, teacher_preds))
             record["speed"] = ctx.speed(student) if self.speed else None
             record["seconds"] = round(time.perf_counter() - start, 2)
             record["versions"] = versions()
@@ -247,6 +248,15 @@ class _Context:
         self.run, self.state, self.task = run, state, task
         self.teacher, self.tokenizer, self.encoded = teacher, tokenizer, encoded
         self.train_fingerprint = dataset_fingerprint(encoded["train"])
+
+    def eval_sets(self) -> dict:
+        """Labelled dev and test, then the task's out-of-domain sets (named by their task)."""
+        sets = {split: self.encoded[split] for split in EVAL_SPLITS
+                if split in self.encoded and LABELS in self.encoded[split].column_names}
+        for name, other in self.task.ood().items():
+            sets[name] = encode(other, self.tokenizer, self.run.training.max_length,
+                                splits=["test"])["test"]
+        return sets
 
     def teacher_analysis(self) -> tuple[Analysis, float]:
         """Importance and similarity of the teacher, measured once per teacher/data/settings."""
@@ -319,18 +329,18 @@ class _Context:
                 "global_step": result.global_step, "seconds": round(result.train_seconds, 2),
                 "dev": result.metrics}
 
-    def teacher_predictions(self) -> dict[str, np.ndarray]:
-        """The teacher's outputs on the labelled evaluation splits, from the shared cache."""
-        return {split: TeacherCache.build(self.teacher, self.encoded[split], self.tokenizer,
+    def teacher_predictions(self, sets: dict) -> dict[str, np.ndarray]:
+        """The teacher's outputs on the evaluation sets, from the shared cache."""
+        return {split: TeacherCache.build(self.teacher, data, self.tokenizer,
                                           cache_dir=self.run.cache).ordered_logits().numpy()
-                for split in EVAL_SPLITS
-                if split in self.encoded and LABELS in self.encoded[split].column_names}
+                for split, data in sets.items()}
 
-    def evaluate(self, student, teacher_preds: dict[str, np.ndarray]) -> dict:
-        """Metrics, retention and agreement vs the teacher on dev and test; saves predictions."""
+    def evaluate(self, student, sets: dict, teacher_preds: dict[str, np.ndarray]) -> dict:
+        """Metrics, retention and agreement vs the teacher on every evaluation set; saves
+        the student's and teacher's per-example outputs and the labels."""
         spec, out, arrays = self.task.spec, {}, {}
         for split, teacher in teacher_preds.items():
-            data = self.encoded[split]
+            data = sets[split]
             preds = predict(student, data, self.tokenizer, self.run.training.eval_batch_size,
                             progress=self.run.progress, bf16=self.run.bf16)
             labels = np.asarray(data[LABELS])
@@ -339,7 +349,7 @@ class _Context:
                           "retention": {k: ours[k] / theirs[k] if theirs[k] else None
                                         for k in ours},
                           "agreement": agreement(preds, teacher, spec)}
-            arrays.update({split: preds, f"teacher_{split}": teacher})
+            arrays.update({split: preds, f"teacher_{split}": teacher, f"labels_{split}": labels})
         _save_npz_atomic(self.run.out / PREDICTIONS_NAME, arrays)
         return {**out, "predictions": PREDICTIONS_NAME}
 
