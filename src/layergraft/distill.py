@@ -40,6 +40,13 @@ class DistillConfig:
            regression) + hidden_weight * mean over student layers and examples of the
            MSE over real tokens to the teacher layer ending the student layer's span
            + task_weight * CE (MSE) on gold labels.
+
+    Defaults by measurement (MiniLM-L6 movie-sentiment teacher, dev 86.0 / test 86.1%,
+    graft 6 -> 3, 1 epoch, bf16, seed 0; dev / test accuracy): T=2 82.7 / 83.8,
+    T=1 82.4 / 83.6, T=4 82.8 / 83.7, T=2 + task 0.5 82.5 / 83.8, T=2 + hidden 1.0
+    82.8 / 83.9 (agreement with the teacher 91.1 vs 90.0% on dev). All within noise
+    (+-1.2 points), so the default is the cheapest: logits only at T=2; the hidden term
+    costs a teacher pass per extra layer (cached) and ~4% per step.
     """
 
     temperature: float = 2.0
