@@ -26,7 +26,16 @@ from pathlib import Path
 
 import measure
 import render
-from stages import FULL_BUDGET, STAGES, TASKS, Planned, plan_stage, run_rows
+from stages import (
+    FULL_BUDGET,
+    STAGES,
+    TASKS,
+    TEACHER_EPOCHS,
+    TEACHER_SEED,
+    Planned,
+    plan_stage,
+    run_rows,
+)
 
 from layergraft.atomic import write_json_atomic
 from layergraft.bench import safetensors_size
@@ -38,8 +47,6 @@ from layergraft.train import RESULTS_NAME as TEACHER_RESULTS
 from layergraft.train import TrainConfig, finetune
 
 ROOT = Path(__file__).resolve().parents[1]
-# Teachers: up to 4 epochs, the best dev epoch kept (early stopping, patience 2), seed 0.
-TEACHER_EPOCHS, TEACHER_SEED = 4.0, 0
 # Rough minutes per run on 2 busy cores, for --dry-run before any run has been timed.
 ASSUMED_MINUTES = {"train": {3: 11.0, 2: 8.0, 1: 6.0}, "none": 1.5, "teacher": 30.0}
 

@@ -27,6 +27,8 @@ from stages import (
     FULL_BUDGET,
     STAGES,
     TASKS,
+    TEACHER_EPOCHS,
+    TEACHER_SEED,
     curve_configs,
     dev_retention,
     plan_stage,
@@ -46,10 +48,11 @@ hand. Reproduce with one command, `python benchmarks/offline.py` (resumable: int
 rerun; `--dry-run` lists the runs and what is done; `--stage X` runs one stage).
 
 Setup. Teachers: the offline all-MiniLM-L6-v2 (6 layers, 22.7M parameters) fine-tuned on
-each task's full train split, best dev epoch of at most 4, seed 0, bf16. Students: every
+each task's full train split, {TEACHER_EPOCHS:g} epochs (best dev epoch kept), seed {TEACHER_SEED},
+bf16. Students: every
 method cut to 3, 2 and 1 layers and trained with the same full budget, {FULL_BUDGET}, in
 every row of a table (the issue's trial showed every method within noise of 99% at half
-depth with it, and it matches the teachers' own fine-tuning); shorter budgets are separate
+depth with it); shorter budgets are separate
 runs with their own schedule. bf16 autocast; distillation and graft settings are the
 package defaults. Which strategy is a method's best, and which baseline is the strongest,
 is decided on dev at the full budget (seed 0), never on test or out-of-domain data.
