@@ -20,12 +20,12 @@ from typing import NamedTuple, Protocol
 
 import torch
 import torch.nn.functional as F
-from accelerate import PartialState
 from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from layergraft.errors import LayergraftError
 from layergraft.manifest import Manifest
+from layergraft.parallel import process_state
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 CACHE_FORMAT = "layergraft-teacher-cache/1"
@@ -251,14 +251,6 @@ def make_distill_loss(teacher: Teacher | PreTrainedModel, config: DistillConfig,
                             inputs.get("labels"), config)
 
     return loss_fn
-
-
-def process_state() -> PartialState:
-    """The data-parallel state the Trainer will use. Accelerate only recognises processes
-    started by torchrun on a machine without GPUs when asked for cpu=True."""
-    accelerated = torch.cuda.is_available() or torch.backends.mps.is_available() or (
-        hasattr(torch, "xpu") and torch.xpu.is_available())
-    return PartialState(cpu=not accelerated)
 
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:

@@ -36,7 +36,6 @@ from layergraft.distill import (
     layer_map_from_manifest,
     make_distill_loss,
     model_fingerprint,
-    process_state,
 )
 from layergraft.errors import LayergraftError
 from layergraft.evaluation import agreement, predict, versions
@@ -45,6 +44,7 @@ from layergraft.manifest import Manifest, write_json_atomic
 from layergraft.methods import NEEDS_SCORES, GraftOptions, get_method
 from layergraft.metrics import compute_metrics
 from layergraft.modelio import holds_model, load_classifier, save_model
+from layergraft.parallel import process_state
 from layergraft.train import TrainConfig, train
 from layergraft.workflows import AnalysisSettings, TaskSource, load_for_task, measure
 

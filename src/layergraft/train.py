@@ -34,7 +34,6 @@ from pathlib import Path
 
 import datasets
 import torch
-from accelerate import PartialState
 from transformers import (
     EarlyStoppingCallback,
     PreTrainedModel,
@@ -53,6 +52,7 @@ from layergraft.errors import LayergraftError
 from layergraft.evaluation import evaluate_model, versions
 from layergraft.metrics import METRICS, compute_metrics
 from layergraft.modelio import check_output_dir, load_classifier, save_model
+from layergraft.parallel import has_accelerator, process_state
 from layergraft.tasks import Task, TaskSpec, check_model_fits
 
 LossFn = Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor]
@@ -112,7 +112,7 @@ class TrainConfig:
             seed=self.seed,
             data_seed=self.seed,
             bf16=self.bf16,
-            use_cpu=not _has_accelerator(),  # lets bf16 mean CPU autocast when there is no GPU
+            use_cpu=not has_accelerator(),  # lets bf16 mean CPU autocast when there is no GPU
             **schedule,
             save_total_limit=self.save_total_limit,
             load_best_model_at_end=True,
@@ -125,11 +125,6 @@ class TrainConfig:
             remove_unused_columns=False,  # example_id must reach compute_loss (loss_fn)
             average_tokens_across_devices=False,
         )
-
-
-def _has_accelerator() -> bool:
-    return torch.cuda.is_available() or torch.backends.mps.is_available() or (
-        hasattr(torch, "xpu") and torch.xpu.is_available())
 
 
 @dataclass
@@ -248,7 +243,7 @@ def finetune(
         model.config.id2label = dict(enumerate(task.spec.label_names))
         model.config.label2id = {name: i for i, name in enumerate(task.spec.label_names)}
     result = train(model, tokenizer, task, config)
-    state = PartialState()
+    state = process_state()
     record = {"task": task.spec.name, "base_model": model_name_or_path,
               "dev": result.metrics, "global_step": result.global_step,
               "train_seconds": round(result.train_seconds, 1),
