@@ -22,7 +22,6 @@ from layergraft.strategies import STRATEGIES, Budget
 
 ROWS_JSON = "results.json"
 ROWS_CSV = "results.csv"
-ANALYSIS = "teacher-analysis"
 
 
 @dataclass(frozen=True)
@@ -110,16 +109,13 @@ def run_comparison(
     graft options, ...), which is what keeps the comparison fair.
     """
     from layergraft.strategies import compress
-    from layergraft.workflows import AnalysisSettings, TaskSource, analyze_path
+    from layergraft.workflows import TaskSource
 
     if not runs:
         raise LayergraftError("nothing to compare: give at least one method and depth")
     out = Path(out_dir)
     source = TaskSource(task) if isinstance(task, str) else task
     full = Budget.parse(compress_options.pop("budget", "3 epochs"))
-    if not (out / ANALYSIS / "analysis.json").is_file():  # the teacher's maps for the report
-        analyze_path(teacher_path, source, out / ANALYSIS,
-                     compress_options.get("analysis") or AnalysisSettings())
     rows: list[dict] = []
     for key in runs:
         record = compress(teacher_path, source, layers=key.layers, method=key.method,
@@ -130,7 +126,7 @@ def run_comparison(
             on_result(key, record)
         write_rows(rows, out)
     write_comparison_report(rows, out, title or f"layergraft comparison: {teacher_path}",
-                            out / ANALYSIS)
+                            record.get("analysis_dir"))  # the teacher's maps, cached by compress
     return rows
 
 

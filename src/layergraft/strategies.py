@@ -203,7 +203,7 @@ class _Run:
         total = (self.budget.steps(len(encoded["train"]), self.training.batch_size)
                  if self.strategy != "none" else 0)
         ctx = _Context(self, state, task, teacher, tokenizer, encoded)
-        analysis, analysis_seconds = ctx.teacher_analysis()
+        analysis, analysis_dir, analysis_seconds = ctx.teacher_analysis()
         manifest = Manifest.for_teacher(teacher)
         if self.strategy == "progressive":
             student, manifest, stages = ctx.progressive(analysis, manifest, total)
@@ -225,7 +225,8 @@ class _Run:
                             "steps": sum(s["steps"] for s in stages),
                             "seconds": round(sum(s["seconds"] for s in stages), 2),
                             "stages": stages},
-                  "analysis_seconds": round(analysis_seconds, 2)}
+                  "analysis_seconds": round(analysis_seconds, 2),
+                  "analysis_dir": str(analysis_dir)}
         sets = ctx.eval_sets()
         teacher_preds = ctx.teacher_predictions(sets)  # every rank: the cache build syncs
         if state.is_main_process:
@@ -258,8 +259,9 @@ class _Context:
                                 splits=["test"])["test"]
         return sets
 
-    def teacher_analysis(self) -> tuple[Analysis, float]:
-        """Importance and similarity of the teacher, measured once per teacher/data/settings."""
+    def teacher_analysis(self) -> tuple[Analysis, Path, float]:
+        """Importance and similarity of the teacher, measured once per teacher/data/settings;
+        the folder also holds their plots."""
         settings = {k: v for k, v in asdict(self.run.analysis).items() if k != "progress"}
         key = json.dumps(settings, sort_keys=True)
         folder = (self.run.cache / "analysis" / f"model-{model_fingerprint(self.teacher)}"
@@ -268,7 +270,7 @@ class _Context:
         with self.state.local_main_process_first():
             if not (folder / "analysis.json").is_file():
                 save_analysis(self.measure(self.teacher, self.run.analysis), folder)
-        return load_analysis(folder), time.perf_counter() - start
+        return load_analysis(folder), folder, time.perf_counter() - start
 
     def measure(self, model, settings: AnalysisSettings) -> Analysis:
         return measure(model, self.tokenizer, self.task, settings)
