@@ -193,3 +193,20 @@ def test_finetune_then_evaluate_from_the_cli(monkeypatch, capsys, tmp_path, tiny
     assert records[0]["metrics"]["accuracy"] == pytest.approx(record["dev"]["accuracy"])
     assert records[0]["metrics"]["accuracy"] > 0.8  # the toy task is learnt
     assert "accuracy" in out
+
+
+def test_compress_from_the_cli_and_regression_flag(monkeypatch, capsys, tmp_path, tiny_dir):
+    from tiny_task import write_tiny_task
+
+    task = write_tiny_task(tmp_path / "task")
+    code, out, err = run_cli(monkeypatch, capsys, "compress", tiny_dir, "--task", task,
+                             "--layers", "2", "--method", "drop-alternate", "--strategy",
+                             "none", "--out", str(tmp_path / "s"))
+    assert code == 0, err
+    record = json.loads((tmp_path / "s" / "results.json").read_text())
+    assert record["student"]["layers"] == 2 and record["strategy"] == "none"
+    assert "test accuracy" not in out and f"{100 * record['dev']['metrics']['accuracy']:.2f}" in out
+    # integer labels read as scores: a regression task that a 2-class head cannot score
+    code, _, err = run_cli(monkeypatch, capsys, "evaluate", tiny_dir, "--task", task,
+                           "--regression")
+    assert_one_line_error(code, err, "regression")

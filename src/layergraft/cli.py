@@ -36,6 +36,9 @@ PairColumnOpt = Annotated[str | None, typer.Option(
     "--pair-column", help="Second-text column of a local file.")]
 LabelColumnOpt = Annotated[str | None, typer.Option(
     "--label-column", help="Label column of a local file.")]
+RegressionOpt = Annotated[bool | None, typer.Option(
+    "--regression/--classification",
+    help="Whether a local file's labels are scores or classes (default: inferred).")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]
 SamplesOpt = Annotated[int, typer.Option(
     "--samples", help="Training examples used to measure importance and similarity.")]
@@ -48,12 +51,14 @@ NormalizeOpt = Annotated[bool, typer.Option(
     "--normalize/--raw", help="Divide each layer's scores by their L2 norm.")]
 
 
-def _task_source(task: str, seed: int, text_column: str | None, pair_column: str | None,
-                 label_column: str | None):
+def _task_source(task: str, text_column: str | None, pair_column: str | None,
+                 label_column: str | None, regression: bool | None):
+    """The task as flags describe it. A lone data file is always split with seed 0, so every
+    command (and every training seed) sees the same train/dev/test rows."""
     from layergraft.workflows import TaskSource
 
     return TaskSource(task, text_column=text_column, pair_column=pair_column,
-                      label_column=label_column, seed=seed)
+                      label_column=label_column, regression=regression)
 
 
 @app.command()
@@ -69,14 +74,15 @@ def analyze(
     text_column: TextColumnOpt = None,
     pair_column: PairColumnOpt = None,
     label_column: LabelColumnOpt = None,
+    regression: RegressionOpt = None,
 ) -> None:
     """Measure head/neuron importance and layer similarity; write scores, JSON and plots."""
     from layergraft.workflows import AnalysisSettings, analyze_path
 
     settings = AnalysisSettings(samples=samples, importance=importance, loss=loss,
                                 normalize=normalize, seed=seed)
-    analysis = analyze_path(model, _task_source(task, seed, text_column, pair_column,
-                                                label_column), out, settings)
+    source = _task_source(task, text_column, pair_column, label_column, regression)
+    analysis = analyze_path(model, source, out, settings)
     cosine = ", ".join(f"{v:.3f}" for v in analysis.adjacent_cosine.tolist())
     typer.echo(f"adjacent cosine (layer input vs output): {cosine}")
     typer.echo(f"wrote scores, similarity and plots to {out}")
@@ -113,12 +119,14 @@ def graft(
     text_column: TextColumnOpt = None,
     pair_column: PairColumnOpt = None,
     label_column: LabelColumnOpt = None,
+    regression: RegressionOpt = None,
 ) -> None:
     """Surgery only: merge adjacent layers into a smaller model of standard shape."""
     from layergraft.methods import GraftOptions
     from layergraft.workflows import AnalysisSettings, graft_path
 
-    source = _task_source(task, seed, text_column, pair_column, label_column) if task else None
+    source = (_task_source(task, text_column, pair_column, label_column, regression)
+              if task else None)
     path = graft_path(
         model, out, layers=layers, pairs=pairs, method=method, task_source=source,
         analysis_dir=analysis, seed=seed, overwrite=overwrite,
@@ -161,6 +169,7 @@ def finetune(
     text_column: TextColumnOpt = None,
     pair_column: PairColumnOpt = None,
     label_column: LabelColumnOpt = None,
+    regression: RegressionOpt = None,
 ) -> None:
     """Make a teacher: fine-tune a pretrained encoder on a task (resumes if interrupted)."""
     from layergraft.train import TrainConfig
@@ -169,7 +178,7 @@ def finetune(
     config = TrainConfig(output_dir="", epochs=epochs, max_steps=max_steps,
                          learning_rate=learning_rate, batch_size=batch_size, seed=seed,
                          bf16=bf16)
-    loaded = _task_source(task, seed, text_column, pair_column, label_column).load()
+    loaded = _task_source(task, text_column, pair_column, label_column, regression).load()
     record = run_finetune(_resolve(model), loaded, str(out), config, overwrite=overwrite)
     _print_scores(record["task"], {k: record[k] for k in ("dev", "test") if k in record})
     typer.echo(f"saved the fine-tuned model to {out} ({record['train_seconds']} s of training)")
@@ -188,12 +197,13 @@ def evaluate(
     text_column: TextColumnOpt = None,
     pair_column: PairColumnOpt = None,
     label_column: LabelColumnOpt = None,
+    regression: RegressionOpt = None,
 ) -> None:
     """Score a model on a task: a table on screen and, with --json, a JSON record."""
     from layergraft.evaluation import evaluate_model, format_table, save_results
     from layergraft.workflows import load_for_task
 
-    loaded = _task_source(task, 0, text_column, pair_column, label_column).load()
+    loaded = _task_source(task, text_column, pair_column, label_column, regression).load()
     classifier, tokenizer = load_for_task(model, loaded)
     split = split or list(loaded.spec.eval_splits)
     targets = [(loaded, name) for name in split if name != "ood"]
@@ -222,13 +232,18 @@ def compress(
     hidden_weight: HiddenWeightOpt = 0.0,
     task_weight: TaskWeightOpt = 0.0,
     overwrite: OverwriteOpt = False,
+    text_column: TextColumnOpt = None,
+    pair_column: PairColumnOpt = None,
+    label_column: LabelColumnOpt = None,
+    regression: RegressionOpt = None,
 ) -> None:
     """Surgery + training + evaluation + speed: a student, its manifest and results.json."""
     from layergraft.distill import DistillConfig
     from layergraft.strategies import compress as run_compress
 
+    source = _task_source(task, text_column, pair_column, label_column, regression)
     record = run_compress(
-        teacher, task, layers=layers, out_dir=out, method=method, strategy=strategy,
+        teacher, source, layers=layers, out_dir=out, method=method, strategy=strategy,
         budget=budget, seed=seed, bf16=bf16, overwrite=overwrite,
         distill=DistillConfig(temperature=temperature, hidden_weight=hidden_weight,
                               task_weight=task_weight))
@@ -256,6 +271,10 @@ def compare(
     temperature: TemperatureOpt = 2.0,
     hidden_weight: HiddenWeightOpt = 0.0,
     task_weight: TaskWeightOpt = 0.0,
+    text_column: TextColumnOpt = None,
+    pair_column: PairColumnOpt = None,
+    label_column: LabelColumnOpt = None,
+    regression: RegressionOpt = None,
 ) -> None:
     """Every method x strategy x depth under one budget: results.csv/json and a report."""
     from layergraft.compare import plan_runs, run_comparison
@@ -263,8 +282,9 @@ def compare(
 
     runs = plan_runs(_split_list(layers, int), _split_list(methods), _split_list(strategies),
                      _split_list(graft_strategies), _split_list(seeds, int))
+    source = _task_source(task, text_column, pair_column, label_column, regression)
     run_comparison(
-        teacher, task, out, runs, budget=budget, bf16=bf16,
+        teacher, source, out, runs, budget=budget, bf16=bf16,
         distill=DistillConfig(temperature=temperature, hidden_weight=hidden_weight,
                               task_weight=task_weight),
         on_result=lambda key, record: typer.echo(f"done {key.name}: " + _headline(record)))
@@ -282,12 +302,17 @@ def bench(
     bf16: Bf16Opt = False,
     json_path: Annotated[Path | None, typer.Option("--json", help="Also write JSON here.")]
     = None,
+    text_column: TextColumnOpt = None,
+    pair_column: PairColumnOpt = None,
+    label_column: LabelColumnOpt = None,
+    regression: RegressionOpt = None,
 ) -> None:
     """Throughput, latency, parameters and size of models measured in one run."""
     from layergraft.bench import bench_models, format_speed_table
     from layergraft.evaluation import save_results
 
-    rows = bench_models([_resolve(m) for m in models], task, split=split,
+    loaded = _task_source(task, text_column, pair_column, label_column, regression).load()
+    rows = bench_models([_resolve(m) for m in models], loaded, split=split,
                         batch_sizes=_split_list(batch_sizes, int), bf16=bf16)
     typer.echo(format_speed_table(rows))
     if json_path is not None:
