@@ -10,6 +10,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from torch.utils.data import DataLoader
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from layergraft.errors import LayergraftError
 from layergraft.graft import graft_model
@@ -17,6 +21,10 @@ from layergraft.manifest import Manifest
 from layergraft.methods import NEEDS_SCORES, NEEDS_SIMILARITY, GraftOptions
 from layergraft.modelio import check_output_dir, load_classifier, save_model
 from layergraft.plan import Plan
+
+if TYPE_CHECKING:
+    from layergraft.analysis import Analysis
+    from layergraft.tasks import Task
 
 
 @dataclass(frozen=True)
@@ -30,7 +38,7 @@ class TaskSource:
     regression: bool | None = None
     seed: int = 0
 
-    def load(self):
+    def load(self) -> Task:
         from layergraft.tasks import load_task
 
         return load_task(self.name, text_column=self.text_column, pair_column=self.pair_column,
@@ -53,7 +61,7 @@ class AnalysisSettings:
     progress: bool = True
 
 
-def load_for_task(model_path: str, task):
+def load_for_task(model_path: str, task: Task) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Model (with a head sized for the task when it has none yet) and tokenizer, checked."""
     from layergraft.tasks import check_model_fits
 
@@ -62,7 +70,8 @@ def load_for_task(model_path: str, task):
     return model, tokenizer
 
 
-def analysis_batches(task, tokenizer, settings: AnalysisSettings):
+def analysis_batches(task: Task, tokenizer: PreTrainedTokenizerBase,
+                     settings: AnalysisSettings) -> DataLoader:
     """A seeded sample of one split, tokenised and batched with dynamic padding."""
     from layergraft.data import encode, loader
 
@@ -78,7 +87,7 @@ def analysis_batches(task, tokenizer, settings: AnalysisSettings):
 
 
 def analyze_path(model_path: str, task_source: TaskSource, out_dir: str | os.PathLike,
-                 settings: AnalysisSettings = AnalysisSettings()):
+                 settings: AnalysisSettings = AnalysisSettings()) -> Analysis:
     """Measure importance and similarity of a model on a task and save them to `out_dir`."""
     from layergraft.analysis import save_analysis
 
@@ -89,7 +98,8 @@ def analyze_path(model_path: str, task_source: TaskSource, out_dir: str | os.Pat
     return analysis
 
 
-def measure(model, tokenizer, task, settings: AnalysisSettings = AnalysisSettings()):
+def measure(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: Task,
+            settings: AnalysisSettings = AnalysisSettings()) -> Analysis:
     """Importance and similarity of an already loaded model on a sample of the task."""
     from layergraft.analysis import analyze_model
 
@@ -135,7 +145,9 @@ def graft_path(
     return save_model(student, tokenizer, out_dir, manifest=manifest, overwrite=overwrite)
 
 
-def _analysis_for(model, tokenizer, method, task, analysis_dir, settings):
+def _analysis_for(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, method: str,
+                  task: Task | None, analysis_dir: str | os.PathLike | None,
+                  settings: AnalysisSettings) -> Analysis | None:
     """Load or measure the analysis a method needs; None when it needs none and has none."""
     if analysis_dir is not None:
         from layergraft.analysis import load_analysis
