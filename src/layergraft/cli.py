@@ -36,6 +36,7 @@ PairColumnOpt = Annotated[str | None, typer.Option(
     "--pair-column", help="Second-text column of a local file.")]
 LabelColumnOpt = Annotated[str | None, typer.Option(
     "--label-column", help="Label column of a local file.")]
+JsonOpt = Annotated[Path | None, typer.Option("--json", help="Also write JSON here.")]
 RegressionOpt = Annotated[bool | None, typer.Option(
     "--regression/--classification",
     help="Whether a local file's labels are scores or classes (default: inferred).")]
@@ -191,8 +192,7 @@ def evaluate(
     split: Annotated[list[str] | None, typer.Option(
         "--split", help="Split(s) to score (default: the task's evaluation splits); 'ood' "
         "adds the task's out-of-domain sets.")] = None,
-    json_path: Annotated[Path | None, typer.Option("--json", help="Also write JSON here.")]
-    = None,
+    json_path: JsonOpt = None,
     bf16: Bf16Opt = False,
     text_column: TextColumnOpt = None,
     pair_column: PairColumnOpt = None,
@@ -300,8 +300,7 @@ def bench(
     = "dev",
     batch_sizes: Annotated[str, typer.Option("--batch-sizes", help="e.g. 32,1")] = "32,1",
     bf16: Bf16Opt = False,
-    json_path: Annotated[Path | None, typer.Option("--json", help="Also write JSON here.")]
-    = None,
+    json_path: JsonOpt = None,
     text_column: TextColumnOpt = None,
     pair_column: PairColumnOpt = None,
     label_column: LabelColumnOpt = None,
