@@ -221,3 +221,25 @@ def test_refuses_to_overwrite_a_saved_model(tmp_path):
     with pytest.raises(LayergraftError, match="--overwrite"):
         save_model(model, None, tmp_path / "out")
     save_model(model, None, tmp_path / "out", overwrite=True)
+
+
+def test_one_source_per_group_equals_keeping_the_top_layer_of_each_group():
+    model = make_tiny_model("bert", num_layers=LAYERS)
+    batches = make_tiny_batches(model)
+    heads, neurons = torch.rand(LAYERS, HEADS), torch.rand(LAYERS, FFN)
+    student, _ = graft_model(model, plan=Plan.from_spans(LAYERS, "0-1,2-3"), head_scores=heads,
+                             neuron_scores=neurons, options=GraftOptions(max_sources=1))
+    kept_alternate, _ = graft_model(model, layers=2, method="drop-alternate")
+    assert torch.equal(logits(student, batches), logits(kept_alternate, batches))
+
+
+def test_max_sources_grafts_only_the_top_layers_of_a_deep_group():
+    model = make_tiny_model("bert", num_layers=LAYERS)
+    heads, neurons = torch.rand(LAYERS, HEADS), torch.rand(LAYERS, FFN)
+    _, manifest = graft_model(model, layers=1, head_scores=heads, neuron_scores=neurons,
+                              options=GraftOptions(max_sources=2))
+    (layer,) = manifest.composed_layers()
+    assert layer["sources"] == [2, 3]
+    assert {h[0] for h in layer["heads"]} <= {2, 3}
+    with pytest.raises(LayergraftError, match="max-sources"):
+        GraftOptions(max_sources=-1)

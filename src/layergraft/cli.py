@@ -111,6 +111,9 @@ def graft(
     quota: Annotated[str, typer.Option(
         "--quota", help="free (best units overall) or equal (same share from each layer).")]
     = "free",
+    max_sources: Annotated[int, typer.Option(
+        "--max-sources", help="Graft only the top N layers of each group, dropping the rest "
+        "(0: all).")] = 0,
     samples: SamplesOpt = 2000,
     importance: ImportanceOpt = "michel",
     loss: LossOpt = "task",
@@ -132,7 +135,8 @@ def graft(
         model, out, layers=layers, pairs=pairs, method=method, task_source=source,
         analysis_dir=analysis, seed=seed, overwrite=overwrite,
         settings=AnalysisSettings(samples=samples, importance=importance, loss=loss, seed=seed),
-        options=GraftOptions(bias=bias, norm=norm, normalize_scores=normalize, quota=quota),
+        options=GraftOptions(bias=bias, norm=norm, normalize_scores=normalize, quota=quota,
+                             max_sources=max_sources),
     )
     typer.echo(f"saved the grafted model to {path}")
 

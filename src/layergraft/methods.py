@@ -29,12 +29,15 @@ class GraftOptions:
     Defaults follow the first trial in DESIGN.md (summed output biases, mean LayerNorm
     started best); per-layer score normalisation and equal per-source quotas keep deep
     merges (3+ layers into one) from taking every unit from the lower layers.
+    `max_sources` > 0 grafts only the top that many layers of each group and drops the
+    rest, for merges so deep that units of the lowest layers no longer fit on top.
     """
 
     bias: str = "sum"
     norm: str = "mean"
     normalize_scores: bool = False
     quota: str = "free"
+    max_sources: int = 0
 
     def __post_init__(self) -> None:
         for value, allowed, flag in ((self.bias, BIAS_RULES, "--bias"),
@@ -42,6 +45,8 @@ class GraftOptions:
                                      (self.quota, QUOTAS, "--quota")):
             if value not in allowed:
                 raise LayergraftError(f"{flag} must be one of {', '.join(allowed)}, not '{value}'")
+        if self.max_sources < 0:
+            raise LayergraftError(f"--max-sources must be 0 (all) or more, not {self.max_sources}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -116,7 +121,8 @@ def _graft_recipes(inp: MethodInput, head_scores: torch.Tensor,
         head_scores = head_scores / head_scores.norm(dim=1, keepdim=True).clamp_min(1e-12)
         neuron_scores = neuron_scores / neuron_scores.norm(dim=1, keepdim=True).clamp_min(1e-12)
     recipes = []
-    for group in plan.groups:
+    for span in plan.groups:
+        group = span[-inp.options.max_sources:] if inp.options.max_sources else span
         if len(group) == 1:
             recipes.append(keep_recipe(group[0], inp.num_heads, inp.ffn_width))
             continue
