@@ -14,15 +14,13 @@ cell its dev rows replace its old ones in benchmarks/results/ablations.json, whi
 from __future__ import annotations
 
 import argparse
-import fcntl
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from jsonstore import update_rows
 from stages import FULL_BUDGET, TASKS
 
-from layergraft.atomic import write_json_atomic
 from layergraft.compare import RunKey, record_rows
 from layergraft.distill import DistillConfig
 from layergraft.methods import GraftOptions
@@ -30,7 +28,6 @@ from layergraft.strategies import Budget, compress
 from layergraft.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parent
-ABLATION = "after distillation: graft options"
 
 
 @dataclass(frozen=True)
@@ -50,18 +47,27 @@ class Variant:
         return DistillConfig(hidden_weight=self.hidden_weight)
 
 
+# Options spelled out in full, so a later change of the package defaults leaves every
+# finished cell valid.
+ALL = GraftOptions(bias="sum", max_sources=0)
+TOP2 = GraftOptions(bias="sum", max_sources=2)
+MEAN2 = GraftOptions(bias="mean", max_sources=2)
 VARIANTS: Mapping[str, Variant] = {
     "drop-alternate (reference)": Variant("drop-alternate"),
-    "graft, bias sum": Variant("graft", GraftOptions(bias="sum")),
-    "graft, bias mean": Variant("graft", GraftOptions(bias="mean")),
+    "graft, bias sum": Variant("graft", ALL),
+    "graft, bias mean": Variant("graft", GraftOptions(bias="mean", max_sources=0)),
     "graft, bias mean, normalised scores": Variant("graft", GraftOptions(
-        bias="mean", normalize_scores=True)),
+        bias="mean", normalize_scores=True, max_sources=0)),
     "graft, bias mean, top 2 sources": Variant("graft", GraftOptions(bias="mean", max_sources=2)),
     "graft, bias mean, top 3 sources": Variant("graft", GraftOptions(bias="mean", max_sources=3)),
+    "graft, bias sum, top 2 sources": Variant("graft", TOP2),
     "drop-alternate, lr 1e-4": Variant("drop-alternate", learning_rate=1e-4),
-    "graft, lr 1e-4": Variant("graft", learning_rate=1e-4),
-    "graft, lr 2e-4": Variant("graft", learning_rate=2e-4),
-    "graft, hidden 1.0": Variant("graft", hidden_weight=1.0),
+    "graft, top 2, lr 1e-4": Variant("graft", TOP2, learning_rate=1e-4),
+    "graft, top 2, lr 2e-4": Variant("graft", TOP2, learning_rate=2e-4),
+    "graft, top 2, hidden 1.0": Variant("graft", TOP2, hidden_weight=1.0),
+    "drop-alternate, lr 2e-4": Variant("drop-alternate", learning_rate=2e-4),
+    "graft, bias mean, top 2, lr 2e-4": Variant("graft", MEAN2, learning_rate=2e-4),
+    "graft, bias mean, top 2, lr 4e-4": Variant("graft", MEAN2, learning_rate=4e-4),
 }
 
 
@@ -72,7 +78,8 @@ def cell_dir(task: str, variant: str, key: RunKey) -> Path:
 
 def dev_rows(record: Mapping, variant: str, budget: float, metric: str) -> list[dict]:
     rows = [r for r in record_rows(record, budget) if r["split"] == "dev" and r["metric"] == metric]
-    return [{**r, "ablation": ABLATION, "variant": variant} for r in rows]
+    label = f"distilled for {budget:g} of {FULL_BUDGET}"
+    return [{**r, "ablation": label, "variant": variant} for r in rows]
 
 
 def main() -> None:
@@ -106,16 +113,13 @@ def main() -> None:
 
 
 def replace_rows(path: Path, rows: list[dict]) -> None:
-    """Swap in this cell's rows; locked, since one process per seed may run at once."""
+    """Swap in this cell's rows (one process per seed may run at once)."""
     def identity(row: Mapping) -> tuple:
         return (row["ablation"], row["task"], row["variant"], row["layers"], row.get("seed"),
                 row.get("budget"))
 
-    with open(path.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        old = json.loads(path.read_text()) if path.is_file() else []
-        same = {identity(r) for r in rows}
-        write_json_atomic(path, [r for r in old if identity(r) not in same] + rows)
+    same = {identity(r) for r in rows}
+    update_rows(path, lambda old: [r for r in old if identity(r) not in same] + rows)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ Teachers (the offline MiniLM fine-tuned on each task, best dev epoch) are made f
 missing. Every run is a `layergraft.strategies.compress` call with its own folder under
 benchmarks/work/runs/ (git-ignored), named and budgeted by `layergraft.compare.RunKey`, so a
 rerun reuses every finished run and resumes an unfinished one from its checkpoints:
-interrupt it at any time. After every run its rows replace its old ones in
+interrupt it at any time. A run made with other settings (a package default changed since)
+is redone. After every run its rows replace its old ones in
 benchmarks/results/offline.json (written atomically); after every stage the paired tests and
 the environment row are refreshed and BENCHMARKS.md is rendered from that file alone
 (benchmarks/render.py).
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import measure
 import render
+from jsonstore import read_rows, update_rows
 from stages import (
     FULL_BUDGET,
     STAGES,
@@ -37,7 +39,6 @@ from stages import (
     run_rows,
 )
 
-from layergraft.atomic import write_json_atomic
 from layergraft.bench import safetensors_size
 from layergraft.compare import RunKey, record_rows
 from layergraft.modelio import default_model_path
@@ -68,17 +69,18 @@ class Suite:
 
 
 class Store:
-    """offline.json in memory; every change replaces rows by identity and saves atomically."""
+    """offline.json, shared by suite processes running different stages at once (one per
+    core): reads see the file as it is now, and every change replaces rows by identity."""
 
     def __init__(self, path: Path):
         self.path = path
-        self.rows: list[dict] = json.loads(path.read_text()) if path.is_file() else []
+
+    @property
+    def rows(self) -> list[dict]:
+        return read_rows(self.path)
 
     def put(self, new: Sequence[dict], same: Callable[[Mapping], bool]) -> None:
-        if [r for r in self.rows if same(r)] == list(new):
-            return  # nothing changes (a teacher recorded again, say)
-        self.rows = [r for r in self.rows if not same(r)] + list(new)
-        write_json_atomic(self.path, self.rows)
+        update_rows(self.path, lambda rows: [r for r in rows if not same(r)] + list(new))
 
 
 def of_kind(kind: str, **fields) -> Callable[[Mapping], bool]:
@@ -134,7 +136,8 @@ def run_stage(suite: Suite, stage: str, store: Store) -> None:
         try:
             record = compress(teacher, task, layers=key.layers, method=key.method,
                               strategy=key.strategy, seed=key.seed, budget=key.scaled(full),
-                              out_dir=out, bf16=suite.bf16, cache_dir=suite.work / "cache")
+                              out_dir=out, bf16=suite.bf16, cache_dir=suite.work / "cache",
+                              replace_other_runs=True)
         except Exception as error:  # recorded in offline.json and BENCHMARKS.md
             traceback.print_exc()
             store.put([{"kind": "failure", "stage": stage, "task": task, "run": key.name,

@@ -208,6 +208,14 @@ def test_suite_rows_hold_the_issue_keys_and_a_rerun_replaces_its_rows(tmp_path):
     assert json.loads((tmp_path / "offline.json").read_text()) == json.loads(json.dumps(rows[:1]))
 
 
+def test_two_suite_processes_sharing_the_results_file_keep_each_others_rows(tmp_path):
+    first, second = (offline.Store(tmp_path / "offline.json") for _ in range(2))
+    first.put([{"kind": "teacher", "task": SENT}], offline.of_kind("teacher", task=SENT))
+    second.put([{"kind": "teacher", "task": "movie-rating"}],
+               offline.of_kind("teacher", task="movie-rating"))
+    assert [r["task"] for r in first.rows] == [SENT, "movie-rating"]
+
+
 def test_render_marks_every_target_from_the_rows_alone(tmp_path):
     rows = grid(SENT, 3, test={("graft", "distill"): 0.995}, dev={("graft", "distill"): 0.99})
     rows += grid(SENT, 2, test={("graft", "distill"): 0.95}, dev={("graft", "distill"): 0.99})

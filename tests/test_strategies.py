@@ -130,6 +130,16 @@ def test_finished_run_is_returned_and_other_runs_are_not_overwritten(inputs, tmp
         tmp_path / "model")
     with pytest.raises(LayergraftError, match="--overwrite"):
         run(inputs, tmp_path / "model", strategy="none")
+    with pytest.raises(LayergraftError, match="--overwrite"):
+        run(inputs, tmp_path / "model", strategy="none", replace_other_runs=True)
+
+
+def test_a_suite_may_replace_its_own_run_of_other_settings(inputs, tmp_path):
+    run(inputs, tmp_path / "run", strategy="none")
+    replaced = run(inputs, tmp_path / "run", strategy="none", method="drop-top",
+                   replace_other_runs=True)
+    assert replaced["method"] == "drop-top"
+    assert json.loads((tmp_path / "run" / "results.json").read_text()) == replaced
 
 
 @pytest.mark.parametrize("method", ["drop-bottom", "drop-alternate", "drop-similar",

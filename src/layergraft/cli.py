@@ -105,7 +105,7 @@ def graft(
     analysis: Annotated[Path | None, typer.Option(
         "--analysis", help="Reuse the scores of `layergraft analyze` from this folder.")] = None,
     bias: Annotated[str, typer.Option(
-        "--bias", help="Output biases of a grafted layer: sum, later, earlier, mean.")] = "sum",
+        "--bias", help="Output biases of a grafted layer: mean, sum, later, earlier.")] = "mean",
     norm: Annotated[str, typer.Option(
         "--norm", help="LayerNorms of a grafted layer: mean, later, earlier.")] = "mean",
     quota: Annotated[str, typer.Option(
@@ -113,7 +113,7 @@ def graft(
     = "free",
     max_sources: Annotated[int, typer.Option(
         "--max-sources", help="Graft only the top N layers of each group, dropping the rest "
-        "(0: all).")] = 0,
+        "(0: all).")] = 2,
     samples: SamplesOpt = 2000,
     importance: ImportanceOpt = "michel",
     loss: LossOpt = "task",

@@ -123,6 +123,7 @@ def compress(
     speed: bool = True,
     progress: bool = True,
     overwrite: bool = False,
+    replace_other_runs: bool = False,
 ) -> dict:
     """Compress `teacher_path` to `layers` layers on `task`; save the student and results.
 
@@ -131,6 +132,8 @@ def compress(
     `budget`. Importance/similarity of the teacher and its outputs are cached under
     `cache_dir` (default $LAYERGRAFT_CACHE or ~/.cache/layergraft) and shared by runs.
     Returns the results record, also written to `out_dir/results.json`.
+    `replace_other_runs` lets a run replace an earlier compress run of other settings in
+    `out_dir` (a suite rerun after a default changed) but still no other model.
     """
     if strategy not in STRATEGIES:
         raise LayergraftError(f"unknown strategy '{strategy}': choose one of "
@@ -148,7 +151,7 @@ def compress(
     if finished is not None:
         return finished
     if state.is_main_process:
-        _start_fresh_or_resume(run, overwrite)
+        _start_fresh_or_resume(run, overwrite, replace_other_runs)
     state.wait_for_everyone()
     return run.execute(state)
 
@@ -376,15 +379,16 @@ def _finished_results(run: _Run, overwrite: bool) -> dict | None:
     return record if record.get("settings") == run.settings() else None
 
 
-def _start_fresh_or_resume(run: _Run, overwrite: bool) -> None:
+def _start_fresh_or_resume(run: _Run, overwrite: bool, replace_other_runs: bool) -> None:
     """Resume our own unfinished run with the same settings; otherwise start clean, but
     never replace another run or a model without --overwrite."""
     settings_path = run.out / SETTINGS_NAME
     previous = json.loads(settings_path.read_text()) if settings_path.is_file() else None
     if previous == run.settings() and not overwrite:
         return
-    if not overwrite and (previous is not None or holds_model(run.out)
-                          or (run.out / RESULTS_NAME).exists()):
+    replaceable = overwrite or (replace_other_runs and previous is not None)
+    if not replaceable and (previous is not None or holds_model(run.out)
+                            or (run.out / RESULTS_NAME).exists()):
         raise LayergraftError(f"'{run.out}' holds another run or model: choose another --out "
                               "or pass --overwrite")
     for work in (CHECKPOINTS, PROGRESSIVE):

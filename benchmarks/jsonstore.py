@@ -1,0 +1,25 @@
+"""Row files (offline.json, ablations.json) that several benchmark processes update at once:
+each change re-reads the file under an exclusive lock and replaces it atomically."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from layergraft.atomic import write_json_atomic
+
+
+def read_rows(path: Path) -> list[dict]:
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
+def update_rows(path: Path, update: Callable[[list[dict]], list[dict]]) -> None:
+    """Write `update(current rows)`, with no other process's change lost in between."""
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        rows = read_rows(path)
+        new = update(rows)
+        if new != rows:
+            write_json_atomic(path, new)
