@@ -68,6 +68,9 @@ VARIANTS: Mapping[str, Variant] = {
     "drop-alternate, lr 2e-4": Variant("drop-alternate", learning_rate=2e-4),
     "graft, bias mean, top 2, lr 2e-4": Variant("graft", MEAN2, learning_rate=2e-4),
     "graft, bias mean, top 2, lr 4e-4": Variant("graft", MEAN2, learning_rate=4e-4),
+    "graft, bias mean, top 2, lr 8e-4": Variant("graft", MEAN2, learning_rate=8e-4),
+    "drop-alternate, lr 4e-4": Variant("drop-alternate", learning_rate=4e-4),
+    "drop-alternate, lr 8e-4": Variant("drop-alternate", learning_rate=8e-4),
 }
 
 

@@ -276,10 +276,12 @@ def _ablations(rows: Sequence[Mapping]) -> list[str]:
         test = index.get((*(e[k] for k in keys[:-1]), "test"))
         cells.append([e["ablation"], str(e["variant"]), e["task"], f"{e['layers']}",
                       f"{e['n']}", format_cell(e, "retention"),
+                      format_cell(e, "agreement") if e.get("agreement_mean") is not None
+                      else "—",
                       format_cell(test, "retention") if test else "—",
                       notes.get((e["ablation"], e["variant"]), "")])
     return parts + [_table(["ablation", "variant", "task", "layers", "seeds", "dev retention %",
-                            "test retention %", "note"], cells)]
+                            "dev agreement %", "test retention %", "note"], cells)]
 
 
 def _failures(rows) -> list[str]:

@@ -151,6 +151,17 @@ HiddenWeightOpt = Annotated[float, typer.Option(
     "--hidden-weight", help="Weight of the hidden-state MSE to the teacher (0: off).")]
 TaskWeightOpt = Annotated[float, typer.Option(
     "--task-weight", help="Weight of the gold-label loss during distillation.")]
+StudentLrOpt = Annotated[float | None, typer.Option(
+    "--lr", help="Peak learning rate of the student (default: the package's measured "
+    "STUDENT_LEARNING_RATE, 4e-4).")]
+
+
+def _student_training(learning_rate: float | None):
+    """compress's training settings: its own default unless --lr is given."""
+    from layergraft.train import TrainConfig
+
+    return None if learning_rate is None else TrainConfig(output_dir="",
+                                                          learning_rate=learning_rate)
 
 
 def _split_list(value: str, cast=str) -> list:
@@ -235,6 +246,7 @@ def compress(
     temperature: TemperatureOpt = 2.0,
     hidden_weight: HiddenWeightOpt = 0.0,
     task_weight: TaskWeightOpt = 0.0,
+    learning_rate: StudentLrOpt = None,
     overwrite: OverwriteOpt = False,
     text_column: TextColumnOpt = None,
     pair_column: PairColumnOpt = None,
@@ -249,6 +261,7 @@ def compress(
     record = run_compress(
         teacher, source, layers=layers, out_dir=out, method=method, strategy=strategy,
         budget=budget, seed=seed, bf16=bf16, overwrite=overwrite,
+        training=_student_training(learning_rate),
         distill=DistillConfig(temperature=temperature, hidden_weight=hidden_weight,
                               task_weight=task_weight))
     _print_scores(record["task"], {s: record[s]["metrics"] for s in ("dev", "test")
@@ -275,6 +288,7 @@ def compare(
     temperature: TemperatureOpt = 2.0,
     hidden_weight: HiddenWeightOpt = 0.0,
     task_weight: TaskWeightOpt = 0.0,
+    learning_rate: StudentLrOpt = None,
     text_column: TextColumnOpt = None,
     pair_column: PairColumnOpt = None,
     label_column: LabelColumnOpt = None,
@@ -289,6 +303,7 @@ def compare(
     source = _task_source(task, text_column, pair_column, label_column, regression)
     run_comparison(
         teacher, source, out, runs, budget=budget, bf16=bf16,
+        training=_student_training(learning_rate),
         distill=DistillConfig(temperature=temperature, hidden_weight=hidden_weight,
                               task_weight=task_weight),
         on_result=lambda key, record: typer.echo(f"done {key.name}: " + _headline(record)))
@@ -326,12 +341,14 @@ def bench(
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("runs/demo"),
     layers: Annotated[int, typer.Option("--layers", help="Student depth.")] = 2,
-    budget: BudgetOpt = "0.5 epochs",
+    budget: Annotated[str | None, typer.Option(
+        "--budget", help="Distillation budget (default: a quarter of the benchmark's full "
+        "3 epochs).")] = None,
 ) -> None:
     """Offline MiniLM on movie-sentiment: teacher once, then graft vs the best layer drop."""
     from layergraft.demo import run_demo
 
-    rows = run_demo(out, layers=layers, budget=budget)
+    rows = run_demo(out, layers=layers, **({"budget": budget} if budget else {}))
     for row in rows:
         if row["split"] == "test" and row["metric"] == "accuracy":
             typer.echo(f"{row['method']:>15} {row['strategy']:>8}: test accuracy "

@@ -19,7 +19,7 @@ RIVAL = "drop-alternate"
 
 
 def run_demo(out_dir: str | os.PathLike = "runs/demo", *, layers: int = 2,
-             budget: str = "0.5 epochs", teacher_epochs: float = 1.0, bf16: bool = True,
+             budget: str = "0.75 epochs", teacher_epochs: float = 1.0, bf16: bool = True,
              progress: bool = True) -> list[dict]:
     """Teacher (once), then graft vs keep-alternate, surgery only and distilled: rows."""
     from layergraft.tasks import load_task
