@@ -206,6 +206,12 @@ def test_compress_from_the_cli_and_regression_flag(monkeypatch, capsys, tmp_path
     record = json.loads((tmp_path / "s" / "results.json").read_text())
     assert record["student"]["layers"] == 2 and record["strategy"] == "none"
     assert "test accuracy" not in out and f"{100 * record['dev']['metrics']['accuracy']:.2f}" in out
+    code, _, err = run_cli(monkeypatch, capsys, "compress", tiny_dir, "--task", task,
+                           "--layers", "2", "--method", "drop-alternate", "--budget", "2 steps",
+                           "--lr", "1e-3", "--out", str(tmp_path / "d"))
+    assert code == 0, err
+    record = json.loads((tmp_path / "d" / "results.json").read_text())
+    assert record["settings"]["training"]["learning_rate"] == 1e-3
     # integer labels read as scores: a regression task that a 2-class head cannot score
     code, _, err = run_cli(monkeypatch, capsys, "evaluate", tiny_dir, "--task", task,
                            "--regression")
