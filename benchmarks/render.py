@@ -36,7 +36,10 @@ from stages import (
 )
 
 from layergraft.atomic import write_bytes_atomic
+from layergraft.distill import DistillConfig
+from layergraft.methods import GraftOptions
 from layergraft.report import budget_figure, format_cell, markdown_table, summary_table
+from layergraft.strategies import STUDENT_LEARNING_RATE
 
 ROOT = Path(__file__).resolve().parents[1]
 FIELDS = ("value", "teacher_value", "retention", "agreement", "throughput_ratio",
@@ -53,9 +56,11 @@ bf16. Students: every
 method cut to 3, 2 and 1 layers and trained with the same full budget, {FULL_BUDGET}, in
 every row of a table (the issue's trial showed every method within noise of 99% at half
 depth with it); shorter budgets are separate
-runs with their own schedule. bf16 autocast; distillation and graft settings are the
-package defaults. Which strategy is a method's best, and which baseline is the strongest,
-is decided on dev at the full budget (seed 0), never on test or out-of-domain data.
+runs with their own schedule. bf16 autocast; distillation, graft and training settings are
+the package defaults: {DistillConfig()}; {GraftOptions()}; peak learning rate
+{STUDENT_LEARNING_RATE:g} for every student (chosen on dev, see the ablations). Which
+strategy is a method's best, and which baseline is the strongest, is decided on dev at
+the full budget (seed 0), never on test or out-of-domain data.
 Retention = student / teacher on the same split; agreement = share of the teacher's
 predicted classes the student reproduces (Pearson with the teacher for regression)."""
 
