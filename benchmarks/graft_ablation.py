@@ -38,6 +38,7 @@ class Variant:
     options: GraftOptions | None = None
     learning_rate: float | None = None
     hidden_weight: float = 0.0
+    refit_samples: int = 0
 
     def training(self) -> TrainConfig | None:
         return (None if self.learning_rate is None else
@@ -71,6 +72,10 @@ VARIANTS: Mapping[str, Variant] = {
     "graft, bias mean, top 2, lr 8e-4": Variant("graft", MEAN2, learning_rate=8e-4),
     "drop-alternate, lr 4e-4": Variant("drop-alternate", learning_rate=4e-4),
     "drop-alternate, lr 8e-4": Variant("drop-alternate", learning_rate=8e-4),
+    "graft, bias mean, top 2, lr 4e-4, refit 512": Variant("graft", MEAN2, learning_rate=4e-4,
+                                                          refit_samples=512),
+    "drop-alternate, lr 4e-4, refit 512": Variant("drop-alternate", learning_rate=4e-4,
+                                                  refit_samples=512),
 }
 
 
@@ -108,6 +113,7 @@ def main() -> None:
                                   out_dir=cell_dir(args.task, variant, key), bf16=True,
                                   graft_options=recipe.options, distill=recipe.distill(),
                                   training=recipe.training(), cache_dir=ROOT / "work" / "cache",
+                                  refit_samples=recipe.refit_samples,
                                   speed=False, progress=False)
                 rows = dev_rows(record, variant, args.budget, TASKS[args.task])
                 print(f"{layers}L seed {seed} {variant:<34} dev {rows[0]['value']:.4f} "

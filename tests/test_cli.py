@@ -12,6 +12,7 @@ from tiny_task import save_tiny_teacher
 from transformers import AutoModelForSequenceClassification, GPT2Config, GPT2Model
 
 from layergraft.cli import main
+from layergraft.errors import LayergraftError
 
 
 def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
@@ -116,6 +117,29 @@ def test_analyze_then_graft_from_the_analysis_on_a_local_file(monkeypatch, capsy
     manifest = json.loads((tmp_path / "s" / "graft_manifest.json").read_text())
     assert manifest["steps"][0]["importance"]["examples"] == 32
     student = AutoModelForSequenceClassification.from_pretrained(tmp_path / "s")
+    assert student.config.num_hidden_layers == 2
+
+
+def test_graft_with_a_refit_records_it_and_refuses_a_replay(monkeypatch, capsys, tmp_path):
+    from tiny_task import write_tiny_task
+
+    from layergraft.manifest import Manifest, replay
+
+    teacher = save_tiny_teacher(tmp_path / "teacher")
+    task = write_tiny_task(tmp_path / "task")
+    code, _, err = run_cli(monkeypatch, capsys, "graft", teacher, "--layers", "2", "--method",
+                           "drop-alternate", "--refit", "16", "--out", str(tmp_path / "s"))
+    assert_one_line_error(code, err, "--task")
+    code, _, err = run_cli(monkeypatch, capsys, "graft", teacher, "--layers", "2", "--task",
+                           task, "--samples", "16", "--refit", "16", "--out", str(tmp_path / "s"))
+    assert code == 0, err
+    refit = Manifest.load(tmp_path / "s").steps[-1].refit
+    assert refit["samples"] == 16 and len(refit["layers"]) == 2
+    assert all(r["mse_after"] < r["mse_before"] for r in refit["layers"])
+    student = AutoModelForSequenceClassification.from_pretrained(tmp_path / "s")
+    with pytest.raises(LayergraftError, match="load the saved student"):
+        replay(AutoModelForSequenceClassification.from_pretrained(teacher),
+               Manifest.load(tmp_path / "s"))
     assert student.config.num_hidden_layers == 2
 
 

@@ -225,3 +225,18 @@ def test_out_of_domain_sets_are_scored_against_the_teacher(inputs, tmp_path, mon
     assert record["teacher"]["accuracy"] == pytest.approx(
         np.mean(saved["teacher_shifted"].argmax(-1) == labels))
     assert set(result) >= {"dev", "test", "shifted"}
+
+
+def test_refit_after_surgery_is_part_of_the_run_and_of_its_manifest(inputs, tmp_path):
+    plain = run(inputs, tmp_path / "plain", strategy="none", method="drop-alternate")
+    refit = run(inputs, tmp_path / "refit", strategy="none", method="drop-alternate",
+                refit_samples=16)
+    assert "refit_samples" not in plain["settings"]
+    assert refit["settings"]["refit_samples"] == 16
+    step = Manifest.load(tmp_path / "refit").steps[-1]
+    assert step.refit["samples"] == 16
+    assert all(r["mse_after"] < r["mse_before"] for r in step.refit["layers"])
+    weights = [AutoModelForSequenceClassification.from_pretrained(tmp_path / name).state_dict()
+               for name in ("plain", "refit")]
+    changed = {k for k in weights[0] if not np.array_equal(weights[0][k], weights[1][k])}
+    assert changed and all(".output.dense." in k and ".attention." not in k for k in changed)

@@ -114,6 +114,9 @@ def graft(
     max_sources: Annotated[int, typer.Option(
         "--max-sources", help="Graft only the top N layers of each group, dropping the rest "
         "(0: all).")] = 2,
+    refit: Annotated[int, typer.Option(
+        "--refit", help="Then refit the new layers' FFN output projections to the input "
+        "model by least squares on this many task examples (0: off).")] = 0,
     samples: SamplesOpt = 2000,
     importance: ImportanceOpt = "michel",
     loss: LossOpt = "task",
@@ -133,7 +136,7 @@ def graft(
               if task else None)
     path = graft_path(
         model, out, layers=layers, pairs=pairs, method=method, task_source=source,
-        analysis_dir=analysis, seed=seed, overwrite=overwrite,
+        analysis_dir=analysis, seed=seed, refit_samples=refit, overwrite=overwrite,
         settings=AnalysisSettings(samples=samples, importance=importance, loss=loss, seed=seed),
         options=GraftOptions(bias=bias, norm=norm, normalize_scores=normalize, quota=quota,
                              max_sources=max_sources),

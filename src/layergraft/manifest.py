@@ -37,18 +37,20 @@ class GraftStep:
     options: dict = field(default_factory=dict)
     importance: dict | None = None
     seed: int | None = None
+    refit: dict | None = None  # how output projections were refit on data after surgery
 
     def to_dict(self) -> dict:
         return {"method": self.method, "input_layers": self.input_layers, "plan": self.plan,
                 "options": self.options, "importance": self.importance, "seed": self.seed,
-                "recipes": [r.to_dict() for r in self.recipes]}
+                "refit": self.refit, "recipes": [r.to_dict() for r in self.recipes]}
 
     @classmethod
     def from_dict(cls, data: Mapping) -> GraftStep:
         return cls(method=data["method"], input_layers=int(data["input_layers"]),
                    recipes=[LayerRecipe.from_dict(r) for r in data["recipes"]],
                    plan=data.get("plan"), options=dict(data.get("options") or {}),
-                   importance=data.get("importance"), seed=data.get("seed"))
+                   importance=data.get("importance"), seed=data.get("seed"),
+                   refit=data.get("refit"))
 
 
 @dataclass
@@ -122,6 +124,10 @@ def replay(teacher: PreTrainedModel, manifest: Manifest) -> PreTrainedModel:
             f"this manifest was made from a {manifest.teacher['num_layers']}-layer teacher, "
             f"not this {num_layers(teacher.config)}-layer model"
         )
+    if any(step.refit for step in manifest.steps):
+        raise LayergraftError(
+            "this student's output projections were refit on data after surgery, which the "
+            "manifest does not replay: load the saved student instead")
     model = teacher
     for step in manifest.steps:
         model = apply_recipes(model, step.recipes)

@@ -46,7 +46,13 @@ from layergraft.metrics import compute_metrics
 from layergraft.modelio import holds_model, load_classifier, save_model
 from layergraft.parallel import process_state
 from layergraft.train import TrainConfig, train
-from layergraft.workflows import AnalysisSettings, TaskSource, load_for_task, measure
+from layergraft.workflows import (
+    AnalysisSettings,
+    TaskSource,
+    load_for_task,
+    measure,
+    refit_after_surgery,
+)
 
 STRATEGIES = ("none", "finetune", "distill", "progressive")
 FORMAT = "layergraft-compress/1"
@@ -128,6 +134,7 @@ def compress(
     cache_dir: str | os.PathLike | None = None,
     speed: bool = True,
     progress: bool = True,
+    refit_samples: int = 0,
     overwrite: bool = False,
     replace_other_runs: bool = False,
 ) -> dict:
@@ -139,6 +146,8 @@ def compress(
     `budget`. Importance/similarity of the teacher and its outputs are cached under
     `cache_dir` (default $LAYERGRAFT_CACHE or ~/.cache/layergraft) and shared by runs.
     Returns the results record, also written to `out_dir/results.json`.
+    `refit_samples` > 0 refits each surgery's new layers by least squares on that many
+    examples of the analysis split before training (`layergraft.refit`).
     `replace_other_runs` lets a run replace an earlier compress run of other settings in
     `out_dir` (a suite rerun after a default changed) but still no other model.
     """
@@ -154,7 +163,8 @@ def compress(
                training=training or TrainConfig(output_dir="",
                                                  learning_rate=STUDENT_LEARNING_RATE),
                out=Path(out_dir),
-               cache=cache_root(cache_dir), speed=speed, progress=progress)
+               cache=cache_root(cache_dir), speed=speed, progress=progress,
+               refit_samples=refit_samples)
     state = process_state()
     finished = _finished_results(run, overwrite)
     if finished is not None:
@@ -183,6 +193,7 @@ class _Run:
     cache: Path
     speed: bool
     progress: bool
+    refit_samples: int = 0
 
     def settings(self) -> dict:
         """What identifies the run: a finished run with equal settings is not redone."""
@@ -197,7 +208,9 @@ class _Run:
                 "graft_options": self.options.to_dict() if self.method in ("graft", "random")
                 else None,
                 "analysis": {k: v for k, v in asdict(self.analysis).items() if k != "progress"},
-                "training": training if trains else None}
+                "training": training if trains else None,
+                # absent when off, so that runs from before the option stay valid
+                **({"refit_samples": self.refit_samples} if self.refit_samples else {})}
 
     def execute(self, state: PartialState) -> dict:
         start = time.perf_counter()
@@ -288,12 +301,16 @@ class _Context:
         return measure(model, self.tokenizer, self.task, settings)
 
     def surgery(self, model, manifest: Manifest, layers: int, analysis: Analysis):
-        return graft_model(
+        student, manifest = graft_model(
             model, layers=layers, method=self.run.method, head_scores=analysis.scores.head,
             neuron_scores=analysis.scores.neuron, cka=analysis.cka,
             adjacent_cosine=analysis.adjacent_cosine, options=self.run.options,
             importance_info={**analysis.info, "scores": analysis.scores.info},
             seed=self.run.seed, manifest=manifest)
+        if self.run.refit_samples:
+            refit_after_surgery(student, model, manifest.steps[-1], self.task, self.tokenizer,
+                                replace(self.run.analysis, samples=self.run.refit_samples))
+        return student, manifest
 
     def progressive(self, analysis: Analysis, manifest: Manifest, total: int):
         """Merge one pair at a time (most similar first), distilling after each merge."""

@@ -8,7 +8,7 @@ Anything a command can do is reachable from Python through here.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,7 +17,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from layergraft.errors import LayergraftError
 from layergraft.graft import graft_model
-from layergraft.manifest import Manifest
+from layergraft.manifest import GraftStep, Manifest
 from layergraft.methods import NEEDS_SCORES, NEEDS_SIMILARITY, GraftOptions
 from layergraft.modelio import check_output_dir, load_classifier, save_model
 from layergraft.plan import Plan
@@ -120,6 +120,7 @@ def graft_path(
     settings: AnalysisSettings = AnalysisSettings(),
     options: GraftOptions | None = None,
     seed: int = 0,
+    refit_samples: int = 0,
     overwrite: bool = False,
 ) -> Path:
     """Graft (or drop / average) a saved model down to `layers` and save the student.
@@ -127,8 +128,13 @@ def graft_path(
     Methods that need importance or similarity get them from `analysis_dir` (a folder
     written by `analyze`) or measure them on `task_source`. A model that is itself a
     graft keeps its manifest, so chained grafts trace back to the original teacher.
+    `refit_samples` > 0 then refits the new layers' FFN output projections to the input
+    model's hidden states on that many examples of the task (`layergraft.refit`).
     """
     check_output_dir(out_dir, overwrite)
+    if refit_samples and task_source is None:
+        raise LayergraftError("--refit needs data to fit on: give --task (a task name or a "
+                              "data file)")
     if task_source is not None:
         task = task_source.load()
         model, tokenizer = load_for_task(model_path, task)
@@ -142,7 +148,23 @@ def graft_path(
         model, layers=layers, plan=plan, method=method, options=options, seed=seed,
         manifest=Manifest.load(model_path) if Path(model_path).is_dir() else None, **scores,
     )
+    if refit_samples:
+        refit_after_surgery(student, model, manifest.steps[-1], task, tokenizer,
+                            replace(settings, samples=refit_samples))
     return save_model(student, tokenizer, out_dir, manifest=manifest, overwrite=overwrite)
+
+
+def refit_after_surgery(student: PreTrainedModel, source: PreTrainedModel, step: GraftStep,
+                        task: Task, tokenizer: PreTrainedTokenizerBase,
+                        settings: AnalysisSettings) -> None:
+    """Refit the step's new layers on the analysis sample; record how in the step."""
+    from layergraft.refit import REFIT_RIDGE, refit_outputs, span_ends
+
+    report = refit_outputs(student, source, span_ends(step),
+                           analysis_batches(task, tokenizer, settings), ridge=REFIT_RIDGE,
+                           progress=settings.progress)
+    step.refit = {"samples": settings.samples, "split": settings.split, "seed": settings.seed,
+                  "ridge": REFIT_RIDGE, "layers": report}
 
 
 def _analysis_for(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, method: str,

@@ -1,0 +1,127 @@
+"""Retraining-free repair after surgery: refit each new layer's FFN output projection by
+least squares so that the layer's output matches the teacher's at the end of its span.
+
+Surgery leaves every new layer with the right shape but the wrong output: a grafted layer
+misses the units it dropped, a kept layer sees inputs its dropped neighbours used to
+prepare. The FFN output projection is linear in what it reads, so the weights that best
+restore the teacher's hidden state have a closed form. Layers are refit bottom-up on the
+student's own activations, so each fit also absorbs the errors of the layers below it.
+
+All supported families are post-LayerNorm (`out = LN(W f + b + residual)`), so the target
+of the linear part is the teacher's hidden state mapped back through the LayerNorm with the
+current per-token mean and scale. The fit is a ridge regression pulled towards the current
+weights (`ridge` relative to the mean diagonal of the Gram matrix), accumulated batch by
+batch so memory does not grow with the number of samples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel
+
+from layergraft.arch import ArchSpec, encoder_layers, spec_for
+from layergraft.manifest import GraftStep
+from layergraft.plan import Plan
+
+Batch = Mapping[str, torch.Tensor]
+REFIT_RIDGE = 1e-2
+
+
+def span_ends(step: GraftStep) -> list[int]:
+    """For each new layer of a surgery step, the hidden-state index (0 = embeddings) of the
+    input model's layer that ends its span: what the new layer stands in for."""
+    return [max(group) + 1 for group in Plan.from_dict(step.plan).groups]
+
+
+@torch.no_grad()
+def refit_outputs(student: PreTrainedModel, teacher: PreTrainedModel, targets: Sequence[int],
+                  batches: Iterable[Batch], *, ridge: float = REFIT_RIDGE,
+                  spec: ArchSpec | None = None, progress: bool = False) -> list[dict]:
+    """Refit `student` in place (bottom-up) so that its layer i imitates the teacher's
+    hidden state `targets[i]`; returns each layer's token MSE before and after."""
+    spec = spec or spec_for(student)
+    device = next(student.parameters()).device
+    batches = [{k: v.to(device) for k, v in b.items() if k != "labels"} for b in batches]
+    student.eval()
+    teacher.eval()
+    hidden = [_real_tokens(teacher(**b, output_hidden_states=True).hidden_states, b)
+              for b in tqdm(batches, desc="teacher states", disable=not progress)]
+    report = []
+    layers = encoder_layers(student, spec)
+    for index, layer in enumerate(tqdm(layers, desc="refit", disable=not progress)):
+        linear = layer.get_submodule(spec.ffn_out)
+        norm = layer.get_submodule(spec.ffn_norm)
+        system = _System(linear)
+        for batch, states in zip(batches, hidden, strict=True):
+            reads, pre_norm = _capture(student, linear, norm, batch)
+            system.add(reads, pre_norm, states[targets[index]], norm)
+        report.append({"layer": index, "teacher_layer": targets[index], **system.solve(ridge)})
+    return report
+
+
+def _real_tokens(states: tuple[torch.Tensor, ...], batch: Batch) -> list[torch.Tensor]:
+    mask = batch["attention_mask"].bool()
+    return [s[mask].double().cpu() for s in states]
+
+
+def _capture(model: PreTrainedModel, linear: nn.Linear, norm: nn.LayerNorm,
+             batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """What the projection reads and what the LayerNorm receives, on real tokens."""
+    seen: dict[str, torch.Tensor] = {}
+    hooks = [linear.register_forward_hook(lambda m, i, o: seen.__setitem__("reads", i[0])),
+             norm.register_forward_pre_hook(lambda m, i: seen.__setitem__("pre", i[0]))]
+    try:
+        model(**batch)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    mask = batch["attention_mask"].bool()
+    return seen["reads"][mask].double().cpu(), seen["pre"][mask].double().cpu()
+
+
+class _System:
+    """Normal equations of `[reads, 1] @ B ~ target`, accumulated over batches."""
+
+    def __init__(self, linear: nn.Linear):
+        self.linear = linear
+        self.current = torch.cat([linear.weight.T, linear.bias[None]]).double().cpu()
+        width = self.current.shape[0]
+        self.gram = torch.zeros(width, width, dtype=torch.float64)
+        self.cross = torch.zeros_like(self.current)
+        self.target_sq = 0.0
+        self.tokens = 0
+
+    def add(self, reads: torch.Tensor, pre_norm: torch.Tensor, teacher: torch.Tensor,
+            norm: nn.LayerNorm) -> None:
+        mean = pre_norm.mean(-1, keepdim=True)
+        scale = (pre_norm.var(-1, unbiased=False, keepdim=True) + norm.eps).sqrt()
+        shift, gain = norm.bias.double().cpu(), norm.weight.double().cpu()
+        wanted = (teacher - shift) / gain * scale + mean
+        x = torch.cat([reads, torch.ones(len(reads), 1, dtype=reads.dtype)], dim=1)
+        target = wanted - pre_norm + x @ self.current  # the residual stays as it is
+        self.gram += x.T @ x
+        self.cross += x.T @ target
+        self.target_sq += float((target ** 2).sum())
+        self.tokens += len(x)
+
+    def error(self, solution: torch.Tensor) -> float:
+        """Mean squared residual per token and feature, from the normal equations alone."""
+        total = (self.target_sq - 2 * (solution * self.cross).sum()
+                 + (solution * (self.gram @ solution)).sum())
+        return float(total) / (self.tokens * solution.shape[1])
+
+    def solve(self, ridge: float) -> dict:
+        penalty = ridge * self.gram.diagonal()[:-1].mean() * torch.eye(
+            len(self.gram), dtype=torch.float64)
+        penalty[-1, -1] = 0.0  # the bias is not shrunk
+        solution = torch.linalg.solve(self.gram + penalty,
+                                      self.cross + penalty @ self.current)
+        before, after = self.error(self.current), self.error(solution)
+        weight = self.linear.weight
+        weight.data = solution[:-1].T.to(weight.device, weight.dtype).contiguous()
+        self.linear.bias.data = solution[-1].to(weight.device, weight.dtype)
+        return {"mse_before": before, "mse_after": after, "tokens": self.tokens}
