@@ -53,7 +53,7 @@ def shuffled_batch(dataset, tokenizer, extra_padding=3):
 
 
 @pytest.mark.parametrize(("method", "spans", "expected"), [
-    ("drop-top", None, [1, 2]),
+    ("drop-top", None, [1, 4]),
     ("drop-bottom", None, [3, 4]),
     ("drop-alternate", None, [2, 4]),
     ("graft", "0-1,2-3", [2, 4]),

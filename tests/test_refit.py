@@ -11,7 +11,7 @@ from helpers import make_tiny_batches, make_tiny_model
 
 from layergraft.arch import ARCH_SPECS
 from layergraft.graft import graft_model
-from layergraft.refit import refit_outputs, span_ends
+from layergraft.refit import refit_outputs
 
 FAMILIES = sorted(ARCH_SPECS)
 
@@ -38,7 +38,7 @@ def test_refit_brings_each_new_layer_closer_to_the_end_of_its_span(family):
     model = make_tiny_model(family, num_layers=4)
     batches = make_tiny_batches(model, n_batches=4, batch=8)
     student, manifest = graft_model(model, layers=2, method="drop-alternate")
-    targets = span_ends(manifest.steps[-1])
+    targets = manifest.steps[-1].span_ends()
     assert targets == [2, 4]
     report = refit_outputs(student, model, targets, batches)
     assert all(r["mse_after"] < r["mse_before"] for r in report)

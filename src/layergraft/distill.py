@@ -77,9 +77,10 @@ def layer_map_from_manifest(manifest: Manifest) -> list[int]:
     """For each student layer, the teacher hidden-state index it imitates.
 
     That is the output of the teacher layer that ends the student layer's span (grafted,
-    averaged or kept); hidden_states[0] is the embeddings, so layer l is index l + 1.
+    averaged or kept), so the last student layer always imitates the teacher's last layer,
+    which the classifier reads; hidden_states[0] is the embeddings, so layer l is index l + 1.
     """
-    return [max(layer["sources"]) + 1 for layer in manifest.composed_layers()]
+    return manifest.span_ends()
 
 
 class TeacherOutputs(NamedTuple):

@@ -22,6 +22,7 @@ import layergraft
 from layergraft.arch import ffn_width, num_heads, num_layers
 from layergraft.atomic import write_json_atomic
 from layergraft.errors import LayergraftError
+from layergraft.plan import Plan
 from layergraft.surgery import LayerRecipe, apply_recipes, keep_recipe
 
 MANIFEST_NAME = "graft_manifest.json"
@@ -43,6 +44,13 @@ class GraftStep:
         return {"method": self.method, "input_layers": self.input_layers, "plan": self.plan,
                 "options": self.options, "importance": self.importance, "seed": self.seed,
                 "refit": self.refit, "recipes": [r.to_dict() for r in self.recipes]}
+
+    def span_ends(self) -> list[int]:
+        """For each new layer, the hidden-state index (0 = embeddings) of the input model's
+        layer that ends its span: the output the new layer stands in for."""
+        if self.plan is None:  # a step recorded without its plan
+            return [max(r.sources) + 1 for r in self.recipes]
+        return [max(group) + 1 for group in Plan.from_dict(self.plan).groups]
 
     @classmethod
     def from_dict(cls, data: Mapping) -> GraftStep:
@@ -75,6 +83,13 @@ class Manifest:
     def depths(self) -> list[int]:
         """Depth after each step, starting with the teacher's (e.g. [6, 5, 4, 3])."""
         return [int(self.teacher["num_layers"])] + [len(s.recipes) for s in self.steps]
+
+    def span_ends(self) -> list[int]:
+        """`GraftStep.span_ends` composed over all steps, in the teacher's hidden states."""
+        ends = list(range(1, int(self.teacher["num_layers"]) + 1))
+        for step in self.steps:
+            ends = [ends[end - 1] for end in step.span_ends()]
+        return ends
 
     def composed_layers(self) -> list[dict]:
         """Each final layer in teacher indices: sources, heads, neurons, bias/norm weights."""

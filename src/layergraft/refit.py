@@ -24,17 +24,9 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from layergraft.arch import ArchSpec, encoder_layers, spec_for
-from layergraft.manifest import GraftStep
-from layergraft.plan import Plan
 
 Batch = Mapping[str, torch.Tensor]
 REFIT_RIDGE = 1e-2
-
-
-def span_ends(step: GraftStep) -> list[int]:
-    """For each new layer of a surgery step, the hidden-state index (0 = embeddings) of the
-    input model's layer that ends its span: what the new layer stands in for."""
-    return [max(group) + 1 for group in Plan.from_dict(step.plan).groups]
 
 
 @torch.no_grad()

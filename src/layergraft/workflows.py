@@ -158,9 +158,9 @@ def refit_after_surgery(student: PreTrainedModel, source: PreTrainedModel, step:
                         task: Task, tokenizer: PreTrainedTokenizerBase,
                         settings: AnalysisSettings) -> None:
     """Refit the step's new layers on the analysis sample; record how in the step."""
-    from layergraft.refit import REFIT_RIDGE, refit_outputs, span_ends
+    from layergraft.refit import REFIT_RIDGE, refit_outputs
 
-    report = refit_outputs(student, source, span_ends(step),
+    report = refit_outputs(student, source, step.span_ends(),
                            analysis_batches(task, tokenizer, settings), ridge=REFIT_RIDGE,
                            progress=settings.progress)
     step.refit = {"samples": settings.samples, "split": settings.split, "seed": settings.seed,
