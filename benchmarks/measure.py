@@ -4,6 +4,8 @@
 - `time_analyze`: wall time of the `layergraft analyze` command (2,000 examples) on a teacher.
 - `distill_cost`: a distillation epoch vs a fine-tuning epoch of the same student, measured
   interleaved by benchmarks/distill_cost.py.
+- `speed_together`: the teacher and a student of every depth timed together in one
+  interleaved run with more repeats than each run's own check, for the speed target.
 - `paired_rows`: graft vs the strongest baseline on the same examples (McNemar and a paired
   bootstrap of the target metric) from the runs' saved per-example predictions.
 """
@@ -24,6 +26,7 @@ import numpy as np
 import torch
 from stages import DEPTHS, TASKS, curve_configs
 
+from layergraft.bench import bench_models
 from layergraft.compare import RunKey
 from layergraft.distill import DistillConfig
 from layergraft.evaluation import versions
@@ -33,6 +36,7 @@ from layergraft.tasks import Task, load_task
 
 BENCHMARKS = Path(__file__).resolve().parent
 ANALYZE_SAMPLES = 2000
+SPEED_REPEATS = 15
 COST_EXAMPLES, COST_REPEATS = 1024, 3
 
 
@@ -94,6 +98,18 @@ def distill_cost(out_file: Path, bf16: bool) -> dict:
             "ratios": record["ratio_to_finetune"],
             "epoch_seconds": record["epoch_seconds"], "examples": record["examples"],
             "bf16": record.get("bf16"), "device": record.get("device")}
+
+
+def speed_together(teacher: Path, students: Sequence[Path], task: str, bf16: bool) -> list[dict]:
+    """Speed-up of each student over the teacher, all timed in one interleaved run on the
+    task's dev lengths. Speed depends on depth and shape alone, which every method shares,
+    so one student per depth stands for all of them."""
+    records = bench_models([str(teacher), *map(str, students)], task, repeats=SPEED_REPEATS,
+                           bf16=bf16)
+    return [{"kind": "speed", "task": task, "model": r["model"], "layers": r["layers"],
+             "batch": r["batch_size"], "speed_up": r["throughput_ratio"],
+             "ideal": r["ideal_ratio"], "repeats": SPEED_REPEATS, "threads": r["threads"]}
+            for r in records if r["model"] != str(teacher)]
 
 
 def paired_rows(rows: Sequence[Mapping], run_dir) -> list[dict]:

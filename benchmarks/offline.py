@@ -29,6 +29,7 @@ import measure
 import render
 from jsonstore import read_rows, update_rows
 from stages import (
+    DEPTHS,
     FULL_BUDGET,
     STAGES,
     TASKS,
@@ -126,6 +127,10 @@ def run_stage(suite: Suite, stage: str, store: Store) -> None:
         store.put([measure.distill_cost(suite.work / "costs" / "distill_cost.json", suite.bf16)],
                   of_kind("cost", name="distill_epoch_ratio"))
         return
+    if stage == "speed":
+        for task in TASKS:
+            time_students(suite, task, store)
+        return
     full = Budget.parse(FULL_BUDGET)
     for planned in plan_stage(stage, store.rows):
         if planned.pending:
@@ -148,6 +153,17 @@ def run_stage(suite: Suite, stage: str, store: Store) -> None:
         store.put([], of_kind("failure", task=task, run=key.name))
 
 
+def time_students(suite: Suite, task: str, store: Store) -> None:
+    """One speed run per task over the finished seed-0 graft/distill students; measured again
+    only when the set of students changed."""
+    students = [suite.run_dir(task, RunKey("graft", "distill", n, 0)) for n in DEPTHS]
+    students = [s for s in students if (s / RESULTS_NAME).is_file()]
+    timed = {r["model"] for r in store.rows if of_kind("speed", task=task)(r)}
+    if students and timed != {str(s) for s in students}:
+        store.put(measure.speed_together(suite.teacher(task), students, task, suite.bf16),
+                  of_kind("speed", task=task))
+
+
 def finish_stage(suite: Suite, store: Store) -> None:
     """Paired tests and the environment row from what is on disk, then BENCHMARKS.md."""
     store.put(measure.paired_rows(store.rows, suite.run_dir), of_kind("paired"))
@@ -168,6 +184,10 @@ def dry_run(suite: Suite, stages: Sequence[str], rows: Sequence[Mapping]) -> str
         if stage == "cost":
             done = (suite.work / "costs" / "distill_cost.json").is_file()
             lines.append(f"  {'measured' if done else 'to measure (a few minutes)'}")
+            continue
+        if stage == "speed":
+            lines.append("  one interleaved run per task over the finished graft students "
+                         "(about 10 minutes each)")
             continue
         planned = plan_stage(stage, rows)
         states = [_state(suite, p) for p in planned]

@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import targets
+from measure import SPEED_REPEATS
 from stages import (
     DEPTHS,
     FULL_BUDGET,
@@ -239,11 +240,12 @@ def _paired(rows, task: str) -> list[str]:
 def _speed(rows) -> list[str]:
     medians = targets.speed_medians(rows)
     cells = [[f"{layers}", f"{batch}", f"{value:.2f}×", f"{ideal:.3g}×",
-              f"{value / ideal:.0%}", f"{n}"] for (layers, batch), (value, n, ideal)
-             in medians.items()]
-    return ["## Speed (student / teacher throughput, timed together in each run, on the dev "
-            "split's real lengths)",
-            _table(["layers", "batch", "median speed-up", "ideal", "of ideal", "runs"], cells)
+              f"{value / ideal:.0%}", f"{n} {source}"]
+             for (layers, batch), (value, n, ideal, source) in medians.items()]
+    return ["## Speed (student / teacher throughput, timed together in one run, on the dev "
+            "split's real lengths: the suite's speed stage, one interleaved run per task with "
+            f"{SPEED_REPEATS} repeats, else each training run's own check)",
+            _table(["layers", "batch", "median speed-up", "ideal", "of ideal", "from"], cells)
             if cells else "Not yet measured."]
 
 

@@ -36,6 +36,7 @@ STAGES: Mapping[str, str] = {
     "cost": "pipeline cost: distillation epoch vs fine-tuning epoch (benchmarks/distill_cost.py)",
     "B": "movie-sentiment, 2 and 1 layers: the same grid",
     "C": "movie-rating, 3, 2 and 1 layers: the same grid",
+    "speed": "speed: the teacher and graft's students of every depth timed together (bench)",
     "D": "budget curves: graft (best strategy) and the strongest baseline at 1/4, 1/8, 1/2",
     "E": "seeds 1 and 2 for graft and the strongest baseline at every budget point",
 }
@@ -141,6 +142,6 @@ def plan_stage(stage: str, rows: Sequence[Mapping] = ()) -> list[Planned]:
         return _followed("D", rows, CURVE_BUDGETS, (0,))
     if stage == "E":
         return _followed("E", rows, (1.0, *CURVE_BUDGETS, 0.0), EXTRA_SEEDS)
-    if stage == "cost":
+    if stage in ("cost", "speed"):
         return []
     raise ValueError(f"unknown stage '{stage}': choose from {', '.join(STAGES)}")

@@ -187,6 +187,10 @@ def test_speed_and_pipeline_targets():
     assert check(rows, "speed", "1 layer, batch 1").status == targets.NOT_MEASURED
     ratio = check(rows, "pipeline", "distillation epoch")
     assert ratio.status == targets.MET and "1.000×" in ratio.measured  # same seconds per step
+    together = [{"kind": "speed", "task": task, "layers": 3, "batch": 1, "speed_up": up,
+                 "ideal": 2.0} for task, up in ((SENT, 1.96), (RATE, 1.98))]
+    verdict = check(rows + together, "speed", "3 layers, batch 1")  # the speed stage wins
+    assert verdict.status == targets.MET and "median of 2 speed runs" in verdict.measured
     costs = [{"kind": "cost", "name": "analyze_seconds", "task": SENT, "value": 45.0},
              {"kind": "cost", "name": "distill_epoch_ratio", "value": 1.3}]
     assert check(rows + costs, "pipeline", "distillation epoch").status == targets.MISSED
@@ -264,3 +268,23 @@ def test_dry_run_lists_the_plan_and_trains_nothing(tmp_path, capsys, monkeypatch
     assert "36 runs: 0 done, 0 to run, 36 pending" in out and "teacher movie-sentiment: to " \
         "fine-tune" in out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["work"]  # nothing written
+
+
+def test_the_speed_stage_times_teacher_and_students_together(tmp_path, monkeypatch):
+    import measure
+    from tiny_task import save_tiny_teacher, write_tiny_task
+
+    from layergraft.graft import graft_model
+    from layergraft.modelio import load_classifier, save_model
+
+    teacher = Path(save_tiny_teacher(tmp_path / "teacher"))
+    model, tokenizer = load_classifier(str(teacher))
+    students = []
+    for layers in (2, 1):
+        student, manifest = graft_model(model, layers=layers, method="drop-alternate")
+        students.append(save_model(student, tokenizer, tmp_path / f"s{layers}", manifest=manifest))
+    monkeypatch.setattr(measure, "SPEED_REPEATS", 2)
+    rows = measure.speed_together(teacher, students, write_tiny_task(tmp_path / "task"), False)
+    assert {(r["layers"], r["batch"]) for r in rows} == {(2, 32), (2, 1), (1, 32), (1, 1)}
+    assert all(r["kind"] == "speed" and r["speed_up"] > 0 for r in rows)
+    assert {r["ideal"] for r in rows} == {model.config.num_hidden_layers / n for n in (2, 1)}
