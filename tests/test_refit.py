@@ -48,3 +48,11 @@ def test_refit_brings_each_new_layer_closer_to_the_end_of_its_span(family):
         gap = [(hidden(m, batches[:1])[0][-1] - hidden(model, batches[:1])[0][-1])[mask]
                .pow(2).mean() for m in (before, student)]
     assert gap[1] < gap[0]
+
+
+def test_one_target_per_student_layer_is_required():
+    from layergraft.errors import LayergraftError
+
+    model = make_tiny_model("bert", num_layers=3)
+    with pytest.raises(LayergraftError, match="one teacher hidden-state index"):
+        refit_outputs(copy.deepcopy(model), model, [1, 2], make_tiny_batches(model))

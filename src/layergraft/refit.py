@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from layergraft.arch import ArchSpec, encoder_layers, spec_for
+from layergraft.errors import LayergraftError
 
 Batch = Mapping[str, torch.Tensor]
 REFIT_RIDGE = 1e-2
@@ -40,24 +41,29 @@ def refit_outputs(student: PreTrainedModel, teacher: PreTrainedModel, targets: S
     batches = [{k: v.to(device) for k, v in b.items() if k != "labels"} for b in batches]
     student.eval()
     teacher.eval()
-    hidden = [_real_tokens(teacher(**b, output_hidden_states=True).hidden_states, b)
+    layers = encoder_layers(student, spec)
+    if len(targets) != len(layers):
+        raise LayergraftError(f"{len(targets)} targets for a {len(layers)}-layer student: give "
+                              "one teacher hidden-state index per student layer")
+    wanted = [_real_tokens(teacher(**b, output_hidden_states=True).hidden_states, b, targets)
               for b in tqdm(batches, desc="teacher states", disable=not progress)]
     report = []
-    layers = encoder_layers(student, spec)
     for index, layer in enumerate(tqdm(layers, desc="refit", disable=not progress)):
         linear = layer.get_submodule(spec.ffn_out)
         norm = layer.get_submodule(spec.ffn_norm)
         system = _System(linear)
-        for batch, states in zip(batches, hidden, strict=True):
+        for batch, states in zip(batches, wanted, strict=True):
             reads, pre_norm = _capture(student, linear, norm, batch)
-            system.add(reads, pre_norm, states[targets[index]], norm)
+            system.add(reads, pre_norm, states[index], norm)
         report.append({"layer": index, "teacher_layer": targets[index], **system.solve(ridge)})
     return report
 
 
-def _real_tokens(states: tuple[torch.Tensor, ...], batch: Batch) -> list[torch.Tensor]:
+def _real_tokens(states: tuple[torch.Tensor, ...], batch: Batch,
+                 keep: Sequence[int]) -> list[torch.Tensor]:
+    """The kept hidden states on real tokens (only those: a deep teacher's would not fit)."""
     mask = batch["attention_mask"].bool()
-    return [s[mask].double().cpu() for s in states]
+    return [states[i][mask].double().cpu() for i in keep]
 
 
 def _capture(model: PreTrainedModel, linear: nn.Linear, norm: nn.LayerNorm,
