@@ -23,9 +23,8 @@ from layergraft.evaluation import evaluate_model
 from layergraft.graft import graft_model
 from layergraft.methods import GraftOptions
 from layergraft.modelio import load_classifier
-from layergraft.refit import refit_outputs
 from layergraft.tasks import load_task
-from layergraft.workflows import AnalysisSettings, analysis_batches, measure
+from layergraft.workflows import AnalysisSettings, measure, refit_after_surgery
 
 ROOT = Path(__file__).resolve().parent
 ABLATION = "surgery only: graft options"
@@ -85,8 +84,7 @@ def main() -> None:
                 student, manifest = graft_model(model, layers=layers, method=method,
                                                 **analysis.graft_inputs())
                 rows.append(row(REFIT_ABLATION, f"{method}, surgery only", layers, student))
-                refit_outputs(student, model, manifest.steps[-1].span_ends(),
-                              analysis_batches(task, tokenizer, fit))
+                refit_after_surgery(student, model, manifest.steps[-1], task, tokenizer, fit)
                 rows.append(row(REFIT_ABLATION, f"{method}, refit on {REFIT_SAMPLES} train "
                                 "examples", layers, student))
         replace_ablation(REFIT_ABLATION, args.task, rows)
