@@ -7,7 +7,7 @@ import torch
 from tiny_task import one_thread, save_tiny_teacher, write_tiny_task
 from transformers import AutoTokenizer
 
-from layergraft.data import collator, encode, loader
+from layergraft.data import by_length, collator, encode, loader
 from layergraft.tasks import load_task
 
 assert one_thread  # an autouse fixture
@@ -85,3 +85,13 @@ def test_loader_shuffles_by_seed_and_visits_every_row_once(tokenizer, tmp_path):
     assert sorted(shuffled) == list(range(30)) and shuffled != list(range(30))
     assert order(shuffle=True, seed=3) == shuffled
     assert order(shuffle=True, seed=4) != shuffled
+
+
+def test_by_length_orders_rows_shortest_first_and_keeps_their_ids(tokenizer, tmp_path):
+    data = encode(make_toy_task(tmp_path, n_train=30, n_dev=2), tokenizer)["train"]
+    ordered = by_length(data)
+    lengths = [len(ids) for ids in ordered["input_ids"]]
+    assert lengths == sorted(lengths) and len(set(lengths)) > 1
+    assert sorted(ordered["example_id"]) == list(range(30))
+    for row in ordered.select(range(5)):
+        assert row["input_ids"] == data[row["example_id"]]["input_ids"]

@@ -225,6 +225,20 @@ def test_out_of_domain_sets_are_scored_against_the_teacher(inputs, tmp_path, mon
     assert record["teacher"]["accuracy"] == pytest.approx(
         np.mean(saved["teacher_shifted"].argmax(-1) == labels))
     assert set(result) >= {"dev", "test", "shifted"}
+    quick = run(inputs, tmp_path / "quick", strategy="none", ood=False)
+    assert "shifted" not in quick and quick["settings"]["ood"] is False
+    assert "ood" not in result["settings"]  # runs from before the option stay valid
+
+
+def test_length_grouped_training_is_a_setting_only_when_on(inputs, tmp_path):
+    from layergraft.strategies import student_training
+
+    plain = run(inputs, tmp_path / "plain", strategy="finetune", training=None)
+    assert "group_by_length" not in plain["settings"]["training"]
+    grouped = run(inputs, tmp_path / "grouped", strategy="finetune",
+                  training=student_training(group_by_length=True))
+    assert grouped["settings"]["training"]["group_by_length"] is True
+    assert grouped["train"]["steps"] == plain["train"]["steps"]
 
 
 def test_refit_after_surgery_is_part_of_the_run_and_of_its_manifest(inputs, tmp_path):

@@ -159,12 +159,16 @@ StudentLrOpt = Annotated[float | None, typer.Option(
     "STUDENT_LEARNING_RATE, 4e-4).")]
 
 
-def _student_training(learning_rate: float | None):
-    """compress's training settings: its own default unless --lr is given."""
-    from layergraft.train import TrainConfig
+GroupByLengthOpt = Annotated[bool, typer.Option(
+    "--group-by-length", help="Batch examples of similar length: less padding, faster "
+    "training on CPU (changes which examples share a batch).")]
 
-    return None if learning_rate is None else TrainConfig(output_dir="",
-                                                          learning_rate=learning_rate)
+
+def _student_training(learning_rate: float | None, group_by_length: bool):
+    """compress's training settings from --lr and --group-by-length."""
+    from layergraft.strategies import student_training
+
+    return student_training(learning_rate, group_by_length=group_by_length)
 
 
 def _split_list(value: str, cast=str) -> list:
@@ -184,6 +188,7 @@ def finetune(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Training batch size.")] = 32,
     seed: SeedOpt = 0,
     bf16: Bf16Opt = False,
+    group_by_length: GroupByLengthOpt = False,
     overwrite: OverwriteOpt = False,
     text_column: TextColumnOpt = None,
     pair_column: PairColumnOpt = None,
@@ -196,7 +201,7 @@ def finetune(
 
     config = TrainConfig(output_dir="", epochs=epochs, max_steps=max_steps,
                          learning_rate=learning_rate, batch_size=batch_size, seed=seed,
-                         bf16=bf16)
+                         bf16=bf16, group_by_length=group_by_length)
     loaded = _task_source(task, text_column, pair_column, label_column, regression).load()
     record = run_finetune(_resolve(model), loaded, str(out), config, overwrite=overwrite)
     _print_scores(record["task"], {k: record[k] for k in ("dev", "test") if k in record})
@@ -250,6 +255,7 @@ def compress(
     hidden_weight: HiddenWeightOpt = 0.0,
     task_weight: TaskWeightOpt = 0.0,
     learning_rate: StudentLrOpt = None,
+    group_by_length: GroupByLengthOpt = False,
     overwrite: OverwriteOpt = False,
     text_column: TextColumnOpt = None,
     pair_column: PairColumnOpt = None,
@@ -264,7 +270,7 @@ def compress(
     record = run_compress(
         teacher, source, layers=layers, out_dir=out, method=method, strategy=strategy,
         budget=budget, seed=seed, bf16=bf16, overwrite=overwrite,
-        training=_student_training(learning_rate),
+        training=_student_training(learning_rate, group_by_length),
         distill=DistillConfig(temperature=temperature, hidden_weight=hidden_weight,
                               task_weight=task_weight))
     _print_scores(record["task"], {s: record[s]["metrics"] for s in ("dev", "test")
@@ -292,6 +298,7 @@ def compare(
     hidden_weight: HiddenWeightOpt = 0.0,
     task_weight: TaskWeightOpt = 0.0,
     learning_rate: StudentLrOpt = None,
+    group_by_length: GroupByLengthOpt = False,
     text_column: TextColumnOpt = None,
     pair_column: PairColumnOpt = None,
     label_column: LabelColumnOpt = None,
@@ -306,7 +313,7 @@ def compare(
     source = _task_source(task, text_column, pair_column, label_column, regression)
     run_comparison(
         teacher, source, out, runs, budget=budget, bf16=bf16,
-        training=_student_training(learning_rate),
+        training=_student_training(learning_rate, group_by_length),
         distill=DistillConfig(temperature=temperature, hidden_weight=hidden_weight,
                               task_weight=task_weight),
         on_result=lambda key, record: typer.echo(f"done {key.name}: " + _headline(record)))

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import datasets
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
@@ -70,3 +71,10 @@ def loader(
     generator = torch.Generator().manual_seed(seed) if shuffle else None
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
                       collate_fn=collator(tokenizer))
+
+
+def by_length(dataset: datasets.Dataset) -> datasets.Dataset:
+    """The rows shortest first, so that batches of inference pad almost nothing (random order
+    pads movie sentences to about twice their tokens). Rows keep their ``example_id``."""
+    lengths = np.fromiter((len(ids) for ids in dataset["input_ids"]), dtype=np.int64)
+    return dataset.select(np.argsort(lengths, kind="stable"))

@@ -297,13 +297,13 @@ def _hidden_file(layer: int) -> str:
 def _compute(teacher: PreTrainedModel, dataset, tokenizer: PreTrainedTokenizerBase,
              layers: Sequence[int], batch_size: int, dtype: torch.dtype,
              directory: Path) -> None:
-    from layergraft.data import loader
+    from layergraft.data import by_length, loader
 
     live = LiveTeacher(teacher)
     logits, ids, lengths = [], [], []
     hidden: dict[int, list[torch.Tensor]] = {i: [] for i in layers}
     device = next(teacher.parameters()).device
-    for batch in loader(dataset, tokenizer, batch_size):
+    for batch in loader(by_length(dataset), tokenizer, batch_size):
         out = live.outputs({k: v.to(device) for k, v in batch.items()}, layers)
         logits.append(out.logits.cpu())
         ids.append(batch["example_id"].cpu())

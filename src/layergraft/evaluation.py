@@ -23,7 +23,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 import layergraft
 from layergraft.arch import num_layers
 from layergraft.atomic import write_json_atomic
-from layergraft.data import EXAMPLE_ID, LABELS, encode, loader
+from layergraft.data import EXAMPLE_ID, LABELS, by_length, encode, loader
 from layergraft.errors import LayergraftError
 from layergraft.metrics import METRICS, compute_metrics
 from layergraft.tasks import Task, TaskSpec, check_model_fits
@@ -46,8 +46,7 @@ def predict(
     """
     model.eval()
     device = model.device
-    lengths = np.fromiter((len(ids) for ids in dataset["input_ids"]), dtype=np.int64)
-    ordered = dataset.select(np.argsort(lengths, kind="stable"))
+    ordered = by_length(dataset)
     out = np.zeros((len(dataset), model.config.num_labels), dtype=np.float32)
     batches = loader(ordered, tokenizer, batch_size)
     for batch in tqdm(batches, desc="predicting", disable=not progress, leave=False):

@@ -70,6 +70,13 @@ EVAL_SPLITS = ("dev", "test")
 STUDENT_LEARNING_RATE = 4e-4
 
 
+def student_training(learning_rate: float | None = None, *,
+                     group_by_length: bool = False) -> TrainConfig:
+    """A student's training settings: the measured student learning rate unless one is given."""
+    return TrainConfig(output_dir="", learning_rate=learning_rate or STUDENT_LEARNING_RATE,
+                       group_by_length=group_by_length)
+
+
 @dataclass(frozen=True)
 class Budget:
     """How long every method and strategy trains: epochs of the train split, or steps.
@@ -133,6 +140,7 @@ def compress(
     training: TrainConfig | None = None,
     cache_dir: str | os.PathLike | None = None,
     speed: bool = True,
+    ood: bool = True,
     progress: bool = True,
     refit_samples: int = 0,
     overwrite: bool = False,
@@ -140,14 +148,15 @@ def compress(
 ) -> dict:
     """Compress `teacher_path` to `layers` layers on `task`; save the student and results.
 
-    `training` supplies the optimiser settings (default: `STUDENT_LEARNING_RATE`, else
-    TrainConfig's defaults); its `batch_size` is the global batch
-    (divided among data-parallel processes) and its own length fields are replaced by
-    `budget`. Importance/similarity of the teacher and its outputs are cached under
-    `cache_dir` (default $LAYERGRAFT_CACHE or ~/.cache/layergraft) and shared by runs.
+    `training` supplies the optimiser settings (default: `student_training()`); its
+    `batch_size` is the global batch (divided among data-parallel processes) and its own
+    length fields are replaced by `budget`. Importance/similarity of the teacher and its
+    outputs are cached under `cache_dir` (default $LAYERGRAFT_CACHE or ~/.cache/layergraft)
+    and shared by runs.
     Returns the results record, also written to `out_dir/results.json`.
     `refit_samples` > 0 refits each surgery's new layers by least squares on that many
-    examples of the analysis split before training (`layergraft.refit`).
+    examples of the analysis split before training (`layergraft.refit`). `ood=False` skips
+    the task's out-of-domain sets (dev and test only: a quick look, as in the demo).
     `replace_other_runs` lets a run replace an earlier compress run of other settings in
     `out_dir` (a suite rerun after a default changed) but still no other model.
     """
@@ -160,10 +169,8 @@ def compress(
                strategy=strategy, budget=Budget.parse(budget), seed=seed, bf16=bf16,
                distill=distill or DistillConfig(), options=graft_options or GraftOptions(),
                analysis=replace(analysis or AnalysisSettings(), progress=progress),
-               training=training or TrainConfig(output_dir="",
-                                                 learning_rate=STUDENT_LEARNING_RATE),
-               out=Path(out_dir),
-               cache=cache_root(cache_dir), speed=speed, progress=progress,
+               training=training or student_training(), out=Path(out_dir),
+               cache=cache_root(cache_dir), speed=speed, ood=ood, progress=progress,
                refit_samples=refit_samples)
     state = process_state()
     finished = _finished_results(run, overwrite)
@@ -192,6 +199,7 @@ class _Run:
     out: Path
     cache: Path
     speed: bool
+    ood: bool
     progress: bool
     refit_samples: int = 0
 
@@ -199,7 +207,8 @@ class _Run:
         """What identifies the run: a finished run with equal settings is not redone."""
         training = {k: v for k, v in asdict(self.training).items()
                     if k not in ("output_dir", "epochs", "max_steps", "seed", "bf16",
-                                 "progress", "resume")}
+                                 "progress", "resume")
+                    and (k, v) != ("group_by_length", False)}  # runs from before it stay valid
         trains, distils = self.strategy != "none", self.strategy in ("distill", "progressive")
         return {"teacher": self.teacher_path, "task": asdict(self.source), "layers": self.layers,
                 "method": self.method, "strategy": self.strategy, "seed": self.seed,
@@ -209,8 +218,9 @@ class _Run:
                 else None,
                 "analysis": {k: v for k, v in asdict(self.analysis).items() if k != "progress"},
                 "training": training if trains else None,
-                # absent when off, so that runs from before the option stay valid
-                **({"refit_samples": self.refit_samples} if self.refit_samples else {})}
+                # absent at their defaults, so that runs from before the options stay valid
+                **({"refit_samples": self.refit_samples} if self.refit_samples else {}),
+                **({} if self.ood else {"ood": False})}
 
     def execute(self, state: PartialState) -> dict:
         start = time.perf_counter()
@@ -279,7 +289,7 @@ class _Context:
         """Labelled dev and test, then the task's out-of-domain sets (named by their task)."""
         sets = {split: self.encoded[split] for split in EVAL_SPLITS
                 if split in self.encoded and LABELS in self.encoded[split].column_names}
-        for name, other in self.task.ood().items():
+        for name, other in (self.task.ood() if self.run.ood else {}).items():
             sets[name] = encode(other, self.tokenizer, self.run.training.max_length,
                                 splits=["test"])["test"]
         return sets

@@ -66,8 +66,11 @@ class TrainConfig:
 
     ``eval_every`` is ``"epoch"`` or a number of optimizer steps; checkpoints are saved at the
     same points (the best one is reloaded at the end). ``max_steps`` (> 0) overrides
-    ``epochs``. ``early_stopping_patience`` counts evaluations without improvement of the
-    primary dev metric (None: never stop early). ``resume`` continues from the last checkpoint
+    ``epochs``. ``group_by_length`` draws batches of similar length (HF's length-grouped
+    sampler), which pads movie sentences about half as much and trains faster on CPU; off by
+    default, since it changes which examples share a batch. ``early_stopping_patience``
+    counts evaluations without improvement of the primary dev metric (None: never stop
+    early). ``resume`` continues from the last checkpoint
     in ``output_dir`` if there is one.
     """
 
@@ -88,6 +91,7 @@ class TrainConfig:
     resume: bool = True
     save_total_limit: int = 2
     logging_steps: int = 50
+    group_by_length: bool = False
 
     def training_arguments(self, spec: TaskSpec) -> TrainingArguments:
         if not 0 <= self.warmup_ratio < 1:
@@ -111,6 +115,7 @@ class TrainConfig:
             weight_decay=self.weight_decay,
             seed=self.seed,
             data_seed=self.seed,
+            train_sampling_strategy="group_by_length" if self.group_by_length else "random",
             bf16=self.bf16,
             use_cpu=not has_accelerator(),  # lets bf16 mean CPU autocast when there is no GPU
             **schedule,
