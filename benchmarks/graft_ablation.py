@@ -1,6 +1,6 @@
 """Graft options and student training after distillation, scored on dev only (never test or
-out-of-domain): output-bias rule, source layers per group, learning rate, hidden loss and
-refit, against keep-alternate (drop-alternate) at the same budget.
+out-of-domain): output-bias rule, source layers per group, learning rate, temperature,
+hidden loss and refit, against keep-alternate (drop-alternate) at the same budget.
 
     python benchmarks/graft_ablation.py [--task movie-sentiment] [--layers 2,1]
         [--budget 0.25] [--seeds 0,1] [--variant NAME ...]
@@ -40,13 +40,14 @@ class Variant:
     options: GraftOptions | None = None
     learning_rate: float = 5e-5
     hidden_weight: float = 0.0
+    temperature: float = 2.0
     refit_samples: int = 0
 
     def training(self) -> TrainConfig:
         return TrainConfig(output_dir="", learning_rate=self.learning_rate)
 
     def distill(self) -> DistillConfig:
-        return DistillConfig(hidden_weight=self.hidden_weight)
+        return DistillConfig(temperature=self.temperature, hidden_weight=self.hidden_weight)
 
 
 ALL = GraftOptions(bias="sum", max_sources=0)
@@ -75,6 +76,12 @@ VARIANTS: Mapping[str, Variant] = {
                                                           refit_samples=512),
     "drop-alternate, lr 4e-4, refit 512": Variant("drop-alternate", learning_rate=4e-4,
                                                   refit_samples=512),
+    "graft, bias mean, top 2, lr 4e-4, T 1": Variant("graft", MEAN2, learning_rate=4e-4,
+                                                     temperature=1.0),
+    "graft, bias mean, top 2, lr 4e-4, T 4": Variant("graft", MEAN2, learning_rate=4e-4,
+                                                     temperature=4.0),
+    "graft, bias mean, top 2, lr 4e-4, hidden 1.0": Variant("graft", MEAN2, learning_rate=4e-4,
+                                                            hidden_weight=1.0),
 }
 
 

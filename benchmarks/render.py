@@ -246,7 +246,21 @@ def _speed(rows) -> list[str]:
             "split's real lengths: the suite's speed stage, one interleaved run per task with "
             f"{SPEED_REPEATS} repeats, else each training run's own check)",
             _table(["layers", "batch", "median speed-up", "ideal", "of ideal", "from"], cells)
-            if cells else "Not yet measured."]
+            if cells else "Not yet measured.", *_fixed_cost(rows)]
+
+
+def _fixed_cost(rows) -> list[str]:
+    fits = targets.depth_cost_fit(rows)
+    if not fits:
+        return []
+    parts = [f"batch {batch}: fixed {fixed:.0%}, each layer {layer:.1%} "
+             f"(1-layer ceiling {1 / (fixed + layer):.2f}×)"
+             for batch, (fixed, layer) in fits.items()]
+    return ["Why the ideal is out of reach at deep cuts: a least-squares fit of forward time "
+            "to depth over the speed stage's models (time as a share of the teacher's) gives "
+            + "; ".join(parts) + ". The fixed part (embeddings, attention masks, pooler, "
+            "classifier, per-call overhead) stays in every student, so the ideal "
+            "teacher layers / student layers assumes it away."]
 
 
 def _pipeline(rows) -> list[str]:

@@ -15,6 +15,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from stages import (
     BASELINES,
     DEPTHS,
@@ -236,6 +237,26 @@ def speed_medians(rows: Sequence[Mapping]) -> dict[tuple[int, int], tuple[float,
                 out[(layers, batch)] = (statistics.median(r[field] for r in here), len(here),
                                         here[0]["teacher_layers"] / layers, "runs")
     return out
+
+
+def depth_cost_fit(rows: Sequence[Mapping]) -> dict[int, tuple[float, float]]:
+    """batch -> (fixed share, per-layer share) of the teacher's forward time, fitted by least
+    squares to time(n layers) / time(teacher) = fixed + n * per_layer over the speed stage's
+    students and the teacher itself. The fixed part (embeddings, masks, pooler, classifier,
+    per-call overhead) is why the "ideal" speed-up of teacher layers / student layers cannot
+    be reached at large cuts: at n layers the fit's ceiling is 1 / (fixed + n * per_layer)."""
+    together = [r for r in rows if r.get("kind") == "speed"]
+    fits = {}
+    for batch in sorted({r["batch"] for r in together}, reverse=True):
+        here = [r for r in together if r["batch"] == batch]
+        if len({r["layers"] for r in here}) < 2:
+            continue
+        teacher_layers = round(here[0]["ideal"] * here[0]["layers"])
+        depths = [teacher_layers] + [r["layers"] for r in here]
+        times = [1.0] + [1.0 / r["speed_up"] for r in here]
+        per_layer, fixed = np.polyfit(depths, times, 1)
+        fits[batch] = (float(fixed), float(per_layer))
+    return fits
 
 
 def _speed(rows: Sequence[Mapping]) -> list[Check]:

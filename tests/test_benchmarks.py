@@ -199,6 +199,16 @@ def test_speed_and_pipeline_targets():
     assert check(costs, "pipeline", scope.format(RATE)).status == targets.NOT_MEASURED
 
 
+def test_depth_cost_fit_recovers_fixed_and_per_layer_time():
+    fixed, per_layer = 0.1, 0.15  # teacher: 0.1 + 6 * 0.15 = 1.0
+    rows = [{"kind": "speed", "task": SENT, "layers": n, "batch": 32,
+             "speed_up": 1.0 / (fixed + n * per_layer), "ideal": 6 / n} for n in (3, 2, 1)]
+    fit = targets.depth_cost_fit(rows + [{**rows[0], "batch": 1}])  # one depth: no fit
+    assert list(fit) == [32]
+    assert fit[32] == pytest.approx((fixed, per_layer))
+    assert "1-layer ceiling 4.00×" in "\n".join(render._fixed_cost(rows))
+
+
 def test_suite_rows_hold_the_issue_keys_and_a_rerun_replaces_its_rows(tmp_path):
     rows = rows_of(record(SENT, "graft", "distill", 2, ood={s: 0.9 for s in OOD}), budget=0.5)
     assert {r["split"] for r in rows} == {"dev", "test", *OOD}
