@@ -1,11 +1,13 @@
 """Row files (offline.json, ablations.json) that several benchmark processes update at once:
-each change re-reads the file under an exclusive lock and replaces it atomically."""
+each change re-reads the file under an exclusive lock and replaces it atomically. Work items
+are claimed the same way, so that processes sharing a plan never run one item twice."""
 
 from __future__ import annotations
 
 import fcntl
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from layergraft.atomic import write_json_atomic
@@ -23,3 +25,17 @@ def update_rows(path: Path, update: Callable[[list[dict]], list[dict]]) -> None:
         new = update(rows)
         if new != rows:
             write_json_atomic(path, new)
+
+
+@contextmanager
+def claim(path: Path, wait: bool = False) -> Iterator[bool]:
+    """Hold `path`'s lock for the block: True when this process holds it, False when another
+    process does (only without `wait`). The operating system frees it if a process dies."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True

@@ -13,6 +13,10 @@ is redone. After every run its rows replace its old ones in
 benchmarks/results/offline.json (written atomically); after every stage the paired tests and
 the environment row are refreshed and BENCHMARKS.md is rendered from that file alone
 (benchmarks/render.py).
+
+Several suite processes may run at once, e.g. one per core (`OMP_NUM_THREADS=1`): each run,
+teacher and speed measurement is claimed by a lock under benchmarks/work/claims/, so a
+process skips what another is doing and never repeats it.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from pathlib import Path
 
 import measure
 import render
-from jsonstore import read_rows, update_rows
+from jsonstore import claim, read_rows, update_rows
 from stages import (
     DEPTHS,
     FULL_BUDGET,
@@ -68,10 +72,13 @@ class Suite:
     def run_dir(self, task: str, key: RunKey) -> Path:
         return self.work / "runs" / task / key.name
 
+    def claim_file(self, task: str, item: str) -> Path:
+        return self.work / "claims" / task / f"{item}.lock"
+
 
 class Store:
-    """offline.json, shared by suite processes running different stages at once (one per
-    core): reads see the file as it is now, and every change replaces rows by identity."""
+    """offline.json, shared by suite processes running at once (one per core): reads see
+    the file as it is now, and every change replaces rows by identity."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -103,10 +110,11 @@ def ensure_teacher(suite: Suite, task: str, store: Store) -> str:
     """Fine-tune the task's teacher if missing (resumes from its checkpoints), record it, and
     time `analyze` on it once."""
     folder = suite.teacher(task)
-    if not (folder / TEACHER_RESULTS).is_file():
-        config = TrainConfig(output_dir="", epochs=TEACHER_EPOCHS, seed=TEACHER_SEED,
-                             bf16=suite.bf16, early_stopping_patience=2)
-        finetune(default_model_path(), load_task(task), str(folder), config)
+    with claim(suite.claim_file(task, "teacher"), wait=True):  # another process may train it
+        if not (folder / TEACHER_RESULTS).is_file():
+            config = TrainConfig(output_dir="", epochs=TEACHER_EPOCHS, seed=TEACHER_SEED,
+                                 bf16=suite.bf16, early_stopping_patience=2)
+            finetune(default_model_path(), load_task(task), str(folder), config)
     record = json.loads((folder / TEACHER_RESULTS).read_text())
     rows = [{"kind": "teacher", "task": task, "split": split, "metric": metric, "value": value,
              "train_seconds": record["train_seconds"], "global_step": record["global_step"],
@@ -114,9 +122,11 @@ def ensure_teacher(suite: Suite, task: str, store: Store) -> str:
              "size_bytes": safetensors_size(folder)}
             for split in ("dev", "test") for metric, value in record.get(split, {}).items()]
     store.put(rows, of_kind("teacher", task=task))
-    if not any(of_kind("cost", name="analyze_seconds", task=task)(r) for r in store.rows):
-        store.put([measure.time_analyze(folder, task, suite.work / "costs" / f"analyze-{task}")],
-                  of_kind("cost", name="analyze_seconds", task=task))
+    with claim(suite.claim_file(task, "analyze"), wait=True):
+        if not any(of_kind("cost", name="analyze_seconds", task=task)(r) for r in store.rows):
+            store.put([measure.time_analyze(folder, task,
+                                            suite.work / "costs" / f"analyze-{task}")],
+                      of_kind("cost", name="analyze_seconds", task=task))
     return str(folder)
 
 
@@ -124,33 +134,42 @@ def run_stage(suite: Suite, stage: str, store: Store) -> None:
     """Every ready run of the stage; a run that fails is recorded and the stage goes on
     (a rerun retries it), so one bad cell cannot stall a night of runs."""
     if stage == "cost":
-        store.put([measure.distill_cost(suite.work / "costs" / "distill_cost.json", suite.bf16)],
-                  of_kind("cost", name="distill_epoch_ratio"))
+        with claim(suite.work / "claims" / "distill_cost.lock", wait=True):
+            store.put([measure.distill_cost(suite.work / "costs" / "distill_cost.json",
+                                            suite.bf16)],
+                      of_kind("cost", name="distill_epoch_ratio"))
         return
     if stage == "speed":
         for task in TASKS:
             time_students(suite, task, store)
         return
-    full = Budget.parse(FULL_BUDGET)
     for planned in plan_stage(stage, store.rows):
         if planned.pending:
             continue
-        task, key = planned.task, planned.key
-        teacher = ensure_teacher(suite, task, store)
-        out = suite.run_dir(task, key)
-        try:
-            record = compress(teacher, task, layers=key.layers, method=key.method,
-                              strategy=key.strategy, seed=key.seed, budget=key.scaled(full),
-                              out_dir=out, bf16=suite.bf16, cache_dir=suite.work / "cache",
-                              replace_other_runs=True)
-        except Exception as error:  # recorded in offline.json and BENCHMARKS.md
-            traceback.print_exc()
-            store.put([{"kind": "failure", "stage": stage, "task": task, "run": key.name,
-                        "error": f"{type(error).__name__}: {error}"}],
-                      of_kind("failure", task=task, run=key.name))
-            continue
-        store.put(suite_rows(record, planned, out), of_kind("run", task=task, run=key.name))
-        store.put([], of_kind("failure", task=task, run=key.name))
+        teacher = ensure_teacher(suite, planned.task, store)
+        with claim(suite.claim_file(planned.task, planned.key.name)) as mine:
+            if mine:  # else another suite process is running it
+                run_one(suite, planned, teacher, store)
+
+
+def run_one(suite: Suite, planned: Planned, teacher: str, store: Store) -> None:
+    """One compress run and its rows (a failure is recorded instead)."""
+    task, key = planned.task, planned.key
+    out = suite.run_dir(task, key)
+    try:
+        record = compress(teacher, task, layers=key.layers, method=key.method,
+                          strategy=key.strategy, seed=key.seed,
+                          budget=key.scaled(Budget.parse(FULL_BUDGET)), out_dir=out,
+                          bf16=suite.bf16, cache_dir=suite.work / "cache",
+                          replace_other_runs=True)
+    except Exception as error:  # recorded in offline.json and BENCHMARKS.md
+        traceback.print_exc()
+        store.put([{"kind": "failure", "stage": planned.stage, "task": task, "run": key.name,
+                    "error": f"{type(error).__name__}: {error}"}],
+                  of_kind("failure", task=task, run=key.name))
+        return
+    store.put(suite_rows(record, planned, out), of_kind("run", task=task, run=key.name))
+    store.put([], of_kind("failure", task=task, run=key.name))
 
 
 def time_students(suite: Suite, task: str, store: Store) -> None:
@@ -158,10 +177,11 @@ def time_students(suite: Suite, task: str, store: Store) -> None:
     only when the set of students changed."""
     students = [suite.run_dir(task, RunKey("graft", "distill", n, 0)) for n in DEPTHS]
     students = [s for s in students if (s / RESULTS_NAME).is_file()]
-    timed = {r["model"] for r in store.rows if of_kind("speed", task=task)(r)}
-    if students and timed != {str(s) for s in students}:
-        store.put(measure.speed_together(suite.teacher(task), students, task, suite.bf16),
-                  of_kind("speed", task=task))
+    with claim(suite.claim_file(task, "speed")) as mine:
+        timed = {r["model"] for r in store.rows if of_kind("speed", task=task)(r)}
+        if mine and students and timed != {str(s) for s in students}:
+            store.put(measure.speed_together(suite.teacher(task), students, task, suite.bf16),
+                      of_kind("speed", task=task))
 
 
 def finish_stage(suite: Suite, store: Store) -> None:

@@ -230,6 +230,32 @@ def test_two_suite_processes_sharing_the_results_file_keep_each_others_rows(tmp_
     assert [r["task"] for r in first.rows] == [SENT, "movie-rating"]
 
 
+def test_suite_processes_sharing_a_stage_skip_the_runs_another_one_holds(tmp_path,
+                                                                         monkeypatch):
+    from jsonstore import claim
+
+    ran = []
+
+    def fake_compress(teacher, task, *, layers, method, strategy, seed, **kwargs):
+        ran.append(RunKey(method, strategy, layers, seed).name)
+        return record(task, method, strategy, layers, seed=seed)
+
+    monkeypatch.setattr(offline, "compress", fake_compress)
+    monkeypatch.setattr(offline, "ensure_teacher", lambda *args: "teacher")
+    suite = offline.Suite(work=tmp_path / "work", results=tmp_path / "offline.json")
+    planned = stages.plan_stage("A", [])
+    held = planned[0].key.name
+    with claim(suite.claim_file(SENT, held)) as mine:
+        assert mine
+        with claim(suite.claim_file(SENT, held)) as other:
+            assert not other  # a second holder is refused, not queued
+        offline.run_stage(suite, "A", offline.Store(suite.results))
+    assert held not in ran and len(ran) == len(planned) - 1
+    assert {r["run"] for r in offline.Store(suite.results).rows} == set(ran)
+    with claim(suite.claim_file(SENT, held)) as mine:
+        assert mine  # released when its holder finished
+
+
 def test_render_marks_every_target_from_the_rows_alone(tmp_path):
     rows = grid(SENT, 3, test={("graft", "distill"): 0.995}, dev={("graft", "distill"): 0.99})
     rows += grid(SENT, 2, test={("graft", "distill"): 0.95}, dev={("graft", "distill"): 0.99})
