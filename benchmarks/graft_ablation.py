@@ -82,6 +82,9 @@ VARIANTS: Mapping[str, Variant] = {
                                                      temperature=4.0),
     "graft, bias mean, top 2, lr 4e-4, hidden 1.0": Variant("graft", MEAN2, learning_rate=4e-4,
                                                             hidden_weight=1.0),
+    "graft, bias mean, top 2, lr 4e-4, normalised scores": Variant(
+        "graft", GraftOptions(bias="mean", normalize_scores=True, max_sources=2),
+        learning_rate=4e-4),
 }
 
 
