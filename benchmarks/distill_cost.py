@@ -50,7 +50,8 @@ def main() -> None:
     teacher, tokenizer = load_classifier(args.model or default_model_path(), num_labels=2)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     teacher.to(device)
-    train = encode(task, tokenizer, 128, splits=["train"])["train"]
+    max_length = min(128, teacher.config.max_position_embeddings)
+    train = encode(task, tokenizer, max_length, splits=["train"])["train"]
     student, manifest = graft_model(teacher, layers=3, method="drop-alternate")
     layer_map = layer_map_from_manifest(manifest)
     record: dict = {"steps": args.steps, "batch_size": args.batch_size, "bf16": args.bf16,

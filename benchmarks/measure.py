@@ -37,7 +37,7 @@ from layergraft.tasks import Task, load_task
 BENCHMARKS = Path(__file__).resolve().parent
 ANALYZE_SAMPLES = 2000
 SPEED_REPEATS = 15
-COST_EXAMPLES, COST_REPEATS = 1024, 3
+COST_STEPS = 60  # per arm, interleaved step by step (benchmarks/distill_cost.py)
 
 
 def environment() -> dict:
@@ -80,15 +80,15 @@ def time_analyze(teacher: str | os.PathLike, task: str, out_dir: str | os.PathLi
             "command": f"layergraft analyze TEACHER --task {task} --samples {ANALYZE_SAMPLES}"}
 
 
-def distill_cost(out_file: Path, bf16: bool) -> dict:
+def distill_cost(out_file: Path, bf16: bool, model: str | None = None) -> dict:
     """Run benchmarks/distill_cost.py once (its JSON is kept, so reruns reuse it)."""
     if not out_file.is_file():
         out_file.parent.mkdir(parents=True, exist_ok=True)
         partial = out_file.with_name(f".{out_file.name}.partial")
         command = [sys.executable, str(BENCHMARKS / "distill_cost.py"), str(partial),
-                   "--examples", str(COST_EXAMPLES), "--repeats", str(COST_REPEATS)]
-        subprocess.run(command + (["--bf16"] if bf16 else []), check=True,
-                       env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                   "--steps", str(COST_STEPS), *(["--model", model] if model else []),
+                   *(["--bf16"] if bf16 else [])]
+        subprocess.run(command, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
         os.replace(partial, out_file)
     record = json.loads(out_file.read_text())
     # The arm that matches what compress distils with by default.
@@ -96,8 +96,9 @@ def distill_cost(out_file: Path, bf16: bool) -> dict:
     return {"kind": "cost", "name": "distill_epoch_ratio",
             "value": record["ratio_to_finetune"][arm], "arm": arm,
             "ratios": record["ratio_to_finetune"],
-            "epoch_seconds": record["epoch_seconds"], "examples": record["examples"],
-            "bf16": record.get("bf16"), "device": record.get("device")}
+            "step_seconds": record["step_seconds_median"], "steps": record["steps"],
+            "batch_size": record["batch_size"], "bf16": record.get("bf16"),
+            "device": record.get("device")}
 
 
 def speed_together(teacher: Path, students: Sequence[Path], task: str, bf16: bool) -> list[dict]:

@@ -17,7 +17,6 @@ import argparse
 import io
 import json
 import os
-import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -269,11 +268,11 @@ def _pipeline(rows) -> list[str]:
     parts = ["## Pipeline cost"]
     for r in targets.costs(rows, "distill_epoch_ratio"):
         arms = ", ".join(f"{k} {v:.3f}×" for k, v in r["ratios"].items())
-        seconds = {k: statistics.median(v) for k, v in r["epoch_seconds"].items()}
-        parts.append(f"Epoch time relative to fine-tuning ({r['examples']} examples, "
-                     f"interleaved, median): {arms}. Default distillation uses `{r['arm']}`. "
-                     "Median epoch seconds: "
-                     + ", ".join(f"{k} {v:.1f}" for k, v in seconds.items()) + ".")
+        parts.append(f"Step time relative to fine-tuning (a 3-layer student, {r['steps']} steps "
+                     f"of batch {r['batch_size']} per arm, the arms taking turns step by step, "
+                     f"median; an epoch is the same number of steps): {arms}. Default "
+                     f"distillation uses `{r['arm']}`. Median seconds per step: "
+                     + ", ".join(f"{k} {v:.3f}" for k, v in r["step_seconds"].items()) + ".")
     from_runs = targets.epoch_ratio_from_runs(rows)
     if from_runs:
         parts.append(f"From the suite's own runs: graft distill / finetune seconds per step, "

@@ -306,6 +306,23 @@ def test_dry_run_lists_the_plan_and_trains_nothing(tmp_path, capsys, monkeypatch
     assert sorted(p.name for p in tmp_path.iterdir()) == ["work"]  # nothing written
 
 
+def test_the_cost_stage_measures_distillation_steps_against_fine_tuning(tmp_path, monkeypatch):
+    import measure
+    from tiny_task import save_tiny_teacher
+
+    monkeypatch.setattr(measure, "COST_STEPS", 6)  # 3 warm-up steps are not timed
+    row = measure.distill_cost(tmp_path / "cost.json", False,
+                               model=save_tiny_teacher(tmp_path / "teacher"))
+    assert row["kind"] == "cost" and row["steps"] == 6 and row["arm"] == "distill_cached"
+    assert row["ratios"]["finetune"] == 1.0 and row["value"] == row["ratios"]["distill_cached"]
+    assert set(row["step_seconds"]) == {"finetune", "distill_cached", "distill_cached_hidden",
+                                        "distill_live"}
+    assert measure.distill_cost(tmp_path / "cost.json", False) == row  # kept, not rerun
+    text = "\n".join(render._pipeline([row]))
+    assert "6 steps of batch 32" in text and "distill_cached" in text
+    assert check([row], "pipeline", "distillation epoch").status in (targets.MET, targets.MISSED)
+
+
 def test_the_speed_stage_times_teacher_and_students_together(tmp_path, monkeypatch):
     import measure
     from tiny_task import save_tiny_teacher, write_tiny_task
