@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from stages import DEPTHS, TASKS, curve_configs
 
+from layergraft.atomic import write_json_atomic
 from layergraft.bench import bench_models
 from layergraft.compare import RunKey
 from layergraft.distill import DistillConfig
@@ -67,17 +68,23 @@ def _commit() -> str | None:
         return None
 
 
-def time_analyze(teacher: str | os.PathLike, task: str, out_dir: str | os.PathLike) -> dict:
-    """Time `layergraft analyze` as a user runs it (process start and imports included)."""
-    command = [sys.executable, "-m", "layergraft.cli", "analyze", str(teacher), "--task", task,
-               "--samples", str(ANALYZE_SAMPLES), "--out", str(out_dir)]
-    load = os.getloadavg()[0]
-    start = time.perf_counter()
-    subprocess.run(command, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    return {"kind": "cost", "name": "analyze_seconds", "task": task,
+def time_analyze(teacher: str | os.PathLike, task: str, out_dir: Path) -> dict:
+    """Time `layergraft analyze` as a user runs it (process start and imports included), once:
+    the record is kept beside `out_dir` as <out_dir>.json (delete it to measure again, e.g. on
+    a quiet machine once the suite's other processes are done)."""
+    kept = out_dir.with_name(f"{out_dir.name}.json")
+    if not kept.is_file():
+        command = [sys.executable, "-m", "layergraft.cli", "analyze", str(teacher), "--task",
+                   task, "--samples", str(ANALYZE_SAMPLES), "--out", str(out_dir)]
+        load = os.getloadavg()[0]
+        start = time.perf_counter()
+        subprocess.run(command, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        write_json_atomic(kept, {
+            "kind": "cost", "name": "analyze_seconds", "task": task,
             "value": round(time.perf_counter() - start, 1), "unit": "s",
-            "loadavg": round(load, 2),
-            "command": f"layergraft analyze TEACHER --task {task} --samples {ANALYZE_SAMPLES}"}
+            "loadavg": round(load, 2), "threads": torch.get_num_threads(),
+            "command": f"layergraft analyze TEACHER --task {task} --samples {ANALYZE_SAMPLES}"})
+    return json.loads(kept.read_text())
 
 
 def distill_cost(out_file: Path, bf16: bool, model: str | None = None) -> dict:

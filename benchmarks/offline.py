@@ -107,8 +107,7 @@ def suite_rows(record: Mapping, planned: Planned, run_dir: Path) -> list[dict]:
 
 
 def ensure_teacher(suite: Suite, task: str, store: Store) -> str:
-    """Fine-tune the task's teacher if missing (resumes from its checkpoints), record it, and
-    time `analyze` on it once."""
+    """Fine-tune the task's teacher if missing (resumes from its checkpoints) and record it."""
     folder = suite.teacher(task)
     with claim(suite.claim_file(task, "teacher"), wait=True):  # another process may train it
         if not (folder / TEACHER_RESULTS).is_file():
@@ -122,11 +121,6 @@ def ensure_teacher(suite: Suite, task: str, store: Store) -> str:
              "size_bytes": safetensors_size(folder)}
             for split in ("dev", "test") for metric, value in record.get(split, {}).items()]
     store.put(rows, of_kind("teacher", task=task))
-    with claim(suite.claim_file(task, "analyze"), wait=True):
-        if not any(of_kind("cost", name="analyze_seconds", task=task)(r) for r in store.rows):
-            store.put([measure.time_analyze(folder, task,
-                                            suite.work / "costs" / f"analyze-{task}")],
-                      of_kind("cost", name="analyze_seconds", task=task))
     return str(folder)
 
 
@@ -134,10 +128,7 @@ def run_stage(suite: Suite, stage: str, store: Store) -> None:
     """Every ready run of the stage; a run that fails is recorded and the stage goes on
     (a rerun retries it), so one bad cell cannot stall a night of runs."""
     if stage == "cost":
-        with claim(suite.work / "claims" / "distill_cost.lock", wait=True):
-            store.put([measure.distill_cost(suite.work / "costs" / "distill_cost.json",
-                                            suite.bf16)],
-                      of_kind("cost", name="distill_epoch_ratio"))
+        measure_costs(suite, store)
         return
     if stage == "speed":
         for task in TASKS:
@@ -172,6 +163,20 @@ def run_one(suite: Suite, planned: Planned, teacher: str, store: Store) -> None:
     store.put([], of_kind("failure", task=task, run=key.name))
 
 
+def measure_costs(suite: Suite, store: Store) -> None:
+    """Distillation vs fine-tuning step time, and `analyze` on each teacher: measured once
+    (kept under benchmarks/work/costs/; delete a file there to measure it again)."""
+    costs = suite.work / "costs"
+    with claim(suite.work / "claims" / "distill_cost.lock", wait=True):
+        store.put([measure.distill_cost(costs / "distill_cost.json", suite.bf16)],
+                  of_kind("cost", name="distill_epoch_ratio"))
+    for task in TASKS:
+        teacher = ensure_teacher(suite, task, store)
+        with claim(suite.claim_file(task, "analyze"), wait=True):
+            store.put([measure.time_analyze(teacher, task, costs / f"analyze-{task}")],
+                      of_kind("cost", name="analyze_seconds", task=task))
+
+
 def time_students(suite: Suite, task: str, store: Store) -> None:
     """One speed run per task over the finished seed-0 graft/distill students; measured again
     only when the set of students changed."""
@@ -202,7 +207,8 @@ def dry_run(suite: Suite, stages: Sequence[str], rows: Sequence[Mapping]) -> str
     for stage in stages:
         lines.append(f"\nstage {stage}: {STAGES[stage]}")
         if stage == "cost":
-            done = (suite.work / "costs" / "distill_cost.json").is_file()
+            kept = ["distill_cost.json", *(f"analyze-{task}.json" for task in TASKS)]
+            done = all((suite.work / "costs" / name).is_file() for name in kept)
             lines.append(f"  {'measured' if done else 'to measure (a few minutes)'}")
             continue
         if stage == "speed":

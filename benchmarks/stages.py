@@ -33,7 +33,8 @@ TRAINED = tuple(s for s in STRATEGIES if s != "none")
 GRID_STRATEGIES: Mapping[str, tuple[str, ...]] = {"graft": TRAINED}  # baselines: distill
 STAGES: Mapping[str, str] = {
     "A": "movie-sentiment, 3 layers: every method (none + distill), graft x 4 strategies",
-    "cost": "pipeline cost: distillation epoch vs fine-tuning epoch (benchmarks/distill_cost.py)",
+    "cost": "pipeline cost: distillation vs fine-tuning step (benchmarks/distill_cost.py); "
+            "`layergraft analyze` on 2,000 examples of each teacher",
     "B": "movie-sentiment, 2 and 1 layers: the same grid",
     "C": "movie-rating, 3, 2 and 1 layers: the same grid",
     "speed": "speed: the teacher and graft's students of every depth timed together (bench)",

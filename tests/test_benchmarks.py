@@ -323,6 +323,18 @@ def test_the_cost_stage_measures_distillation_steps_against_fine_tuning(tmp_path
     assert check([row], "pipeline", "distillation epoch").status in (targets.MET, targets.MISSED)
 
 
+def test_analyze_is_timed_as_a_user_runs_it_and_the_timing_is_kept(tmp_path, monkeypatch):
+    import measure
+    from tiny_task import save_tiny_teacher, write_tiny_task
+
+    monkeypatch.setattr(measure, "ANALYZE_SAMPLES", 16)
+    task = str(write_tiny_task(tmp_path / "task"))
+    row = measure.time_analyze(save_tiny_teacher(tmp_path / "teacher"), task, tmp_path / "an")
+    assert (row["kind"], row["name"], row["task"]) == ("cost", "analyze_seconds", task)
+    assert row["value"] > 0 and (tmp_path / "an" / "analysis.json").is_file()
+    assert measure.time_analyze("not used again", task, tmp_path / "an") == row
+
+
 def test_the_speed_stage_times_teacher_and_students_together(tmp_path, monkeypatch):
     import measure
     from tiny_task import save_tiny_teacher, write_tiny_task
