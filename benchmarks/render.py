@@ -278,8 +278,9 @@ def _pipeline(rows) -> list[str]:
         parts.append(f"From the suite's own runs: graft distill / finetune seconds per step, "
                      f"median {from_runs[0]:.3f}× over {from_runs[1]} pairs.")
     for r in targets.costs(rows, "analyze_seconds"):
-        parts.append(f"`{r['command']}`: {r['value']:.1f} s wall (load average "
-                     f"{r['loadavg']} when it started).")
+        threads = f"{r['threads']} torch threads, " if r.get("threads") else ""
+        parts.append(f"`{r['command']}`: {r['value']:.1f} s wall ({threads}1-minute load "
+                     f"average {r['loadavg']} when it started).")
     return parts if len(parts) > 1 else parts + ["Not yet measured."]
 
 
