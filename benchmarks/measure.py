@@ -68,11 +68,13 @@ def _commit() -> str | None:
         return None
 
 
-def time_analyze(teacher: str | os.PathLike, task: str, out_dir: Path) -> dict:
+def time_analyze(teacher: str | os.PathLike, task: str, out_dir: Path,
+                 fresh: bool = False) -> dict:
     """Time `layergraft analyze` as a user runs it (process start and imports included), once:
-    the record is kept beside `out_dir` as <out_dir>.json (delete it to measure again, e.g. on
-    a quiet machine once the suite's other processes are done)."""
+    the record is kept beside `out_dir` as <out_dir>.json and reused unless `fresh`."""
     kept = out_dir.with_name(f"{out_dir.name}.json")
+    if fresh:
+        kept.unlink(missing_ok=True)
     if not kept.is_file():
         command = [sys.executable, "-m", "layergraft.cli", "analyze", str(teacher), "--task",
                    task, "--samples", str(ANALYZE_SAMPLES), "--out", str(out_dir)]
@@ -87,8 +89,11 @@ def time_analyze(teacher: str | os.PathLike, task: str, out_dir: Path) -> dict:
     return json.loads(kept.read_text())
 
 
-def distill_cost(out_file: Path, bf16: bool, model: str | None = None) -> dict:
-    """Run benchmarks/distill_cost.py once (its JSON is kept, so reruns reuse it)."""
+def distill_cost(out_file: Path, bf16: bool, model: str | None = None,
+                 fresh: bool = False) -> dict:
+    """Run benchmarks/distill_cost.py once (its JSON is kept and reused unless `fresh`)."""
+    if fresh:
+        out_file.unlink(missing_ok=True)
     if not out_file.is_file():
         out_file.parent.mkdir(parents=True, exist_ok=True)
         partial = out_file.with_name(f".{out_file.name}.partial")

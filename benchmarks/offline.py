@@ -3,6 +3,7 @@
     python benchmarks/offline.py                         # every stage, in priority order
     python benchmarks/offline.py --stage A --stage cost  # only these stages
     python benchmarks/offline.py --dry-run               # the plan and what is done; no training
+    python benchmarks/offline.py --stage cost --stage speed --remeasure  # timings again, alone
 
 Teachers (the offline MiniLM fine-tuned on each task, best dev epoch) are made first when
 missing. Every run is a `layergraft.strategies.compress` call with its own folder under
@@ -124,15 +125,16 @@ def ensure_teacher(suite: Suite, task: str, store: Store) -> str:
     return str(folder)
 
 
-def run_stage(suite: Suite, stage: str, store: Store) -> None:
+def run_stage(suite: Suite, stage: str, store: Store, remeasure: bool = False) -> None:
     """Every ready run of the stage; a run that fails is recorded and the stage goes on
-    (a rerun retries it), so one bad cell cannot stall a night of runs."""
+    (a rerun retries it), so one bad cell cannot stall a night of runs. `remeasure` times
+    the cost and speed stages again even where they were measured."""
     if stage == "cost":
-        measure_costs(suite, store)
+        measure_costs(suite, store, remeasure)
         return
     if stage == "speed":
         for task in TASKS:
-            time_students(suite, task, store)
+            time_students(suite, task, store, remeasure)
         return
     for planned in plan_stage(stage, store.rows):
         if planned.pending:
@@ -163,28 +165,30 @@ def run_one(suite: Suite, planned: Planned, teacher: str, store: Store) -> None:
     store.put([], of_kind("failure", task=task, run=key.name))
 
 
-def measure_costs(suite: Suite, store: Store) -> None:
+def measure_costs(suite: Suite, store: Store, remeasure: bool = False) -> None:
     """Distillation vs fine-tuning step time, and `analyze` on each teacher: measured once
-    (kept under benchmarks/work/costs/; delete a file there to measure it again)."""
+    (kept under benchmarks/work/costs/) unless `remeasure`."""
     costs = suite.work / "costs"
     with claim(suite.work / "claims" / "distill_cost.lock", wait=True):
-        store.put([measure.distill_cost(costs / "distill_cost.json", suite.bf16)],
+        store.put([measure.distill_cost(costs / "distill_cost.json", suite.bf16,
+                                        fresh=remeasure)],
                   of_kind("cost", name="distill_epoch_ratio"))
     for task in TASKS:
         teacher = ensure_teacher(suite, task, store)
         with claim(suite.claim_file(task, "analyze"), wait=True):
-            store.put([measure.time_analyze(teacher, task, costs / f"analyze-{task}")],
+            store.put([measure.time_analyze(teacher, task, costs / f"analyze-{task}",
+                                            fresh=remeasure)],
                       of_kind("cost", name="analyze_seconds", task=task))
 
 
-def time_students(suite: Suite, task: str, store: Store) -> None:
+def time_students(suite: Suite, task: str, store: Store, remeasure: bool = False) -> None:
     """One speed run per task over the finished seed-0 graft/distill students; measured again
-    only when the set of students changed."""
+    when the set of students changed, or on `remeasure`."""
     students = [suite.run_dir(task, RunKey("graft", "distill", n, 0)) for n in DEPTHS]
     students = [s for s in students if (s / RESULTS_NAME).is_file()]
     with claim(suite.claim_file(task, "speed")) as mine:
         timed = {r["model"] for r in store.rows if of_kind("speed", task=task)(r)}
-        if mine and students and timed != {str(s) for s in students}:
+        if mine and students and (remeasure or timed != {str(s) for s in students}):
             store.put(measure.speed_together(suite.teacher(task), students, task, suite.bf16),
                       of_kind("speed", task=task))
 
@@ -264,6 +268,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="run only this stage (repeatable); default: all, in order")
     parser.add_argument("--dry-run", action="store_true",
                         help="list the runs and what is done; train nothing, write nothing")
+    parser.add_argument("--remeasure", action="store_true",
+                        help="time the cost and speed stages again even where measured; run "
+                        "it alone on a quiet machine: --stage cost --stage speed --remeasure")
     parser.add_argument("--work", type=Path, default=Suite.work)
     parser.add_argument("--results", type=Path, default=Suite.results)
     parser.add_argument("--markdown", type=Path, default=Suite.markdown)
@@ -275,7 +282,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(dry_run(suite, stages, store.rows))
         return
     for stage in stages:
-        run_stage(suite, stage, store)
+        run_stage(suite, stage, store, args.remeasure)
         finish_stage(suite, store)
 
 

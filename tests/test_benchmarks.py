@@ -332,7 +332,11 @@ def test_analyze_is_timed_as_a_user_runs_it_and_the_timing_is_kept(tmp_path, mon
     row = measure.time_analyze(save_tiny_teacher(tmp_path / "teacher"), task, tmp_path / "an")
     assert (row["kind"], row["name"], row["task"]) == ("cost", "analyze_seconds", task)
     assert row["value"] > 0 and (tmp_path / "an" / "analysis.json").is_file()
-    assert measure.time_analyze("not used again", task, tmp_path / "an") == row
+    kept = tmp_path / "an.json"
+    kept.write_text(json.dumps({**row, "value": -1.0}))
+    assert measure.time_analyze("not used again", task, tmp_path / "an")["value"] == -1.0
+    again = measure.time_analyze(tmp_path / "teacher", task, tmp_path / "an", fresh=True)
+    assert again["value"] > 0 and json.loads(kept.read_text()) == again
 
 
 def test_the_speed_stage_times_teacher_and_students_together(tmp_path, monkeypatch):
