@@ -68,14 +68,24 @@ def _commit() -> str | None:
         return None
 
 
+def _to_measure(kept: Path, fresh: bool) -> bool:
+    """Whether a timing kept in `kept` must be taken (again): it is missing, or `fresh`."""
+    if fresh:
+        kept.unlink(missing_ok=True)
+    return not kept.is_file()
+
+
+def analyze_record(out_dir: Path) -> Path:
+    """Where `time_analyze` keeps its timing: beside the analysis folder."""
+    return out_dir.with_name(f"{out_dir.name}.json")
+
+
 def time_analyze(teacher: str | os.PathLike, task: str, out_dir: Path,
                  fresh: bool = False) -> dict:
     """Time `layergraft analyze` as a user runs it (process start and imports included), once:
-    the record is kept beside `out_dir` as <out_dir>.json and reused unless `fresh`."""
-    kept = out_dir.with_name(f"{out_dir.name}.json")
-    if fresh:
-        kept.unlink(missing_ok=True)
-    if not kept.is_file():
+    the record is kept (`analyze_record`) and reused unless `fresh`."""
+    kept = analyze_record(out_dir)
+    if _to_measure(kept, fresh):
         command = [sys.executable, "-m", "layergraft.cli", "analyze", str(teacher), "--task",
                    task, "--samples", str(ANALYZE_SAMPLES), "--out", str(out_dir)]
         load = os.getloadavg()[0]
@@ -92,9 +102,7 @@ def time_analyze(teacher: str | os.PathLike, task: str, out_dir: Path,
 def distill_cost(out_file: Path, bf16: bool, model: str | None = None,
                  fresh: bool = False) -> dict:
     """Run benchmarks/distill_cost.py once (its JSON is kept and reused unless `fresh`)."""
-    if fresh:
-        out_file.unlink(missing_ok=True)
-    if not out_file.is_file():
+    if _to_measure(out_file, fresh):
         out_file.parent.mkdir(parents=True, exist_ok=True)
         partial = out_file.with_name(f".{out_file.name}.partial")
         command = [sys.executable, str(BENCHMARKS / "distill_cost.py"), str(partial),

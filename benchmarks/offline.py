@@ -76,6 +76,12 @@ class Suite:
     def claim_file(self, task: str, item: str) -> Path:
         return self.work / "claims" / task / f"{item}.lock"
 
+    def distill_cost_file(self) -> Path:
+        return self.work / "costs" / "distill_cost.json"
+
+    def analyze_dir(self, task: str) -> Path:
+        return self.work / "costs" / f"analyze-{task}"
+
 
 class Store:
     """offline.json, shared by suite processes running at once (one per core): reads see
@@ -168,15 +174,14 @@ def run_one(suite: Suite, planned: Planned, teacher: str, store: Store) -> None:
 def measure_costs(suite: Suite, store: Store, remeasure: bool = False) -> None:
     """Distillation vs fine-tuning step time, and `analyze` on each teacher: measured once
     (kept under benchmarks/work/costs/) unless `remeasure`."""
-    costs = suite.work / "costs"
     with claim(suite.work / "claims" / "distill_cost.lock", wait=True):
-        store.put([measure.distill_cost(costs / "distill_cost.json", suite.bf16,
+        store.put([measure.distill_cost(suite.distill_cost_file(), suite.bf16,
                                         fresh=remeasure)],
                   of_kind("cost", name="distill_epoch_ratio"))
     for task in TASKS:
         teacher = ensure_teacher(suite, task, store)
         with claim(suite.claim_file(task, "analyze"), wait=True):
-            store.put([measure.time_analyze(teacher, task, costs / f"analyze-{task}",
+            store.put([measure.time_analyze(teacher, task, suite.analyze_dir(task),
                                             fresh=remeasure)],
                       of_kind("cost", name="analyze_seconds", task=task))
 
@@ -211,8 +216,9 @@ def dry_run(suite: Suite, stages: Sequence[str], rows: Sequence[Mapping]) -> str
     for stage in stages:
         lines.append(f"\nstage {stage}: {STAGES[stage]}")
         if stage == "cost":
-            kept = ["distill_cost.json", *(f"analyze-{task}.json" for task in TASKS)]
-            done = all((suite.work / "costs" / name).is_file() for name in kept)
+            kept = [suite.distill_cost_file(),
+                    *(measure.analyze_record(suite.analyze_dir(task)) for task in TASKS)]
+            done = all(path.is_file() for path in kept)
             lines.append(f"  {'measured' if done else 'to measure (a few minutes)'}")
             continue
         if stage == "speed":
