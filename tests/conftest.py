@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import pytest
-import torch
-from helpers import make_tiny_batches, make_tiny_model
+from helpers import make_tiny_batches, make_tiny_model, one_torch_thread
 
 
 @pytest.fixture(autouse=True)
 def one_thread_for_tiny_models(request):
-    """Tiny models run many times faster on one thread (OpenMP threads mostly wait on each
-    other at these sizes, worse on a loaded machine); tests marked slow use the real MiniLM
-    and keep every thread."""
+    """Tests marked slow use the real MiniLM and keep every thread."""
     if request.node.get_closest_marker("slow"):
         yield
         return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture

@@ -7,6 +7,8 @@ counts, config overrides, or the same sentences padded further.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -110,3 +112,15 @@ def pad_further(
             padded[key] = torch.cat([batch[key], columns], dim=1)
     return padded
 
+
+
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Tiny models run many times faster on one thread: OpenMP threads mostly wait on each
+    other at these sizes, worse on a loaded 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

@@ -11,8 +11,7 @@ import random
 from pathlib import Path
 
 import pytest
-import torch
-from helpers import FIRST_WORD_ID, VOCAB, make_tiny_model
+from helpers import FIRST_WORD_ID, VOCAB, make_tiny_model, one_torch_thread
 from transformers import BertTokenizer
 
 WORDS = [f"w{i}" for i in range(VOCAB - FIRST_WORD_ID)]
@@ -21,12 +20,10 @@ POSITIVE, NEGATIVE, NEUTRAL = WORDS[:3], WORDS[3:6], WORDS[6:]
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
-    """Tiny models on a shared 2-core machine: one thread is ~100x faster than two under
-    load (OpenMP threads wait on each other). Import this fixture into a test module."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    """One torch thread for the module-scoped fixtures too (the autouse fixture in conftest
+    starts only per test). Import this fixture into a test module."""
+    with one_torch_thread():
+        yield
 
 
 def save_tiny_teacher(directory, num_layers: int = 4, num_labels: int = 2, seed: int = 0,
