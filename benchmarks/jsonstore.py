@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from layergraft.atomic import write_json_atomic
+from layergraft.utils import write_json_atomic
 
 
 def read_rows(path: Path) -> list[dict]:

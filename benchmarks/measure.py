@@ -26,14 +26,13 @@ import numpy as np
 import torch
 from stages import DEPTHS, TASKS, curve_configs
 
-from layergraft.atomic import write_json_atomic
 from layergraft.bench import bench_models
 from layergraft.compare import RunKey
 from layergraft.distill import DistillConfig
-from layergraft.evaluation import versions
 from layergraft.report import mcnemar, paired_bootstrap
 from layergraft.strategies import PREDICTIONS_NAME
 from layergraft.tasks import Task, load_task
+from layergraft.utils import versions, write_json_atomic
 
 BENCHMARKS = Path(__file__).resolve().parent
 ANALYZE_SAMPLES = 2000

@@ -35,11 +35,11 @@ from stages import (
     run_rows,
 )
 
-from layergraft.atomic import write_bytes_atomic
 from layergraft.distill import DistillConfig
 from layergraft.methods import GraftOptions
 from layergraft.report import budget_figure, format_cell, markdown_table, summary_table
 from layergraft.strategies import STUDENT_LEARNING_RATE
+from layergraft.utils import write_bytes_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 FIELDS = ("value", "teacher_value", "retention", "agreement", "throughput_ratio",

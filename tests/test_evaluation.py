@@ -67,7 +67,8 @@ def test_evaluate_model_record(tokenizer, task, tmp_path):
                             keep_predictions=True)
     dev = encode(task, tokenizer, splits=["dev"])["dev"]
     preds = predict(model, dev, tokenizer, progress=False)
-    assert record["metrics"] == compute_metrics(task.spec, preds, np.asarray(dev["labels"]))
+    assert record["metrics"] == compute_metrics(task.spec.metrics, preds, np.asarray(dev["labels"]),
+                                                regression=task.spec.is_regression)
     np.testing.assert_allclose(record["predictions"], preds, atol=1e-6)
     assert (record["task"], record["split"], record["examples"]) == ("task", "dev", 23)
     assert record["model"]["layers"] == 3

@@ -64,18 +64,19 @@ def test_metric_metadata():
 def test_compute_metrics_argmaxes_logits_and_squeezes_regression_scores():
     mrpc = get_spec("mrpc")
     logits = np.array([[0.2, 0.9], [2.0, -1.0], [0.1, 0.3], [0.5, 0.4]])
-    result = compute_metrics(mrpc, logits, np.array([1, 0, 0, 1]))
+    result = compute_metrics(mrpc.metrics, logits, np.array([1, 0, 0, 1]))
     # predicted (1, 0, 1, 0): TP=1, FP=1, FN=1 -> F1 1/2; accuracy 2/4
     assert result == {"f1": pytest.approx(0.5), "accuracy": pytest.approx(0.5)}
     assert mrpc.primary_metric == "f1"
     stsb = get_spec("stsb")
-    result = compute_metrics(stsb, np.array([[1.0], [2.0], [3.0]]), np.array([1.0, 2.0, 4.0]))
+    result = compute_metrics(stsb.metrics, np.array([[1.0], [2.0], [3.0]]),
+                             np.array([1.0, 2.0, 4.0]), regression=stsb.is_regression)
     assert result["pearson"] == pytest.approx(9 / math.sqrt(84))
     assert result["spearman"] == pytest.approx(1.0)
 
 
 def test_compute_metrics_rejects_mismatched_outputs():
     with pytest.raises(ValueError, match="2 outputs"):
-        compute_metrics(get_spec("stsb"), np.zeros((3, 2)), np.zeros(3))
+        compute_metrics(get_spec("stsb").metrics, np.zeros((3, 2)), np.zeros(3), regression=True)
     with pytest.raises(ValueError, match="3 predictions for 2 references"):
-        compute_metrics(get_spec("sst2"), np.zeros((3, 2)), np.zeros(2))
+        compute_metrics(get_spec("sst2").metrics, np.zeros((3, 2)), np.zeros(2))

@@ -18,6 +18,7 @@ import pytest
 
 from layergraft import movies
 from layergraft.tasks import load_task
+from layergraft.utils import cache_root
 
 # sha256 of "\n".join(sorted(ids)) of each split of the movie corpus, layergraft-movies-v1.
 PINNED = {
@@ -100,5 +101,5 @@ def test_decode_falls_back_to_latin1():
 
 def test_cache_dir_honours_override(monkeypatch, tmp_path):
     monkeypatch.setenv("LAYERGRAFT_CACHE", str(tmp_path))
-    assert movies.cache_dir() == tmp_path
+    assert cache_root() == tmp_path
     assert movies.data_dir() == tmp_path / "hutto_ICWSM_2014"

@@ -8,23 +8,20 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import safetensors.torch
 import torch
-import transformers
 from transformers import PreTrainedModel
 
-import layergraft
 from layergraft import plots
 from layergraft.arch import ArchSpec, ffn_width, num_heads, num_layers
-from layergraft.atomic import atomic_write, write_json_atomic
 from layergraft.errors import LayergraftError
 from layergraft.importance import Batch, ImportanceScores, score_importance
 from layergraft.similarity import LayerSimilarity
+from layergraft.utils import atomic_write, versions, write_json_atomic
 
 FORMAT = "layergraft-analysis/1"
 IMPORTANCE_FILE = "importance.safetensors"
@@ -90,9 +87,7 @@ def save_analysis(analysis: Analysis, out_dir: str | os.PathLike) -> Path:
         "format": FORMAT,
         "info": analysis.info,
         "importance": analysis.scores.info,
-        "versions": {"layergraft": layergraft.__version__,
-                     "transformers": transformers.__version__,
-                     "torch": torch.__version__, "python": platform.python_version()},
+        "versions": versions(),
         "cka": analysis.cka.tolist(),
         "adjacent_cosine": analysis.adjacent_cosine.tolist(),
         "head_importance": analysis.scores.head.tolist(),

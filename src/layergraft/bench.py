@@ -25,6 +25,7 @@ from layergraft.data import encode
 from layergraft.errors import LayergraftError
 from layergraft.modelio import load_classifier
 from layergraft.tasks import Task, load_task
+from layergraft.utils import num_parameters
 
 # Token ids below this are special (pad/cls/sep/unk/mask) in the common vocabularies.
 FIRST_WORD_ID = 5
@@ -55,9 +56,7 @@ def padded_batch(
 
 def count_parameters(model: PreTrainedModel) -> tuple[int, int]:
     """(all parameters, those in the encoder layers); tied weights are counted once."""
-    total = sum(p.numel() for p in model.parameters())
-    encoder = sum(p.numel() for p in encoder_layers(model).parameters())
-    return total, encoder
+    return num_parameters(model), num_parameters(encoder_layers(model))
 
 
 def safetensors_size(path: str | Path | None) -> int | None:

@@ -15,10 +15,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from layergraft.atomic import write_json_atomic
 from layergraft.errors import LayergraftError
 from layergraft.methods import METHODS
 from layergraft.strategies import STRATEGIES, Budget
+from layergraft.utils import write_json_atomic
 
 ROWS_JSON = "results.json"
 ROWS_CSV = "results.csv"

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from layergraft.errors import LayergraftError
 from layergraft.manifest import Manifest
 from layergraft.parallel import process_state
+from layergraft.utils import atomic_write, cache_root
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 CACHE_FORMAT = "layergraft-teacher-cache/1"
@@ -257,13 +257,6 @@ def make_distill_loss(teacher: Teacher | PreTrainedModel, config: DistillConfig,
     return loss_fn
 
 
-def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
-    """`cache_dir`, else layergraft's cache folder ($LAYERGRAFT_CACHE or the user cache)."""
-    from layergraft.movies import cache_dir as default_cache_dir
-
-    return Path(cache_dir) if cache_dir else default_cache_dir()
-
-
 def cache_path(teacher: PreTrainedModel, dataset,
                cache_dir: str | os.PathLike | None = None) -> Path:
     """The cache folder of this teacher on this encoded data (content-hashed names)."""
@@ -324,12 +317,6 @@ def _compute(teacher: PreTrainedModel, dataset, tokenizer: PreTrainedTokenizerBa
 
 
 def _save_atomic(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    """safetensors to a temp file in the same folder, then renamed: never half a cache."""
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
-        name = tmp.name
-    try:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, name, metadata=metadata)
-        os.replace(name, path)
-    finally:
-        if os.path.exists(name):
-            os.remove(name)
+    """safetensors written atomically: never half a cache."""
+    atomic_write(path, lambda tmp: save_file({k: v.contiguous() for k, v in tensors.items()},
+                                             tmp, metadata=metadata))

@@ -9,24 +9,21 @@ how often a student matches its teacher (fidelity), which varies less than accur
 from __future__ import annotations
 
 import os
-import platform
 import time
 from collections.abc import Iterable, Mapping
 
 import datasets
 import numpy as np
 import torch
-import transformers
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-import layergraft
 from layergraft.arch import num_layers
-from layergraft.atomic import write_json_atomic
 from layergraft.data import EXAMPLE_ID, LABELS, by_length, encode, loader
 from layergraft.errors import LayergraftError
 from layergraft.metrics import METRICS, compute_metrics
 from layergraft.tasks import Task, TaskSpec, check_model_fits
+from layergraft.utils import num_parameters, versions, write_json_atomic
 
 
 @torch.no_grad()
@@ -70,16 +67,10 @@ def agreement(student_preds: np.ndarray, teacher_preds: np.ndarray, spec: TaskSp
     return float(np.mean(student.argmax(-1) == teacher.argmax(-1)))
 
 
-def versions() -> dict[str, str]:
-    return {"layergraft": layergraft.__version__, "transformers": transformers.__version__,
-            "torch": torch.__version__, "datasets": datasets.__version__,
-            "python": platform.python_version()}
-
-
 def model_summary(model: PreTrainedModel) -> dict:
     return {"name_or_path": str(getattr(model.config, "_name_or_path", "") or ""),
             "model_type": model.config.model_type, "layers": num_layers(model.config),
-            "parameters": sum(p.numel() for p in model.parameters())}
+            "parameters": num_parameters(model)}
 
 
 def evaluate_model(
@@ -108,7 +99,8 @@ def evaluate_model(
     start = time.perf_counter()
     preds = predict(model, encoded, tokenizer, batch_size, progress=progress, bf16=bf16)
     seconds = time.perf_counter() - start
-    metrics = compute_metrics(task.spec, preds, np.asarray(encoded[LABELS]))
+    metrics = compute_metrics(task.spec.metrics, preds, np.asarray(encoded[LABELS]),
+                              regression=task.spec.is_regression)
     record = {"task": task.spec.name, "split": split, "metrics": metrics,
               "primary_metric": task.spec.primary_metric, "examples": len(encoded),
               "model": model_summary(model), "seconds": round(seconds, 3),

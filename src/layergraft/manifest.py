@@ -9,21 +9,17 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-import transformers
 from transformers import PreTrainedModel
 
-import layergraft
 from layergraft.arch import ffn_width, num_heads, num_layers
-from layergraft.atomic import write_json_atomic
 from layergraft.errors import LayergraftError
 from layergraft.plan import Plan
 from layergraft.surgery import LayerRecipe, apply_recipes, keep_recipe
+from layergraft.utils import versions, write_json_atomic
 
 MANIFEST_NAME = "graft_manifest.json"
 FORMAT = "layergraft-manifest/1"
@@ -107,9 +103,7 @@ class Manifest:
             "depths": self.depths(),
             "steps": [s.to_dict() for s in self.steps],
             "layers": self.composed_layers(),
-            "versions": {"layergraft": layergraft.__version__,
-                         "transformers": transformers.__version__,
-                         "torch": torch.__version__, "python": platform.python_version()},
+            "versions": versions(),
         }
 
     @classmethod

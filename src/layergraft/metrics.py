@@ -9,16 +9,13 @@ collapses to one output is a legitimate, reportable outcome rather than an error
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
 from scipy import stats
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
-
-if TYPE_CHECKING:
-    from layergraft.tasks import TaskSpec
 
 
 @dataclass(frozen=True)
@@ -86,22 +83,21 @@ METRICS: dict[str, Metric] = {
 
 
 def compute_metrics(
-    spec: TaskSpec, predictions: np.ndarray, references: np.ndarray
+    metrics: Sequence[str], predictions: np.ndarray, references: np.ndarray, *,
+    regression: bool = False,
 ) -> dict[str, float]:
-    """Score raw model outputs for ``spec``: logits are argmaxed for classification and squeezed
-    to one score per example for regression, then every metric the task lists is computed."""
+    """Score raw model outputs with the named ``metrics`` (a task's ``spec.metrics``): logits are
+    argmaxed for classification and squeezed to one score per example for ``regression``."""
     predictions = np.asarray(predictions)
     references = np.asarray(references)
-    if spec.is_regression:
+    if regression:
         predictions = predictions.reshape(len(predictions), -1)
         if predictions.shape[1] != 1:
-            raise ValueError(f"regression task {spec.name} got {predictions.shape[1]} outputs")
+            raise ValueError(f"a regression task got {predictions.shape[1]} outputs")
         predictions = predictions[:, 0].astype(np.float64)
         references = references.astype(np.float64)
     elif predictions.ndim == 2:
         predictions = predictions.argmax(axis=-1)
     if predictions.shape != references.shape:
-        raise ValueError(
-            f"{len(predictions)} predictions for {len(references)} references in {spec.name}"
-        )
-    return {name: METRICS[name].fn(predictions, references) for name in spec.metrics}
+        raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
+    return {name: METRICS[name].fn(predictions, references) for name in metrics}

@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import io
 import math
-import os
 import subprocess
 import sys
 import tarfile
@@ -30,8 +29,8 @@ from pathlib import Path
 
 import datasets
 
-from layergraft.atomic import write_bytes_atomic
 from layergraft.errors import LayergraftError
+from layergraft.utils import cache_root, write_bytes_atomic
 
 SDIST_REQUIREMENT = "vaderSentiment==3.3.2"
 SDIST_NAME = "vaderSentiment-3.3.2.tar.gz"
@@ -73,23 +72,9 @@ CORPORA: dict[str, Corpus] = {
 }
 
 
-def cache_dir() -> Path:
-    """Where downloaded data lives: ``$LAYERGRAFT_CACHE`` or the platform's user cache folder."""
-    override = os.environ.get("LAYERGRAFT_CACHE")
-    if override:
-        return Path(override).expanduser()
-    if sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Caches"
-    else:
-        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "layergraft"
-
-
 def data_dir() -> Path:
     """The folder holding the extracted ground-truth files."""
-    return cache_dir() / "hutto_ICWSM_2014"
+    return cache_root() / "hutto_ICWSM_2014"
 
 
 def _sha256(data: bytes) -> str:
@@ -119,12 +104,12 @@ def _extract(sdist: Path, target: Path) -> None:
     data = sdist.read_bytes()
     if _sha256(data) != SDIST_SHA256:
         raise LayergraftError(
-            f"{SDIST_NAME} from PyPI has an unexpected SHA-256; delete {cache_dir()} and retry"
+            f"{SDIST_NAME} from PyPI has an unexpected SHA-256; delete {cache_root()} and retry"
         )
     with tarfile.open(fileobj=io.BytesIO(data)) as outer:
         inner_file = outer.extractfile(INNER_ARCHIVE)
         if inner_file is None:
-            raise LayergraftError(f"{SDIST_NAME} lacks {INNER_ARCHIVE}; delete {cache_dir()}")
+            raise LayergraftError(f"{SDIST_NAME} lacks {INNER_ARCHIVE}; delete {cache_root()}")
         inner_bytes = inner_file.read()
     with tarfile.open(fileobj=io.BytesIO(inner_bytes)) as inner:
         for corpus in CORPORA.values():
@@ -133,7 +118,7 @@ def _extract(sdist: Path, target: Path) -> None:
             if _sha256(content) != corpus.sha256:
                 raise LayergraftError(
                     f"{corpus.filename} in {SDIST_NAME} is missing or altered; "
-                    f"delete {cache_dir()} and retry"
+                    f"delete {cache_root()} and retry"
                 )
             write_bytes_atomic(target / corpus.filename, content)
 
@@ -144,7 +129,7 @@ def fetch() -> Path:
     if all((target / c.filename).is_file() for c in CORPORA.values()):
         return target
     target.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cache_dir(), prefix=".download-") as tmp:
+    with tempfile.TemporaryDirectory(dir=cache_root(), prefix=".download-") as tmp:
         _extract(_pip_download(Path(tmp)), target)
     return target
 

@@ -27,8 +27,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from scipy import stats
 
-from layergraft.atomic import write_bytes_atomic
 from layergraft.metrics import METRICS
+from layergraft.utils import write_bytes_atomic
 
 ROW_KEYS = ("task", "method", "strategy", "layers", "budget", "seed", "split", "metric",
             "value", "teacher_value", "retention", "agreement", "throughput_ratio", "params",

@@ -12,12 +12,12 @@ checkpoints; only files this module wrote are ever replaced without --overwrite.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import os
 import re
 import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -31,21 +31,27 @@ from layergraft.data import LABELS, encode
 from layergraft.distill import (
     DistillConfig,
     TeacherCache,
-    cache_root,
     dataset_fingerprint,
     layer_map_from_manifest,
     make_distill_loss,
     model_fingerprint,
 )
 from layergraft.errors import LayergraftError
-from layergraft.evaluation import agreement, predict, versions
+from layergraft.evaluation import agreement, predict
 from layergraft.graft import graft_model
-from layergraft.manifest import Manifest, write_json_atomic
+from layergraft.manifest import Manifest
 from layergraft.methods import NEEDS_SCORES, GraftOptions, get_method
 from layergraft.metrics import compute_metrics
 from layergraft.modelio import holds_model, load_classifier, save_model
 from layergraft.parallel import process_state
 from layergraft.train import TrainConfig, train
+from layergraft.utils import (
+    cache_root,
+    num_parameters,
+    versions,
+    write_bytes_atomic,
+    write_json_atomic,
+)
 from layergraft.workflows import (
     AnalysisSettings,
     TaskSource,
@@ -252,10 +258,10 @@ class _Run:
                   "strategy": self.strategy, "layers": self.layers, "seed": self.seed,
                   "depths": manifest.depths(),
                   "teacher": {"path": self.teacher_path, "layers": depth,
-                              "parameters": _parameters(teacher),
+                              "parameters": num_parameters(teacher),
                               "fingerprint": model_fingerprint(teacher)},
                   "student": {"layers": num_layers(student.config),
-                              "parameters": _parameters(student)},
+                              "parameters": num_parameters(student)},
                   "train": {"budget": str(self.budget), "budget_steps": total,
                             "steps": sum(s["steps"] for s in stages),
                             "seconds": round(sum(s["seconds"] for s in stages), 2),
@@ -385,7 +391,9 @@ class _Context:
             preds = predict(student, data, self.tokenizer, self.run.training.eval_batch_size,
                             progress=self.run.progress, bf16=self.run.bf16)
             labels = np.asarray(data[LABELS])
-            ours, theirs = (compute_metrics(spec, p, labels) for p in (preds, teacher))
+            ours, theirs = (compute_metrics(spec.metrics, p, labels,
+                                            regression=spec.is_regression)
+                            for p in (preds, teacher))
             out[split] = {"examples": len(data), "metrics": ours, "teacher": theirs,
                           "retention": {k: ours[k] / theirs[k] if theirs[k] else None
                                         for k in ours},
@@ -434,15 +442,11 @@ def _start_fresh_or_resume(run: _Run, overwrite: bool, replace_other_runs: bool)
     write_json_atomic(settings_path, run.settings())
 
 
-def _parameters(model) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 def _short_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as tmp:
-        np.savez(tmp, **arrays)
-    os.replace(tmp.name, path)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    write_bytes_atomic(path, buffer.getvalue())

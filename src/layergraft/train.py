@@ -46,14 +46,14 @@ from transformers import (
 )
 from transformers.trainer_utils import EvalPrediction, get_last_checkpoint
 
-from layergraft.atomic import write_json_atomic
 from layergraft.data import EXAMPLE_ID, LABELS, collator, encode
 from layergraft.errors import LayergraftError
-from layergraft.evaluation import evaluate_model, versions
+from layergraft.evaluation import evaluate_model
 from layergraft.metrics import METRICS, compute_metrics
 from layergraft.modelio import check_output_dir, load_classifier, save_model
 from layergraft.parallel import has_accelerator, process_state
 from layergraft.tasks import Task, TaskSpec, check_model_fits
+from layergraft.utils import versions, write_json_atomic
 
 LossFn = Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor]
 RESULTS_NAME = "finetune_results.json"
@@ -201,7 +201,8 @@ def train(
     args = config.training_arguments(spec)
 
     def score(prediction: EvalPrediction) -> dict[str, float]:
-        return compute_metrics(spec, prediction.predictions, prediction.label_ids)
+        return compute_metrics(spec.metrics, prediction.predictions, prediction.label_ids,
+                               regression=spec.is_regression)
 
     patience = config.early_stopping_patience
     stopping = [EarlyStoppingCallback(patience)] if patience else []
