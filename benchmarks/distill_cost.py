@@ -23,16 +23,16 @@ from itertools import islice
 
 import torch
 
-from layergraft.data import EXAMPLE_ID, encode, loader
-from layergraft.distill import (
+from layergraft.data.encoding import EXAMPLE_ID, encode, loader
+from layergraft.data.tasks import load_task
+from layergraft.models import default_model_path, load_classifier
+from layergraft.surgery.graft import graft_model
+from layergraft.training.distill import (
     DistillConfig,
     TeacherCache,
     layer_map_from_manifest,
     make_distill_loss,
 )
-from layergraft.graft import graft_model
-from layergraft.modelio import default_model_path, load_classifier
-from layergraft.tasks import load_task
 
 WARMUP = 3
 

@@ -13,8 +13,8 @@ import argparse
 import json
 from pathlib import Path
 
-from layergraft.distill import DistillConfig
-from layergraft.strategies import compress
+from layergraft.pipeline.compress import compress
+from layergraft.training.distill import DistillConfig
 
 VARIANTS = {
     "T1": DistillConfig(temperature=1.0),

@@ -21,11 +21,12 @@ from pathlib import Path
 from jsonstore import update_rows
 from stages import FULL_BUDGET, TASKS
 
-from layergraft.compare import RunKey, record_rows
-from layergraft.distill import DistillConfig
-from layergraft.methods import GraftOptions
-from layergraft.strategies import Budget, compress
-from layergraft.train import TrainConfig
+from layergraft.pipeline.compare import RunKey, record_rows
+from layergraft.pipeline.compress import compress
+from layergraft.surgery.methods import GraftOptions
+from layergraft.training.budget import Budget
+from layergraft.training.distill import DistillConfig
+from layergraft.training.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parent
 

@@ -26,12 +26,12 @@ import numpy as np
 import torch
 from stages import DEPTHS, TASKS, curve_configs
 
-from layergraft.bench import bench_models
-from layergraft.compare import RunKey
-from layergraft.distill import DistillConfig
-from layergraft.report import mcnemar, paired_bootstrap
-from layergraft.strategies import PREDICTIONS_NAME
-from layergraft.tasks import Task, load_task
+from layergraft.data.tasks import Task, load_task
+from layergraft.pipeline.bench import bench_models
+from layergraft.pipeline.compare import RunKey
+from layergraft.pipeline.runs import PREDICTIONS_NAME
+from layergraft.report.stats import mcnemar, paired_bootstrap
+from layergraft.training.distill import DistillConfig
 from layergraft.utils import versions, write_json_atomic
 
 BENCHMARKS = Path(__file__).resolve().parent

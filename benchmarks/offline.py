@@ -45,13 +45,16 @@ from stages import (
     run_rows,
 )
 
-from layergraft.bench import safetensors_size
-from layergraft.compare import RunKey, record_rows
-from layergraft.modelio import default_model_path
-from layergraft.strategies import RESULTS_NAME, Budget, compress
-from layergraft.tasks import load_task
-from layergraft.train import RESULTS_NAME as TEACHER_RESULTS
-from layergraft.train import TrainConfig, finetune
+from layergraft.data.tasks import load_task
+from layergraft.models import default_model_path
+from layergraft.pipeline.bench import safetensors_size
+from layergraft.pipeline.compare import RunKey, record_rows
+from layergraft.pipeline.compress import compress
+from layergraft.pipeline.finetune import RESULTS_NAME as TEACHER_RESULTS
+from layergraft.pipeline.finetune import finetune
+from layergraft.pipeline.runs import RESULTS_NAME
+from layergraft.training.budget import Budget
+from layergraft.training.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 # Rough minutes per run on 2 busy cores, for --dry-run before any run has been timed.

@@ -35,10 +35,12 @@ from stages import (
     run_rows,
 )
 
-from layergraft.distill import DistillConfig
-from layergraft.methods import GraftOptions
-from layergraft.report import budget_figure, format_cell, markdown_table, summary_table
-from layergraft.strategies import STUDENT_LEARNING_RATE
+from layergraft.report.figures import budget_figure
+from layergraft.report.stats import summary_table
+from layergraft.report.tables import format_cell, markdown_table
+from layergraft.surgery.methods import GraftOptions
+from layergraft.training.distill import DistillConfig
+from layergraft.training.train import STUDENT_LEARNING_RATE
 from layergraft.utils import write_bytes_atomic
 
 ROOT = Path(__file__).resolve().parents[1]

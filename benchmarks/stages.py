@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from layergraft.compare import RunKey, plan_runs
-from layergraft.methods import METHODS
-from layergraft.strategies import STRATEGIES
+from layergraft.pipeline.compare import RunKey, plan_runs
+from layergraft.pipeline.compress import STRATEGIES
+from layergraft.surgery.methods import METHODS
 
 # Task -> the metric its targets are stated in (issue 5: accuracy, Spearman for rating).
 TASKS: Mapping[str, str] = {"movie-sentiment": "accuracy", "movie-rating": "spearman"}

@@ -19,12 +19,13 @@ from pathlib import Path
 from jsonstore import update_rows
 from stages import TASKS
 
-from layergraft.evaluation import evaluate_model
-from layergraft.graft import graft_model
-from layergraft.methods import GraftOptions
-from layergraft.modelio import load_classifier
-from layergraft.tasks import load_task
-from layergraft.workflows import AnalysisSettings, measure, refit_after_surgery
+from layergraft.data.tasks import load_task
+from layergraft.models import load_classifier
+from layergraft.pipeline.evaluation import evaluate_model
+from layergraft.pipeline.workflows import refit_after_surgery
+from layergraft.scoring.analysis import AnalysisSettings, measure
+from layergraft.surgery.graft import graft_model
+from layergraft.surgery.methods import GraftOptions
 
 ROOT = Path(__file__).resolve().parent
 ABLATION = "surgery only: graft options"

@@ -26,8 +26,8 @@ from stages import (
     strongest_baseline,
 )
 
-from layergraft.report import STAT_FIELDS, summary_table
-from layergraft.tasks import get_spec
+from layergraft.data.tasks import get_spec
+from layergraft.report.stats import STAT_FIELDS, summary_table
 
 MET, MISSED, NOT_MEASURED = "MET", "MISSED", "NOT YET MEASURED"
 QUALITY = {3: 0.99, 2: 0.97, 1: 0.92}

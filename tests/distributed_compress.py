@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import sys
 
-from layergraft.distill import DistillConfig
-from layergraft.strategies import compress
-from layergraft.train import TrainConfig
-from layergraft.workflows import AnalysisSettings
+from layergraft.pipeline.compress import compress
+from layergraft.scoring.analysis import AnalysisSettings
+from layergraft.training.distill import DistillConfig
+from layergraft.training.train import TrainConfig
 
 GLOBAL_BATCH = 16  # split among the processes, so every run sees the same batches
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 from helpers import make_tiny_batches, make_tiny_model
 
-from layergraft.analysis import (
+from layergraft.errors import LayergraftError
+from layergraft.scoring.analysis import (
     HEAD_PLOT,
     NEURON_PLOT,
     SIMILARITY_PLOT,
@@ -17,10 +18,9 @@ from layergraft.analysis import (
     load_analysis,
     save_analysis,
 )
-from layergraft.errors import LayergraftError
-from layergraft.graft import graft_model
-from layergraft.importance import score_importance
-from layergraft.similarity import LayerSimilarity
+from layergraft.scoring.importance import score_importance
+from layergraft.scoring.similarity import LayerSimilarity
+from layergraft.surgery.graft import graft_model
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -11,8 +11,10 @@ import torch
 from helpers import make_tiny_model
 from tiny_task import save_tiny_teacher, write_tiny_task
 
-from layergraft.arch import encoder_layers
-from layergraft.bench import (
+from layergraft.data.tasks import load_task
+from layergraft.errors import LayergraftError
+from layergraft.models import load_classifier
+from layergraft.pipeline.bench import (
     FIRST_WORD_ID,
     bench_models,
     count_parameters,
@@ -23,10 +25,8 @@ from layergraft.bench import (
     speed_ratio,
     task_lengths,
 )
-from layergraft.errors import LayergraftError
-from layergraft.graft import graft_model
-from layergraft.modelio import load_classifier
-from layergraft.tasks import load_task
+from layergraft.surgery.arch import encoder_layers
+from layergraft.surgery.graft import graft_model
 
 LENGTHS = [3, 17, 9, 30, 5, 12, 22, 8, 14, 27, 4, 19]
 

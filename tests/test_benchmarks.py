@@ -15,8 +15,8 @@ import render  # noqa: E402
 import stages  # noqa: E402
 import targets  # noqa: E402
 
-from layergraft.compare import RunKey  # noqa: E402
-from layergraft.methods import METHODS  # noqa: E402
+from layergraft.pipeline.compare import RunKey  # noqa: E402
+from layergraft.surgery.methods import METHODS  # noqa: E402
 
 SENT, RATE = "movie-sentiment", "movie-rating"
 OOD = ("tweets-sentiment", "products-sentiment", "editorials-sentiment")
@@ -343,8 +343,8 @@ def test_the_speed_stage_times_teacher_and_students_together(tmp_path, monkeypat
     import measure
     from tiny_task import save_tiny_teacher, write_tiny_task
 
-    from layergraft.graft import graft_model
-    from layergraft.modelio import load_classifier, save_model
+    from layergraft.models import load_classifier, save_model
+    from layergraft.surgery.graft import graft_model
 
     teacher = Path(save_tiny_teacher(tmp_path / "teacher"))
     model, tokenizer = load_classifier(str(teacher))

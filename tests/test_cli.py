@@ -123,7 +123,7 @@ def test_analyze_then_graft_from_the_analysis_on_a_local_file(monkeypatch, capsy
 def test_graft_with_a_refit_records_it_and_refuses_a_replay(monkeypatch, capsys, tmp_path):
     from tiny_task import write_tiny_task
 
-    from layergraft.manifest import Manifest, replay
+    from layergraft.surgery.manifest import Manifest, replay
 
     teacher = save_tiny_teacher(tmp_path / "teacher")
     task = write_tiny_task(tmp_path / "task")

@@ -7,10 +7,10 @@ import json
 import pytest
 from tiny_task import one_thread, train_tiny_teacher, write_tiny_task  # noqa: F401
 
-import layergraft.strategies as strategies
-from layergraft.compare import RunKey, plan_runs, record_rows, run_comparison
+import layergraft.pipeline.compress as strategies
 from layergraft.errors import LayergraftError
-from layergraft.workflows import AnalysisSettings
+from layergraft.pipeline.compare import RunKey, plan_runs, record_rows, run_comparison
+from layergraft.scoring.analysis import AnalysisSettings
 
 FAST = dict(budget="4 steps", speed=False, progress=False,
             analysis=AnalysisSettings(samples=32, batch_size=16, progress=False))
@@ -84,7 +84,7 @@ def test_record_rows_flattens_every_split_and_metric():
 
 
 def test_budget_fractions_scale_the_full_budget_and_name_the_run():
-    from layergraft.strategies import Budget
+    from layergraft.training.budget import Budget
 
     key = RunKey("graft", "distill", 2, seed=1, budget=0.25)
     assert key.name == "L2-graft-distill-s1-b0.25"

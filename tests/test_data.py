@@ -7,8 +7,8 @@ import torch
 from tiny_task import one_thread, save_tiny_teacher, write_tiny_task
 from transformers import AutoTokenizer
 
-from layergraft.data import by_length, collator, encode, loader
-from layergraft.tasks import load_task
+from layergraft.data.encoding import by_length, collator, encode, loader
+from layergraft.data.tasks import load_task
 
 assert one_thread  # an autouse fixture
 

@@ -11,9 +11,15 @@ from helpers import make_tiny_model, pad_further
 from scipy.special import log_softmax, softmax
 from tiny_task import one_thread, save_tiny_teacher, write_tiny_task
 
-from layergraft import distill
-from layergraft.data import encode, loader
-from layergraft.distill import (
+from layergraft.data.encoding import encode, loader
+from layergraft.data.tasks import load_task
+from layergraft.errors import LayergraftError
+from layergraft.models import load_classifier
+from layergraft.surgery.graft import graft_model
+from layergraft.surgery.manifest import Manifest
+from layergraft.surgery.plan import Plan
+from layergraft.training import distill
+from layergraft.training.distill import (
     DistillConfig,
     LiveTeacher,
     TeacherCache,
@@ -21,12 +27,6 @@ from layergraft.distill import (
     layer_map_from_manifest,
     make_distill_loss,
 )
-from layergraft.errors import LayergraftError
-from layergraft.graft import graft_model
-from layergraft.manifest import Manifest
-from layergraft.modelio import load_classifier
-from layergraft.plan import Plan
-from layergraft.tasks import load_task
 
 LAYERS = 4
 assert one_thread  # an autouse fixture

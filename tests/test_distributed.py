@@ -11,8 +11,8 @@ from pathlib import Path
 from safetensors.torch import load_file
 from tiny_task import one_thread, train_tiny_teacher, write_tiny_task
 
-from layergraft.manifest import Manifest, replay
-from layergraft.modelio import load_classifier
+from layergraft.models import load_classifier
+from layergraft.surgery.manifest import Manifest, replay
 
 SCRIPT = Path(__file__).with_name("distributed_compress.py")
 assert one_thread  # an autouse fixture

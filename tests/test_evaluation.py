@@ -11,17 +11,17 @@ from helpers import make_tiny_model
 from tiny_task import one_thread, save_tiny_teacher, write_tiny_task
 from transformers import AutoTokenizer
 
-from layergraft.data import encode
+from layergraft.data.encoding import encode
+from layergraft.data.metrics import compute_metrics
+from layergraft.data.tasks import TASKS, load_task
 from layergraft.errors import LayergraftError
-from layergraft.evaluation import (
+from layergraft.pipeline.evaluation import (
     agreement,
     evaluate_model,
     format_table,
     predict,
     save_results,
 )
-from layergraft.metrics import compute_metrics
-from layergraft.tasks import TASKS, load_task
 
 assert one_thread  # an autouse fixture
 

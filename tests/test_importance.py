@@ -6,10 +6,10 @@ import pytest
 import torch
 from helpers import make_tiny_batches, make_tiny_model
 
-from layergraft import importance
-from layergraft.arch import ARCH_SPECS, encoder_layers, spec_for
 from layergraft.errors import LayergraftError
-from layergraft.importance import SCORERS, UnitMasks, score_importance
+from layergraft.scoring import importance
+from layergraft.scoring.importance import SCORERS, UnitMasks, score_importance
+from layergraft.surgery.arch import ARCH_SPECS, encoder_layers, spec_for
 
 FAMILIES = sorted(ARCH_SPECS)
 LAYERS, HEADS, FFN = 4, 4, 37

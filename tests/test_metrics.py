@@ -8,8 +8,8 @@ import warnings
 import numpy as np
 import pytest
 
-from layergraft.metrics import METRICS, compute_metrics
-from layergraft.tasks import get_spec
+from layergraft.data.metrics import METRICS, compute_metrics
+from layergraft.data.tasks import get_spec
 
 
 def score(name: str, predictions, references) -> float:

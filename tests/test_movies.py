@@ -16,8 +16,8 @@ from collections import Counter
 
 import pytest
 
-from layergraft import movies
-from layergraft.tasks import load_task
+from layergraft.data import movies
+from layergraft.data.tasks import load_task
 from layergraft.utils import cache_root
 
 # sha256 of "\n".join(sorted(ids)) of each split of the movie corpus, layergraft-movies-v1.
@@ -28,7 +28,7 @@ PINNED = {
 }
 DIGEST_SCRIPT = """
 import hashlib, json
-from layergraft import movies
+from layergraft.data import movies
 corpus = movies.load_corpus("movies")
 print(json.dumps({s: [len(d), hashlib.sha256("\\n".join(sorted(d["id"])).encode()).hexdigest()]
                   for s, d in corpus.items()}))

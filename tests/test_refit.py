@@ -9,9 +9,9 @@ import pytest
 import torch
 from helpers import make_tiny_batches, make_tiny_model
 
-from layergraft.arch import ARCH_SPECS
-from layergraft.graft import graft_model
-from layergraft.refit import refit_outputs
+from layergraft.surgery.arch import ARCH_SPECS
+from layergraft.surgery.graft import graft_model
+from layergraft.surgery.refit import refit_outputs
 
 FAMILIES = sorted(ARCH_SPECS)
 

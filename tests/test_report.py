@@ -8,16 +8,15 @@ import re
 import numpy as np
 import pytest
 
-from layergraft.report import (
+from layergraft.report.render import write_report
+from layergraft.report.stats import (
     final_budget,
-    markdown_table,
     mcnemar,
     paired_bootstrap,
     pareto_front,
     summary_table,
-    write_csv,
-    write_report,
 )
+from layergraft.report.tables import markdown_table, write_csv
 
 
 def _row(method, layers, seed, value, *, strategy="distill", budget=1.0, split="test",

@@ -6,7 +6,7 @@ import pytest
 import torch
 from helpers import make_tiny_batches, make_tiny_model, pad_further
 
-from layergraft.similarity import LayerSimilarity, linear_cka
+from layergraft.scoring.similarity import LayerSimilarity, linear_cka
 
 
 def random_pair(n=50, d=8, seed=0):

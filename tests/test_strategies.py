@@ -10,17 +10,18 @@ import pytest
 from tiny_task import one_thread, train_tiny_teacher, write_tiny_task
 from transformers import AutoModelForSequenceClassification
 
-from layergraft import strategies
-from layergraft.data import encode
-from layergraft.distill import DistillConfig
+from layergraft.data.encoding import encode
+from layergraft.data.tasks import load_task
 from layergraft.errors import LayergraftError
-from layergraft.evaluation import predict
-from layergraft.manifest import Manifest
-from layergraft.modelio import load_classifier
-from layergraft.strategies import Budget, compress, split_steps
-from layergraft.tasks import load_task
-from layergraft.train import TrainConfig
-from layergraft.workflows import AnalysisSettings
+from layergraft.models import load_classifier
+from layergraft.pipeline import compress as strategies
+from layergraft.pipeline.compress import compress
+from layergraft.pipeline.evaluation import predict
+from layergraft.scoring.analysis import AnalysisSettings
+from layergraft.surgery.manifest import Manifest
+from layergraft.training.budget import Budget, split_steps
+from layergraft.training.distill import DistillConfig
+from layergraft.training.train import TrainConfig
 
 TRAINING = TrainConfig(output_dir="", batch_size=16, learning_rate=1e-3, progress=False,
                        max_length=24, eval_batch_size=32)
@@ -186,8 +187,8 @@ def test_distillation_weights_pass_through_to_the_loss(inputs, tmp_path, monkeyp
 
 @pytest.mark.slow
 def test_distillation_improves_a_real_minilm_graft_over_surgery_alone(tmp_path):
-    from layergraft.modelio import default_model_path
-    from layergraft.train import finetune
+    from layergraft.models import default_model_path
+    from layergraft.pipeline.finetune import finetune
 
     task = load_task("movie-sentiment")
     folder = tmp_path / "movies"
@@ -210,7 +211,7 @@ def test_distillation_improves_a_real_minilm_graft_over_surgery_alone(tmp_path):
 
 
 def test_out_of_domain_sets_are_scored_against_the_teacher(inputs, tmp_path, monkeypatch):
-    from layergraft.tasks import Task
+    from layergraft.data.tasks import Task
 
     shifted = load_task(write_tiny_task(tmp_path / "shifted", seed=7))
     monkeypatch.setattr(Task, "ood", lambda self: {"shifted": shifted})
@@ -231,7 +232,7 @@ def test_out_of_domain_sets_are_scored_against_the_teacher(inputs, tmp_path, mon
 
 
 def test_length_grouped_training_is_a_setting_only_when_on(inputs, tmp_path):
-    from layergraft.strategies import student_training
+    from layergraft.training.train import student_training
 
     plain = run(inputs, tmp_path / "plain", strategy="finetune", training=None)
     assert "group_by_length" not in plain["settings"]["training"]

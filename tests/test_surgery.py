@@ -9,13 +9,13 @@ import torch
 from helpers import make_tiny_batches, make_tiny_model
 from transformers import AutoModelForSequenceClassification
 
-from layergraft.arch import ARCH_SPECS, encoder_layers, spec_for
 from layergraft.errors import LayergraftError
-from layergraft.graft import graft_model
-from layergraft.manifest import Manifest, replay
-from layergraft.methods import GraftOptions
-from layergraft.modelio import save_model
-from layergraft.plan import Plan
+from layergraft.models import save_model
+from layergraft.surgery.arch import ARCH_SPECS, encoder_layers, spec_for
+from layergraft.surgery.graft import graft_model
+from layergraft.surgery.manifest import Manifest, replay
+from layergraft.surgery.methods import GraftOptions
+from layergraft.surgery.plan import Plan
 
 FAMILIES = sorted(ARCH_SPECS)
 LAYERS, HEADS, FFN = 4, 4, 37
@@ -210,7 +210,7 @@ def test_unknown_method_and_target_depth_errors():
 def test_unsupported_architecture_lists_supported_families():
     from transformers import GPT2Config
 
-    from layergraft.arch import spec_for_config
+    from layergraft.surgery.arch import spec_for_config
     with pytest.raises(LayergraftError, match="supports bert"):
         spec_for_config(GPT2Config())
 

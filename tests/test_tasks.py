@@ -12,8 +12,8 @@ import huggingface_hub.constants
 import pytest
 from transformers import BertConfig
 
+from layergraft.data.tasks import TASKS, check_model_fits, get_spec, glue_average, load_task
 from layergraft.errors import LayergraftError
-from layergraft.tasks import TASKS, check_model_fits, get_spec, glue_average, load_task
 
 GLUE = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "mnli-mm", "qnli", "rte", "wnli")
 
@@ -227,7 +227,7 @@ def test_bad_labels_and_files(tmp_path):
 def test_single_file_split_is_seeded_deterministic_and_announced(tmp_path, caplog):
     path = write_csv(tmp_path / "all.csv", ["text", "label"],
                      [(f"row {i}", i % 2) for i in range(100)])
-    with caplog.at_level(logging.WARNING, logger="layergraft.tasks"):
+    with caplog.at_level(logging.WARNING, logger="layergraft.data.tasks"):
         first = load_task(str(path))
     assert [r.getMessage() for r in caplog.records] == [
         "all.csv has no dev/test files: its 100 rows were split 80/10/10 into train/dev/test "

@@ -19,11 +19,12 @@ from transformers import (
     set_seed,
 )
 
-from layergraft.data import encode
+from layergraft.data.encoding import encode
+from layergraft.data.tasks import load_task
 from layergraft.errors import LayergraftError
-from layergraft.evaluation import evaluate_model
-from layergraft.tasks import load_task
-from layergraft.train import RESULTS_NAME, TrainConfig, finetune, train
+from layergraft.pipeline.evaluation import evaluate_model
+from layergraft.pipeline.finetune import RESULTS_NAME, finetune
+from layergraft.training.train import TrainConfig, train
 
 assert one_thread  # an autouse fixture
 
@@ -164,8 +165,8 @@ def test_finetune_writes_a_teacher_and_refuses_to_overwrite(base, tokenizer, tmp
 
 @pytest.mark.slow
 def test_finetune_real_minilm_on_a_movie_slice_beats_chance(tmp_path):
-    from layergraft.modelio import default_model_path
-    from layergraft.tasks import load_task
+    from layergraft.data.tasks import load_task
+    from layergraft.models import default_model_path
 
     task = load_task("movie-sentiment")
     task.splits["train"] = task.splits["train"].shuffle(seed=0).select(range(256))

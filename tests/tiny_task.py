@@ -63,8 +63,9 @@ def write_tiny_task(directory, sizes=(64, 32, 32), seed: int = 0,
 
 def train_tiny_teacher(directory, task_dir, steps: int = 48, **model_options) -> str:
     """A tiny teacher fine-tuned on the tiny task (it learns it: dev accuracy ~1.0)."""
-    from layergraft.tasks import load_task
-    from layergraft.train import TrainConfig, finetune
+    from layergraft.data.tasks import load_task
+    from layergraft.pipeline.finetune import finetune
+    from layergraft.training.train import TrainConfig
 
     base = save_tiny_teacher(Path(directory) / "base", **model_options)
     config = TrainConfig(output_dir="", max_steps=steps, learning_rate=3e-3, batch_size=16,

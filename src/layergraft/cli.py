@@ -56,7 +56,7 @@ def _task_source(task: str, text_column: str | None, pair_column: str | None,
                  label_column: str | None, regression: bool | None):
     """The task as flags describe it. A lone data file is always split with seed 0, so every
     command (and every training seed) sees the same train/dev/test rows."""
-    from layergraft.workflows import TaskSource
+    from layergraft.data.tasks import TaskSource
 
     return TaskSource(task, text_column=text_column, pair_column=pair_column,
                       label_column=label_column, regression=regression)
@@ -78,7 +78,8 @@ def analyze(
     regression: RegressionOpt = None,
 ) -> None:
     """Measure head/neuron importance and layer similarity; write scores, JSON and plots."""
-    from layergraft.workflows import AnalysisSettings, analyze_path
+    from layergraft.pipeline.workflows import analyze_path
+    from layergraft.scoring.analysis import AnalysisSettings
 
     settings = AnalysisSettings(samples=samples, importance=importance, loss=loss,
                                 normalize=normalize, seed=seed)
@@ -129,8 +130,9 @@ def graft(
     regression: RegressionOpt = None,
 ) -> None:
     """Surgery only: merge adjacent layers into a smaller model of standard shape."""
-    from layergraft.methods import GraftOptions
-    from layergraft.workflows import AnalysisSettings, graft_path
+    from layergraft.pipeline.workflows import graft_path
+    from layergraft.scoring.analysis import AnalysisSettings
+    from layergraft.surgery.methods import GraftOptions
 
     source = (_task_source(task, text_column, pair_column, label_column, regression)
               if task else None)
@@ -166,7 +168,7 @@ GroupByLengthOpt = Annotated[bool, typer.Option(
 
 def _student_training(learning_rate: float | None, group_by_length: bool):
     """compress's training settings from --lr and --group-by-length."""
-    from layergraft.strategies import student_training
+    from layergraft.training.train import student_training
 
     return student_training(learning_rate, group_by_length=group_by_length)
 
@@ -196,8 +198,8 @@ def finetune(
     regression: RegressionOpt = None,
 ) -> None:
     """Make a teacher: fine-tune a pretrained encoder on a task (resumes if interrupted)."""
-    from layergraft.train import TrainConfig
-    from layergraft.train import finetune as run_finetune
+    from layergraft.pipeline.finetune import finetune as run_finetune
+    from layergraft.training.train import TrainConfig
 
     config = TrainConfig(output_dir="", epochs=epochs, max_steps=max_steps,
                          learning_rate=learning_rate, batch_size=batch_size, seed=seed,
@@ -223,8 +225,8 @@ def evaluate(
     regression: RegressionOpt = None,
 ) -> None:
     """Score a model on a task: a table on screen and, with --json, a JSON record."""
-    from layergraft.evaluation import evaluate_model, format_table, save_results
-    from layergraft.workflows import load_for_task
+    from layergraft.models import load_for_task
+    from layergraft.pipeline.evaluation import evaluate_model, format_table, save_results
 
     loaded = _task_source(task, text_column, pair_column, label_column, regression).load()
     classifier, tokenizer = load_for_task(model, loaded)
@@ -263,8 +265,8 @@ def compress(
     regression: RegressionOpt = None,
 ) -> None:
     """Surgery + training + evaluation + speed: a student, its manifest and results.json."""
-    from layergraft.distill import DistillConfig
-    from layergraft.strategies import compress as run_compress
+    from layergraft.pipeline.compress import compress as run_compress
+    from layergraft.training.distill import DistillConfig
 
     source = _task_source(task, text_column, pair_column, label_column, regression)
     record = run_compress(
@@ -305,8 +307,8 @@ def compare(
     regression: RegressionOpt = None,
 ) -> None:
     """Every method x strategy x depth under one budget: results.csv/json and a report."""
-    from layergraft.compare import plan_runs, run_comparison
-    from layergraft.distill import DistillConfig
+    from layergraft.pipeline.compare import plan_runs, run_comparison
+    from layergraft.training.distill import DistillConfig
 
     runs = plan_runs(_split_list(layers, int), _split_list(methods), _split_list(strategies),
                      _split_list(graft_strategies), _split_list(seeds, int))
@@ -336,8 +338,8 @@ def bench(
     regression: RegressionOpt = None,
 ) -> None:
     """Throughput, latency, parameters and size of models measured in one run."""
-    from layergraft.bench import bench_models, format_speed_table
-    from layergraft.evaluation import save_results
+    from layergraft.pipeline.bench import bench_models, format_speed_table
+    from layergraft.pipeline.evaluation import save_results
 
     loaded = _task_source(task, text_column, pair_column, label_column, regression).load()
     rows = bench_models([_resolve(m) for m in models], loaded, split=split,
@@ -356,7 +358,7 @@ def demo(
         "3 epochs).")] = None,
 ) -> None:
     """Offline MiniLM on movie-sentiment: teacher once, then graft vs the best layer drop."""
-    from layergraft.demo import run_demo
+    from layergraft.pipeline.demo import run_demo
 
     rows = run_demo(out, layers=layers, **({"budget": budget} if budget else {}))
     for row in rows:
@@ -369,7 +371,7 @@ def demo(
 
 
 def _resolve(model: str) -> str:
-    from layergraft.modelio import resolve_model
+    from layergraft.models import resolve_model
 
     return resolve_model(model)
 

@@ -23,8 +23,8 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
-from layergraft.arch import ArchSpec, encoder_layers, spec_for
 from layergraft.errors import LayergraftError
+from layergraft.surgery.arch import ArchSpec, encoder_layers, spec_for
 
 Batch = Mapping[str, torch.Tensor]
 REFIT_RIDGE = 1e-2

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from layergraft.errors import LayergraftError
-from layergraft.methods import METHODS
-from layergraft.strategies import STRATEGIES, Budget
+from layergraft.pipeline.compress import STRATEGIES
+from layergraft.surgery.methods import METHODS
+from layergraft.training.budget import Budget
 from layergraft.utils import write_json_atomic
 
 ROWS_JSON = "results.json"
@@ -108,13 +109,13 @@ def run_comparison(
     `compress_options` go to every `compress` call unchanged (budget, bf16, distill,
     graft options, ...), which is what keeps the comparison fair.
     """
-    from layergraft.strategies import compress
-    from layergraft.workflows import TaskSource
+    from layergraft.data.tasks import as_source
+    from layergraft.pipeline.compress import compress
 
     if not runs:
         raise LayergraftError("nothing to compare: give at least one method and depth")
     out = Path(out_dir)
-    source = TaskSource(task) if isinstance(task, str) else task
+    source = as_source(task)
     full = Budget.parse(compress_options.pop("budget", "3 epochs"))
     rows: list[dict] = []
     for key in runs:
@@ -131,7 +132,7 @@ def run_comparison(
 
 
 def write_rows(rows: Sequence[Mapping], out_dir: str | os.PathLike) -> None:
-    from layergraft.report import write_csv
+    from layergraft.report.tables import write_csv
 
     write_json_atomic(Path(out_dir) / ROWS_JSON, list(rows))
     write_csv(rows, Path(out_dir) / ROWS_CSV)
@@ -140,8 +141,8 @@ def write_rows(rows: Sequence[Mapping], out_dir: str | os.PathLike) -> None:
 def write_comparison_report(rows: Sequence[Mapping], out_dir: str | os.PathLike,
                             title: str, analysis_dir: str | os.PathLike | None = None):
     """report.md / report.html with the result tables and plots, plus the analysis maps."""
-    from layergraft.analysis import HEAD_PLOT, NEURON_PLOT, SIMILARITY_PLOT
-    from layergraft.report import write_report
+    from layergraft.report.render import write_report
+    from layergraft.scoring.analysis import HEAD_PLOT, NEURON_PLOT, SIMILARITY_PLOT
 
     captions = {"Teacher: similarity between layers": SIMILARITY_PLOT,
                 "Teacher: head importance": HEAD_PLOT,

@@ -1,6 +1,6 @@
 """Compression methods as recipe makers: which units of which layers each new layer keeps.
 
-A method never touches weights (that is `surgery.apply_recipes`); it turns a plan (or a
+A method never touches weights (that is `recipes.apply_recipes`); it turns a plan (or a
 target depth), optional importance scores and similarities into one `LayerRecipe` per
 new layer. All methods share this signature so `compress` and `compare` treat them alike.
 """
@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass
 import torch
 
 from layergraft.errors import LayergraftError
-from layergraft.plan import Plan
-from layergraft.surgery import LayerRecipe, Unit, keep_recipe
+from layergraft.surgery.plan import Plan
+from layergraft.surgery.recipes import LayerRecipe, Unit, keep_recipe
 
 BIAS_RULES = ("sum", "later", "earlier", "mean")
 NORM_RULES = ("mean", "later", "earlier")

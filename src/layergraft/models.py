@@ -1,4 +1,8 @@
-"""Loading models with clear errors, and saving them atomically without silent overwrite."""
+"""Loading models with clear errors, and saving them atomically without silent overwrite.
+
+`load_classifier` (public as `layergraft.load`) gives a sequence classifier and its tokenizer;
+`load_for_task` also checks that the model's head fits a task.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import os
 import shutil
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from transformers import (
     AutoConfig,
@@ -15,9 +20,12 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from layergraft.arch import spec_for_config
 from layergraft.errors import LayergraftError
-from layergraft.manifest import Manifest
+from layergraft.surgery.arch import spec_for_config
+from layergraft.surgery.manifest import Manifest
+
+if TYPE_CHECKING:
+    from layergraft.data.tasks import Task
 
 MODEL_FILES = ("config.json", "model.safetensors", "pytorch_model.bin")
 BUILTIN_MODEL = "minilm"
@@ -123,3 +131,12 @@ def save_model(
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def load_for_task(model_path: str, task: Task) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Model (with a head sized for the task when it has none yet) and tokenizer, checked."""
+    from layergraft.data.tasks import check_model_fits
+
+    model, tokenizer = load_classifier(model_path, num_labels=task.spec.num_labels)
+    check_model_fits(task.spec, model.config)
+    return model, tokenizer

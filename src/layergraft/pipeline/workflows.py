@@ -1,111 +1,46 @@
 """Path-level workflows behind `layergraft analyze` and `layergraft graft`.
 
-The CLI is a thin layer over these functions: they load a model folder (or hub name)
-and a task, run the pure pieces (analysis, surgery) and save the results atomically.
-Anything a command can do is reachable from Python through here.
+They load a model folder (or hub name) and a task, run the pure pieces (analysis, surgery)
+and save the results atomically; `layergraft.analyze` and `layergraft.graft` (and so the CLI)
+are thin layers over them.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from torch.utils.data import DataLoader
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from layergraft.errors import LayergraftError
-from layergraft.graft import graft_model
-from layergraft.manifest import GraftStep, Manifest
-from layergraft.methods import NEEDS_SCORES, NEEDS_SIMILARITY, GraftOptions
-from layergraft.modelio import check_output_dir, load_classifier, save_model
-from layergraft.plan import Plan
+from layergraft.models import check_output_dir, load_classifier, load_for_task, save_model
+from layergraft.scoring.analysis import (
+    Analysis,
+    AnalysisSettings,
+    analysis_batches,
+    load_analysis,
+    measure,
+    save_analysis,
+)
+from layergraft.surgery.graft import graft_model
+from layergraft.surgery.manifest import GraftStep, Manifest
+from layergraft.surgery.methods import NEEDS_SCORES, NEEDS_SIMILARITY, GraftOptions
+from layergraft.surgery.plan import Plan
 
 if TYPE_CHECKING:
-    from layergraft.analysis import Analysis
-    from layergraft.tasks import Task
-
-
-@dataclass(frozen=True)
-class TaskSource:
-    """A task name or data path plus the column overrides a local file may need."""
-
-    name: str
-    text_column: str | None = None
-    pair_column: str | None = None
-    label_column: str | None = None
-    regression: bool | None = None
-    seed: int = 0
-
-    def load(self) -> Task:
-        from layergraft.tasks import load_task
-
-        return load_task(self.name, text_column=self.text_column, pair_column=self.pair_column,
-                         label_column=self.label_column, regression=self.regression,
-                         seed=self.seed)
-
-
-@dataclass(frozen=True)
-class AnalysisSettings:
-    """How importance and similarity are measured (DESIGN sections 4-5)."""
-
-    samples: int = 2000
-    split: str = "train"
-    batch_size: int = 64
-    max_length: int = 128
-    importance: str = "michel"
-    loss: str = "task"
-    normalize: bool = False
-    seed: int = 0
-    progress: bool = True
-
-
-def load_for_task(model_path: str, task: Task) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Model (with a head sized for the task when it has none yet) and tokenizer, checked."""
-    from layergraft.tasks import check_model_fits
-
-    model, tokenizer = load_classifier(model_path, num_labels=task.spec.num_labels)
-    check_model_fits(task.spec, model.config)
-    return model, tokenizer
-
-
-def analysis_batches(task: Task, tokenizer: PreTrainedTokenizerBase,
-                     settings: AnalysisSettings) -> DataLoader:
-    """A seeded sample of one split, tokenised and batched with dynamic padding."""
-    from layergraft.data import encode, loader
-
-    if settings.split not in task.splits:
-        raise LayergraftError(
-            f"task '{task.spec.name}' has no '{settings.split}' split "
-            f"(it has {', '.join(task.splits)})"
-        )
-    encoded = encode(task, tokenizer, settings.max_length, splits=[settings.split])
-    encoded = encoded[settings.split].shuffle(seed=settings.seed)
-    encoded = encoded.select(range(min(settings.samples, len(encoded))))
-    return loader(encoded, tokenizer, settings.batch_size)
+    from layergraft.data.tasks import Task, TaskSource
 
 
 def analyze_path(model_path: str, task_source: TaskSource, out_dir: str | os.PathLike,
                  settings: AnalysisSettings = AnalysisSettings()) -> Analysis:
     """Measure importance and similarity of a model on a task and save them to `out_dir`."""
-    from layergraft.analysis import save_analysis
-
     task = task_source.load()
     model, tokenizer = load_for_task(model_path, task)
     analysis = measure(model, tokenizer, task, settings)
     save_analysis(analysis, out_dir)
     return analysis
-
-
-def measure(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: Task,
-            settings: AnalysisSettings = AnalysisSettings()) -> Analysis:
-    """Importance and similarity of an already loaded model on a sample of the task."""
-    from layergraft.analysis import analyze_model
-
-    return analyze_model(model, analysis_batches(task, tokenizer, settings),
-                         importance=settings.importance, loss=settings.loss,
-                         normalize=settings.normalize, progress=settings.progress)
 
 
 def graft_path(
@@ -129,7 +64,7 @@ def graft_path(
     written by `analyze`) or measure them on `task_source`. A model that is itself a
     graft keeps its manifest, so chained grafts trace back to the original teacher.
     `refit_samples` > 0 then refits the new layers' FFN output projections to the input
-    model's hidden states on that many examples of the task (`layergraft.refit`).
+    model's hidden states on that many examples of the task (`layergraft.surgery.refit`).
     """
     check_output_dir(out_dir, overwrite)
     if refit_samples and task_source is None:
@@ -158,7 +93,7 @@ def refit_after_surgery(student: PreTrainedModel, source: PreTrainedModel, step:
                         task: Task, tokenizer: PreTrainedTokenizerBase,
                         settings: AnalysisSettings) -> None:
     """Refit the step's new layers on the analysis sample; record how in the step."""
-    from layergraft.refit import REFIT_RIDGE, refit_outputs
+    from layergraft.surgery.refit import REFIT_RIDGE, refit_outputs
 
     report = refit_outputs(student, source, step.span_ends(),
                            analysis_batches(task, tokenizer, settings), ridge=REFIT_RIDGE,
@@ -172,8 +107,6 @@ def _analysis_for(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, me
                   settings: AnalysisSettings) -> Analysis | None:
     """Load or measure the analysis a method needs; None when it needs none and has none."""
     if analysis_dir is not None:
-        from layergraft.analysis import load_analysis
-
         return load_analysis(analysis_dir)
     if task is None:
         if method in NEEDS_SCORES or method in NEEDS_SIMILARITY:

@@ -12,10 +12,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from layergraft.compare import RunKey, run_comparison
-from layergraft.modelio import default_model_path, holds_model
-from layergraft.strategies import student_training
-from layergraft.train import TrainConfig, finetune
+from layergraft.models import default_model_path, holds_model
+from layergraft.pipeline.compare import RunKey, run_comparison
+from layergraft.pipeline.finetune import finetune
+from layergraft.training.train import TrainConfig, student_training
 
 TASK = "movie-sentiment"
 RIVAL = "drop-alternate"
@@ -25,7 +25,7 @@ def run_demo(out_dir: str | os.PathLike = "runs/demo", *, layers: int = 2,
              budget: str = "0.75 epochs", teacher_epochs: float = 1.0, bf16: bool = True,
              progress: bool = True) -> list[dict]:
     """Teacher (once), then graft vs keep-alternate, surgery only and distilled: rows."""
-    from layergraft.tasks import load_task
+    from layergraft.data.tasks import load_task
 
     out = Path(out_dir)
     teacher = out / "teacher"

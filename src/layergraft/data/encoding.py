@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
-from layergraft.tasks import LABEL, PAIR, TEXT, Task
+from layergraft.data.tasks import LABEL, PAIR, TEXT, Task
 
 EXAMPLE_ID = "example_id"
 LABELS = "labels"

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from transformers import PreTrainedModel
 
-from layergraft.arch import ArchSpec, ffn_width, num_heads, num_layers, spec_for
 from layergraft.errors import LayergraftError
-from layergraft.manifest import GraftStep, Manifest
-from layergraft.methods import NEEDS_SCORES, GraftOptions, MethodInput, get_method
-from layergraft.plan import Plan
-from layergraft.surgery import apply_recipes
+from layergraft.surgery.arch import ArchSpec, ffn_width, num_heads, num_layers, spec_for
+from layergraft.surgery.manifest import GraftStep, Manifest
+from layergraft.surgery.methods import NEEDS_SCORES, GraftOptions, MethodInput, get_method
+from layergraft.surgery.plan import Plan
+from layergraft.surgery.recipes import apply_recipes
 
 
 def graft_model(

@@ -1,7 +1,8 @@
 """`layergraft analyze`: unit importance and layer similarity from one pass over the data.
 
 The same forward pass feeds the importance gradients and the hidden states for CKA.
-Results are records first (safetensors + JSON, written atomically), pictures second.
+`measure` runs it on a seeded sample of a task (`AnalysisSettings`). Results are records
+first (safetensors + JSON, written atomically), pictures second (`plots`).
 """
 
 from __future__ import annotations
@@ -11,17 +12,22 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import safetensors.torch
 import torch
-from transformers import PreTrainedModel
+from torch.utils.data import DataLoader
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from layergraft import plots
-from layergraft.arch import ArchSpec, ffn_width, num_heads, num_layers
 from layergraft.errors import LayergraftError
-from layergraft.importance import Batch, ImportanceScores, score_importance
-from layergraft.similarity import LayerSimilarity
+from layergraft.scoring import plots
+from layergraft.scoring.importance import Batch, ImportanceScores, score_importance
+from layergraft.scoring.similarity import LayerSimilarity
+from layergraft.surgery.arch import ArchSpec, ffn_width, num_heads, num_layers
 from layergraft.utils import atomic_write, versions, write_json_atomic
+
+if TYPE_CHECKING:
+    from layergraft.data.tasks import Task
 
 FORMAT = "layergraft-analysis/1"
 IMPORTANCE_FILE = "importance.safetensors"
@@ -30,6 +36,21 @@ SUMMARY_FILE = "analysis.json"
 SIMILARITY_PLOT = "similarity.png"
 HEAD_PLOT = "head_importance.png"
 NEURON_PLOT = "neuron_importance.png"
+
+
+@dataclass(frozen=True)
+class AnalysisSettings:
+    """How importance and similarity are measured (DESIGN sections 4-5)."""
+
+    samples: int = 2000
+    split: str = "train"
+    batch_size: int = 64
+    max_length: int = 128
+    importance: str = "michel"
+    loss: str = "task"
+    normalize: bool = False
+    seed: int = 0
+    progress: bool = True
 
 
 @dataclass
@@ -42,7 +63,7 @@ class Analysis:
     info: dict = field(default_factory=dict)
 
     def graft_inputs(self) -> dict:
-        """The keyword arguments `graft.graft_model` takes from an analysis."""
+        """The keyword arguments `layergraft.surgery.graft.graft_model` takes from an analysis."""
         return dict(head_scores=self.scores.head, neuron_scores=self.scores.neuron,
                     cka=self.cka, adjacent_cosine=self.adjacent_cosine,
                     importance_info={**self.info, "scores": self.scores.info})
@@ -73,6 +94,30 @@ def analyze_model(
     }
     return Analysis(scores=scores, cka=similarity.cka(),
                     adjacent_cosine=similarity.adjacent_cosine(), info=info)
+
+
+def analysis_batches(task: Task, tokenizer: PreTrainedTokenizerBase,
+                     settings: AnalysisSettings) -> DataLoader:
+    """A seeded sample of one split, tokenised and batched with dynamic padding."""
+    from layergraft.data.encoding import encode, loader
+
+    if settings.split not in task.splits:
+        raise LayergraftError(
+            f"task '{task.spec.name}' has no '{settings.split}' split "
+            f"(it has {', '.join(task.splits)})"
+        )
+    encoded = encode(task, tokenizer, settings.max_length, splits=[settings.split])
+    encoded = encoded[settings.split].shuffle(seed=settings.seed)
+    encoded = encoded.select(range(min(settings.samples, len(encoded))))
+    return loader(encoded, tokenizer, settings.batch_size)
+
+
+def measure(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: Task,
+            settings: AnalysisSettings = AnalysisSettings()) -> Analysis:
+    """Importance and similarity of an already loaded model on a sample of the task."""
+    return analyze_model(model, analysis_batches(task, tokenizer, settings),
+                         importance=settings.importance, loss=settings.loss,
+                         normalize=settings.normalize, progress=settings.progress)
 
 
 def save_analysis(analysis: Analysis, out_dir: str | os.PathLike) -> Path:

@@ -15,10 +15,10 @@ from pathlib import Path
 
 from transformers import PreTrainedModel
 
-from layergraft.arch import ffn_width, num_heads, num_layers
 from layergraft.errors import LayergraftError
-from layergraft.plan import Plan
-from layergraft.surgery import LayerRecipe, apply_recipes, keep_recipe
+from layergraft.surgery.arch import ffn_width, num_heads, num_layers
+from layergraft.surgery.plan import Plan
+from layergraft.surgery.recipes import LayerRecipe, apply_recipes, keep_recipe
 from layergraft.utils import versions, write_json_atomic
 
 MANIFEST_NAME = "graft_manifest.json"

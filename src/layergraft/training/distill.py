@@ -23,8 +23,8 @@ from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from layergraft.errors import LayergraftError
-from layergraft.manifest import Manifest
-from layergraft.parallel import process_state
+from layergraft.surgery.manifest import Manifest
+from layergraft.training.parallel import process_state
 from layergraft.utils import atomic_write, cache_root
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -232,7 +232,7 @@ def _hidden_mse(student: Sequence[torch.Tensor], teacher: Sequence[torch.Tensor]
 
 def make_distill_loss(teacher: Teacher | PreTrainedModel, config: DistillConfig, *,
                       layer_map: Sequence[int] | None = None) -> Callable:
-    """A `loss_fn(model, inputs) -> loss` for `train.train`.
+    """A `loss_fn(model, inputs) -> loss` for `layergraft.training.train.train`.
 
     `teacher` is a TeacherCache, a LiveTeacher or a teacher model (run live).
     `layer_map` (see layer_map_from_manifest) is needed when the hidden loss is on.
@@ -293,7 +293,7 @@ def _hidden_file(layer: int) -> str:
 def _compute(teacher: PreTrainedModel, dataset, tokenizer: PreTrainedTokenizerBase,
              layers: Sequence[int], batch_size: int, dtype: torch.dtype,
              directory: Path) -> None:
-    from layergraft.data import by_length, loader
+    from layergraft.data.encoding import by_length, loader
 
     live = LiveTeacher(teacher)
     logits, ids, lengths = [], [], []

@@ -7,11 +7,14 @@ test sets) has no ``label`` column. Sources:
 
 - ``glue``: the nine GLUE tasks through ``datasets.load_dataset("nyu-mll/glue", config)``
   (needs a network the first time); MNLI-mismatched is MNLI with other dev/test splits.
-- ``hutto``: the offline movie-review sentences of :mod:`layergraft.movies` (binary sentiment
+- ``hutto``: the offline movie-review sentences of :mod:`layergraft.data.movies` (binary sentiment
   from the sign of the human rating, or regression on the rating) and three out-of-domain
   sentiment sets (tweets, product reviews, editorials) that only have a test split.
 - ``file``: a user's CSV / TSV / JSONL file, or a folder of ``train.*``, ``dev.*`` (or
-  ``validation.*``) and optional ``test.*`` files.
+  ``validation.*``) and optional ``test.*`` files (read by :mod:`layergraft.data.local`).
+
+:class:`TaskSource` is a task as a command names it: a name or path plus the column options a
+local file may need.
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import difflib
 import logging
-from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,9 +29,9 @@ from pathlib import Path
 import datasets
 import numpy as np
 
-from layergraft import movies
+from layergraft.data import movies
+from layergraft.data.metrics import METRICS
 from layergraft.errors import LayergraftError
-from layergraft.metrics import METRICS
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +45,7 @@ class TaskSpec:
     """Everything layergraft needs to know about a task, with no code in it.
 
     ``splits`` maps layergraft's split names to the source's (GLUE calls dev ``validation``);
-    ``metrics`` are :data:`layergraft.metrics.METRICS` names, the first being the primary one
+    ``metrics`` are :data:`layergraft.data.metrics.METRICS` names, the first being the primary one
     (checkpoint selection, summaries); ``group`` is the benchmark task a variant counts as in an
     average (MNLI-mismatched counts as MNLI); ``ood`` names out-of-domain tasks that evaluate a
     model trained on this one.
@@ -200,8 +202,10 @@ def load_task(
     """
     path = Path(name_or_path).expanduser()
     if path.exists():
+        from layergraft.data.local import load_local
+
         columns = {TEXT: text_column, PAIR: pair_column, LABEL: label_column}
-        task = _load_local(path, columns, regression, seed)
+        task = load_local(path, columns, regression, seed)
     else:
         if any(sep in name_or_path for sep in "/\\") or Path(name_or_path).suffix:
             raise LayergraftError(f"no such file or folder: {name_or_path}")
@@ -213,7 +217,7 @@ def load_task(
 
 
 @contextlib.contextmanager
-def _quiet() -> Iterator[None]:
+def quiet() -> Iterator[None]:
     """Hide datasets' progress bars for quick in-memory steps (casts, small local files)."""
     was_disabled = datasets.are_progress_bars_disabled()
     datasets.disable_progress_bars()
@@ -239,7 +243,7 @@ def standardise(raw: datasets.Dataset, spec: TaskSpec) -> datasets.Dataset:
     target = datasets.Value("float32" if spec.is_regression else "int64")
     if data.features[LABEL] == target:
         return data
-    with _quiet():
+    with quiet():
         return data.cast_column(LABEL, target)
 
 
@@ -271,7 +275,7 @@ def _load_hutto(spec: TaskSpec) -> datasets.DatasetDict:
         else:
             keep = np.flatnonzero(ratings != 0)
             data, labels = data.select(keep), (ratings[keep] > 0).astype(np.int64)
-        with _quiet():
+        with quiet():
             out[ours] = standardise(data.add_column(LABEL, labels, feature=dtype), spec)
     return datasets.DatasetDict(out)
 
@@ -301,149 +305,23 @@ def check_model_fits(spec: TaskSpec, model_config) -> None:
         )
 
 
-# ---- local files -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TaskSource:
+    """A task name or data path plus the column overrides a local file may need."""
 
-_READERS = {".csv": ("from_csv", {}), ".tsv": ("from_csv", {"sep": "\t"}),
-            ".jsonl": ("from_json", {}), ".json": ("from_json", {})}
-_DEV_NAMES = ("dev", "validation", "valid", "val")
-# Column names looked for, in order, when the user names none; and the flag that names one.
-_CANDIDATES = {TEXT: ("text", "sentence", "sentence1"), PAIR: ("text_pair", "sentence2"),
-               LABEL: ("label",)}
-_FLAGS = {TEXT: "--text-column", PAIR: "--pair-column", LABEL: "--label-column"}
-SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
+    name: str
+    text_column: str | None = None
+    pair_column: str | None = None
+    label_column: str | None = None
+    regression: bool | None = None
+    seed: int = 0
 
-
-def _read_file(path: Path) -> datasets.Dataset:
-    if path.suffix.lower() not in _READERS:
-        raise LayergraftError(
-            f"{path}: unsupported file type '{path.suffix}'; use .csv, .tsv or .jsonl"
-        )
-    reader, kwargs = _READERS[path.suffix.lower()]
-    try:
-        return getattr(datasets.Dataset, reader)(str(path), **kwargs)
-    except Exception as error:  # pandas / pyarrow / datasets each raise their own types
-        detail = (str(error).strip().splitlines() or [type(error).__name__])[-1]
-        raise LayergraftError(f"cannot read {path}: {detail}") from None
+    def load(self) -> Task:
+        return load_task(self.name, text_column=self.text_column, pair_column=self.pair_column,
+                         label_column=self.label_column, regression=self.regression,
+                         seed=self.seed)
 
 
-def _folder_files(folder: Path) -> dict[str, Path]:
-    found: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        if path.suffix.lower() not in _READERS:
-            continue
-        stem = path.stem.lower()
-        split = "dev" if stem in _DEV_NAMES else stem
-        if split in found:
-            raise LayergraftError(f"{folder} holds two {split} files: {found[split].name}, "
-                                  f"{path.name}; keep one")
-        if split in SPLITS:
-            found[split] = path
-    if "train" not in found or "dev" not in found:
-        names = ", ".join(p.name for p in sorted(folder.iterdir())) or "nothing"
-        raise LayergraftError(
-            f"{folder} needs train.* and dev.* (or validation.*) files (.csv, .tsv, .jsonl), "
-            f"optionally test.*; it holds {names}"
-        )
-    return found
-
-
-def _split_one_file(path: Path, data: datasets.Dataset, seed: int) -> tuple[dict, str]:
-    """80/10/10 split of a lone file, fixed by ``seed`` and the file's row order."""
-    if len(data) < 10:
-        raise LayergraftError(f"{path} has {len(data)} rows: too few to split into "
-                              "train/dev/test; give at least 10, or a folder of split files")
-    held_out = SPLIT_FRACTIONS[1] + SPLIT_FRACTIONS[2]
-    parts = data.train_test_split(test_size=held_out, seed=seed)
-    rest = parts["test"].train_test_split(test_size=SPLIT_FRACTIONS[2] / held_out, seed=seed)
-    notice = (f"{path.name} has no dev/test files: its {len(data)} rows were split "
-              f"80/10/10 into train/dev/test with seed {seed}")
-    return {"train": parts["train"], "dev": rest["train"], "test": rest["test"]}, notice
-
-
-def _pick_column(found: Sequence[str], role: str, given: str | None, where: str) -> str | None:
-    if given is not None:
-        if given not in found:
-            raise LayergraftError(f"{where} has no column '{given}' (columns: "
-                                  f"{', '.join(found)}); fix {_FLAGS[role]}")
-        return given
-    return next((c for c in _CANDIDATES[role] if c in found), None)
-
-
-def _resolve_columns(raw: Mapping[str, datasets.Dataset], columns: Mapping[str, str | None],
-                     where: str) -> dict[str, str | None]:
-    found = raw["train"].column_names
-    picked = {role: _pick_column(found, role, given, where) for role, given in columns.items()}
-    for role in (TEXT, LABEL):
-        if picked[role] is None:
-            raise LayergraftError(
-                f"{where} has no {role} column ({' or '.join(_CANDIDATES[role])}); columns: "
-                f"{', '.join(found)}; name it with {_FLAGS[role]}"
-            )
-    for split, data in raw.items():
-        needed = [c for role, c in picked.items() if c and (role != LABEL or split != "test")]
-        missing = [c for c in needed if c not in data.column_names]
-        if missing:
-            raise LayergraftError(f"{where}: the {split} split lacks column(s) "
-                                  f"{', '.join(missing)} (it has {', '.join(data.column_names)})")
-        empty = sum(Counter(data[c])[None] for c in needed if c != picked[LABEL])
-        if empty:
-            raise LayergraftError(f"{where}: {empty} {split} rows have an empty text; "
-                                  "fill or drop them")
-    return picked
-
-
-def _infer_labels(values: list, regression: bool | None, where: str) -> tuple[int, tuple]:
-    """``(num_labels, label_names)``: text labels are classes (sorted names); numbers are
-    regression when some are not whole (or when asked), else classes 0..max."""
-    if any(v is None for v in values):
-        raise LayergraftError(f"{where}: {values.count(None)} rows have no label; fill or drop "
-                              "them (a test file may omit the label column entirely)")
-    if all(isinstance(v, str) for v in values):
-        if regression:
-            raise LayergraftError(f"{where}: labels are text ('{values[0]}'), so the task "
-                                  "cannot be regression; drop --regression")
-        return len(set(values)), tuple(sorted(set(values)))
-    numbers = np.asarray(values, dtype=np.float64)
-    whole = bool(np.all(numbers == np.round(numbers)))
-    if regression or (regression is None and not whole):
-        return 1, ()
-    if not whole:
-        example = next(v for v in numbers if v != round(v))
-        raise LayergraftError(f"{where}: labels like {example} are not whole numbers, so they "
-                              "cannot be classes; use regression or map them to 0..K-1")
-    if numbers.min() < 0 or numbers.max() < 1:
-        raise LayergraftError(f"{where}: class labels must be 0..K-1 with at least two classes "
-                              f"(found {numbers.min():g}..{numbers.max():g}); remap them")
-    return int(numbers.max()) + 1, ()
-
-
-def _load_local(path: Path, columns: Mapping[str, str | None], regression: bool | None,
-                seed: int) -> Task:
-    with _quiet():
-        return _read_local(path, columns, regression, seed)
-
-
-def _read_local(path: Path, columns: Mapping[str, str | None], regression: bool | None,
-                seed: int) -> Task:
-    notice = None
-    if path.is_dir():
-        raw = {split: _read_file(file) for split, file in _folder_files(path).items()}
-    else:
-        raw, notice = _split_one_file(path, _read_file(path), seed)
-    where = str(path)
-    picked = _resolve_columns(raw, columns, where)
-    label = picked[LABEL]
-    labeled = {s: d for s, d in raw.items() if label in d.column_names}
-    values = [v for data in labeled.values() for v in data[label]]
-    num_labels, label_names = _infer_labels(values, regression, where)
-    spec = TaskSpec(
-        name=path.stem, num_labels=num_labels, source="file", dataset=str(path),
-        metrics=("pearson", "spearman") if num_labels == 1 else ("accuracy", "macro_f1"),
-        text_column=picked[TEXT], pair_column=picked[PAIR], label_column=label,
-        label_names=label_names,
-    )
-    if label_names:
-        classes = datasets.ClassLabel(names=list(label_names))
-        raw = {s: d.cast_column(label, classes) if s in labeled else d for s, d in raw.items()}
-    splits = datasets.DatasetDict({s: standardise(raw[s], spec) for s in SPLITS if s in raw})
-    return Task(spec, splits, notice)
+def as_source(task: str | TaskSource) -> TaskSource:
+    """A task name or data path as a TaskSource with no column overrides; a TaskSource as is."""
+    return TaskSource(task) if isinstance(task, str) else task

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel
 
-from layergraft.arch import ArchSpec, encoder_layers, num_heads, spec_for
 from layergraft.errors import LayergraftError
+from layergraft.surgery.arch import ArchSpec, encoder_layers, num_heads, spec_for
 
 Unit = tuple[int, int]  # (source layer, index within that layer)
 

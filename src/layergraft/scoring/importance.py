@@ -36,7 +36,8 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
-from layergraft.arch import (
+from layergraft.errors import LayergraftError
+from layergraft.surgery.arch import (
     ArchSpec,
     encoder_layers,
     ffn_width,
@@ -44,7 +45,6 @@ from layergraft.arch import (
     num_heads,
     spec_for,
 )
-from layergraft.errors import LayergraftError
 
 LOSSES = ("task", "kl")
 GROUP_ROWS = 16  # examples per forward pass after regrouping a batch by length

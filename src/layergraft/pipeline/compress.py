@@ -3,32 +3,57 @@
 Strategies (DESIGN section 6): `none` (surgery only), `finetune` (task labels),
 `distill` (one-shot surgery, then distillation from the teacher) and `progressive`
 (one pair at a time, most similar first, re-analysed and briefly distilled after each
-merge). Every method and strategy trains through `_train_stage` with the same
-`Budget` in optimizer steps, so comparisons are fair. Runs are resumable: a finished
-`results.json` with the same settings is returned as is, and training resumes from its
-checkpoints; only files this module wrote are ever replaced without --overwrite.
+merge). Every method and strategy trains through `train_stage` with the same
+`Budget` in optimizer steps, so comparisons are fair. Runs are resumable (`runs`): a
+finished `results.json` with the same settings is returned as is, and training resumes from
+its checkpoints. The student is then scored against its teacher and timed (`assess`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import math
 import os
-import re
 import shutil
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import numpy as np
 from accelerate import PartialState
 
-from layergraft.analysis import Analysis, load_analysis, save_analysis
-from layergraft.arch import num_layers
-from layergraft.data import LABELS, encode
-from layergraft.distill import (
+from layergraft.data.encoding import encode
+from layergraft.data.tasks import TaskSource, as_source
+from layergraft.errors import LayergraftError
+from layergraft.models import holds_model, load_classifier, load_for_task, save_model
+from layergraft.pipeline.assess import (
+    evaluation_sets,
+    score_student,
+    teacher_predictions,
+    time_student,
+)
+from layergraft.pipeline.runs import (
+    CHECKPOINTS,
+    FORMAT,
+    PREDICTIONS_NAME,
+    PROGRESSIVE,
+    RESULTS_NAME,
+    finished_results,
+    start_fresh_or_resume,
+)
+from layergraft.pipeline.workflows import refit_after_surgery
+from layergraft.scoring.analysis import (
+    Analysis,
+    AnalysisSettings,
+    load_analysis,
+    measure,
+    save_analysis,
+)
+from layergraft.surgery.arch import num_layers
+from layergraft.surgery.graft import graft_model
+from layergraft.surgery.manifest import Manifest
+from layergraft.surgery.methods import NEEDS_SCORES, GraftOptions, get_method
+from layergraft.training.budget import Budget, split_steps
+from layergraft.training.distill import (
     DistillConfig,
     TeacherCache,
     dataset_fingerprint,
@@ -36,97 +61,11 @@ from layergraft.distill import (
     make_distill_loss,
     model_fingerprint,
 )
-from layergraft.errors import LayergraftError
-from layergraft.evaluation import agreement, predict
-from layergraft.graft import graft_model
-from layergraft.manifest import Manifest
-from layergraft.methods import NEEDS_SCORES, GraftOptions, get_method
-from layergraft.metrics import compute_metrics
-from layergraft.modelio import holds_model, load_classifier, save_model
-from layergraft.parallel import process_state
-from layergraft.train import TrainConfig, train
-from layergraft.utils import (
-    cache_root,
-    num_parameters,
-    versions,
-    write_bytes_atomic,
-    write_json_atomic,
-)
-from layergraft.workflows import (
-    AnalysisSettings,
-    TaskSource,
-    load_for_task,
-    measure,
-    refit_after_surgery,
-)
+from layergraft.training.parallel import process_state
+from layergraft.training.train import TrainConfig, student_training, train
+from layergraft.utils import cache_root, num_parameters, versions, write_json_atomic
 
 STRATEGIES = ("none", "finetune", "distill", "progressive")
-FORMAT = "layergraft-compress/1"
-RESULTS_NAME = "results.json"
-SETTINGS_NAME = "compress_settings.json"
-PREDICTIONS_NAME = "predictions.npz"
-CHECKPOINTS = "checkpoints"
-PROGRESSIVE = "progressive"
-EVAL_SPLITS = ("dev", "test")
-# A surgically shrunk student recovers fastest at a much higher peak learning rate than
-# fine-tuning's 5e-5 (benchmarks/graft_ablation.py, MiniLM movie-sentiment, 6 -> 2 layers,
-# 0.75 epoch of distillation, dev accuracy, mean of seeds 0 and 1; graft / keep-alternate):
-# 5e-5 77.2 / 75.4, 1e-4 77.4 / 76.1, 2e-4 78.8 / 77.1, 4e-4 80.8 / 78.4, 8e-4 80.7 / 80.0.
-# Graft peaks at 4e-4; keep-alternate wants still more, since it starts further away.
-STUDENT_LEARNING_RATE = 4e-4
-
-
-def student_training(learning_rate: float | None = None, *,
-                     group_by_length: bool = False) -> TrainConfig:
-    """A student's training settings: the measured student learning rate unless one is given."""
-    return TrainConfig(output_dir="", learning_rate=learning_rate or STUDENT_LEARNING_RATE,
-                       group_by_length=group_by_length)
-
-
-@dataclass(frozen=True)
-class Budget:
-    """How long every method and strategy trains: epochs of the train split, or steps.
-
-    Epochs become optimizer steps with the global batch (ceil(train / batch) steps per
-    epoch); `progressive` shares exactly the steps `distill` gets among its merges.
-    """
-
-    amount: float
-    unit: str = "epochs"
-
-    def __post_init__(self) -> None:
-        if self.unit not in ("epochs", "steps") or self.amount <= 0 or (
-                self.unit == "steps" and self.amount != int(self.amount)):
-            raise LayergraftError(f"budget must be a positive number of epochs or a whole "
-                                  f"number of steps, e.g. '3 epochs' or '500 steps', not {self}")
-
-    @classmethod
-    def parse(cls, value: Budget | str) -> Budget:
-        if isinstance(value, Budget):
-            return value
-        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(epochs?|steps?)\s*", str(value))
-        if not match:
-            raise LayergraftError(f"cannot read budget '{value}': write e.g. '3 epochs' or "
-                                  "'500 steps'")
-        unit = match.group(2) if match.group(2).endswith("s") else match.group(2) + "s"
-        return cls(float(match.group(1)), unit)
-
-    def steps(self, train_examples: int, global_batch: int) -> int:
-        if self.unit == "steps":
-            return int(self.amount)
-        return max(1, math.ceil(self.amount * math.ceil(train_examples / global_batch)))
-
-    def __str__(self) -> str:
-        return f"{self.amount:g} {self.unit}"
-
-
-def split_steps(total: int, parts: int) -> list[int]:
-    """`total` steps shared as evenly as possible by `parts` stages (later ones get more)."""
-    if total < parts:
-        raise LayergraftError(f"a budget of {total} steps cannot train {parts} progressive "
-                              f"stages: give at least {parts} steps")
-    base, extra = divmod(total, parts)
-    return [base + (1 if i >= parts - extra else 0) for i in range(parts)]
 
 
 def compress(
@@ -161,7 +100,7 @@ def compress(
     and shared by runs.
     Returns the results record, also written to `out_dir/results.json`.
     `refit_samples` > 0 refits each surgery's new layers by least squares on that many
-    examples of the analysis split before training (`layergraft.refit`). `ood=False` skips
+    examples of the analysis split before training (`layergraft.surgery.refit`). `ood=False` skips
     the task's out-of-domain sets (dev and test only: a quick look, as in the demo).
     `replace_other_runs` lets a run replace an earlier compress run of other settings in
     `out_dir` (a suite rerun after a default changed) but still no other model.
@@ -170,7 +109,7 @@ def compress(
         raise LayergraftError(f"unknown strategy '{strategy}': choose one of "
                               f"{', '.join(STRATEGIES)}")
     get_method(method)
-    source = TaskSource(task) if isinstance(task, str) else task
+    source = as_source(task)
     run = _Run(teacher_path=str(teacher_path), source=source, layers=int(layers), method=method,
                strategy=strategy, budget=Budget.parse(budget), seed=seed, bf16=bf16,
                distill=distill or DistillConfig(), options=graft_options or GraftOptions(),
@@ -179,11 +118,11 @@ def compress(
                cache=cache_root(cache_dir), speed=speed, ood=ood, progress=progress,
                refit_samples=refit_samples)
     state = process_state()
-    finished = _finished_results(run, overwrite)
+    finished = finished_results(run, overwrite)
     if finished is not None:
         return finished
     if state.is_main_process:
-        _start_fresh_or_resume(run, overwrite, replace_other_runs)
+        start_fresh_or_resume(run, overwrite, replace_other_runs)
     state.wait_for_everyone()
     return run.execute(state)
 
@@ -268,11 +207,16 @@ class _Run:
                             "stages": stages},
                   "analysis_seconds": round(analysis_seconds, 2),
                   "analysis_dir": str(analysis_dir)}
-        sets = ctx.eval_sets()
-        teacher_preds = ctx.teacher_predictions(sets)  # every rank: the cache build syncs
+        sets = evaluation_sets(task, encoded, tokenizer, self.training.max_length, self.ood)
+        # every rank: the cache build syncs
+        teacher_preds = teacher_predictions(teacher, sets, tokenizer, self.cache)
         if state.is_main_process:
-            record.update(ctx.evaluate(student, sets, teacher_preds))
-            record["speed"] = ctx.speed(student) if self.speed else None
+            record.update(score_student(
+                student, sets, teacher_preds, tokenizer, task.spec, self.out / PREDICTIONS_NAME,
+                batch_size=self.training.eval_batch_size, bf16=self.bf16,
+                progress=self.progress))
+            record["speed"] = (time_student(teacher, student, encoded["dev"], bf16=self.bf16,
+                                            seed=self.seed) if self.speed else None)
             record["seconds"] = round(time.perf_counter() - start, 2)
             record["versions"] = versions()
             save_model(student.eval(), tokenizer, self.out, manifest=manifest, overwrite=True)
@@ -290,15 +234,6 @@ class _Context:
         self.run, self.state, self.task = run, state, task
         self.teacher, self.tokenizer, self.encoded = teacher, tokenizer, encoded
         self.train_fingerprint = dataset_fingerprint(encoded["train"])
-
-    def eval_sets(self) -> dict:
-        """Labelled dev and test, then the task's out-of-domain sets (named by their task)."""
-        sets = {split: self.encoded[split] for split in EVAL_SPLITS
-                if split in self.encoded and LABELS in self.encoded[split].column_names}
-        for name, other in (self.task.ood() if self.run.ood else {}).items():
-            sets[name] = encode(other, self.tokenizer, self.run.training.max_length,
-                                splits=["test"])["test"]
-        return sets
 
     def teacher_analysis(self) -> tuple[Analysis, Path, float]:
         """Importance and similarity of the teacher, measured once per teacher/data/settings;
@@ -376,77 +311,6 @@ class _Context:
                 "global_step": result.global_step, "seconds": round(result.train_seconds, 2),
                 "dev": result.metrics}
 
-    def teacher_predictions(self, sets: dict) -> dict[str, np.ndarray]:
-        """The teacher's outputs on the evaluation sets, from the shared cache."""
-        return {split: TeacherCache.build(self.teacher, data, self.tokenizer,
-                                          cache_dir=self.run.cache).ordered_logits().numpy()
-                for split, data in sets.items()}
-
-    def evaluate(self, student, sets: dict, teacher_preds: dict[str, np.ndarray]) -> dict:
-        """Metrics, retention and agreement vs the teacher on every evaluation set; saves
-        the student's and teacher's per-example outputs and the labels."""
-        spec, out, arrays = self.task.spec, {}, {}
-        for split, teacher in teacher_preds.items():
-            data = sets[split]
-            preds = predict(student, data, self.tokenizer, self.run.training.eval_batch_size,
-                            progress=self.run.progress, bf16=self.run.bf16)
-            labels = np.asarray(data[LABELS])
-            ours, theirs = (compute_metrics(spec.metrics, p, labels,
-                                            regression=spec.is_regression)
-                            for p in (preds, teacher))
-            out[split] = {"examples": len(data), "metrics": ours, "teacher": theirs,
-                          "retention": {k: ours[k] / theirs[k] if theirs[k] else None
-                                        for k in ours},
-                          "agreement": agreement(preds, teacher, spec)}
-            arrays.update({split: preds, f"teacher_{split}": teacher, f"labels_{split}": labels})
-        _save_npz_atomic(self.run.out / PREDICTIONS_NAME, arrays)
-        return {**out, "predictions": PREDICTIONS_NAME}
-
-    def speed(self, student) -> dict:
-        """Teacher and student timed in the same run on the dev split's real lengths."""
-        from layergraft.bench import measure_speed
-
-        data = self.encoded["dev"]
-        lengths = [len(ids) for ids in data["input_ids"]]
-        rows = measure_speed({"teacher": self.teacher, "student": student.eval()}, lengths,
-                             bf16=self.run.bf16, seed=self.run.seed)
-        ratio = {str(r["batch_size"]): r["throughput_ratio"] for r in rows
-                 if r["model"] == "student"}
-        return {"throughput_ratio": ratio, "records": rows}
-
-
-def _finished_results(run: _Run, overwrite: bool) -> dict | None:
-    path = run.out / RESULTS_NAME
-    if overwrite or not path.is_file():
-        return None
-    record = json.loads(path.read_text())
-    return record if record.get("settings") == run.settings() else None
-
-
-def _start_fresh_or_resume(run: _Run, overwrite: bool, replace_other_runs: bool) -> None:
-    """Resume our own unfinished run with the same settings; otherwise start clean, but
-    never replace another run or a model without --overwrite."""
-    settings_path = run.out / SETTINGS_NAME
-    previous = json.loads(settings_path.read_text()) if settings_path.is_file() else None
-    if previous == run.settings() and not overwrite:
-        return
-    replaceable = overwrite or (replace_other_runs and previous is not None)
-    if not replaceable and (previous is not None or holds_model(run.out)
-                            or (run.out / RESULTS_NAME).exists()):
-        raise LayergraftError(f"'{run.out}' holds another run or model: choose another --out "
-                              "or pass --overwrite")
-    for work in (CHECKPOINTS, PROGRESSIVE):
-        shutil.rmtree(run.out / work, ignore_errors=True)
-    for name in (RESULTS_NAME, PREDICTIONS_NAME):
-        (run.out / name).unlink(missing_ok=True)
-    write_json_atomic(settings_path, run.settings())
-
 
 def _short_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    write_bytes_atomic(path, buffer.getvalue())

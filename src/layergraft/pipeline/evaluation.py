@@ -18,11 +18,11 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from layergraft.arch import num_layers
-from layergraft.data import EXAMPLE_ID, LABELS, by_length, encode, loader
+from layergraft.data.encoding import EXAMPLE_ID, LABELS, by_length, encode, loader
+from layergraft.data.metrics import METRICS, compute_metrics
+from layergraft.data.tasks import Task, TaskSpec, check_model_fits
 from layergraft.errors import LayergraftError
-from layergraft.metrics import METRICS, compute_metrics
-from layergraft.tasks import Task, TaskSpec, check_model_fits
+from layergraft.surgery.arch import num_layers
 from layergraft.utils import num_parameters, versions, write_json_atomic
 
 

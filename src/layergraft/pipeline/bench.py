@@ -20,11 +20,11 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from layergraft.arch import encoder_layers, num_layers
-from layergraft.data import encode
+from layergraft.data.encoding import encode
+from layergraft.data.tasks import Task, load_task
 from layergraft.errors import LayergraftError
-from layergraft.modelio import load_classifier
-from layergraft.tasks import Task, load_task
+from layergraft.models import load_classifier
+from layergraft.surgery.arch import encoder_layers, num_layers
 from layergraft.utils import num_parameters
 
 # Token ids below this are special (pad/cls/sep/unk/mask) in the common vocabularies.

@@ -1,0 +1,13 @@
+"""Surgery: from a model and a plan (or a target depth) to a smaller model of standard shape.
+
+- `arch`: architecture knowledge as data, one frozen spec per encoder family
+- `plan`: which adjacent layers become one (a validated, serialisable partition)
+- `methods`: compression methods as recipe makers (graft, random, average, drop-*)
+- `recipes`: the surgery itself, recipes -> weights (a pure function, input untouched)
+- `graft`: `graft_model`, the public surgery call (method + recipes + manifest step)
+- `manifest`: the replayable record of every step, saved beside the model
+- `refit`: retraining-free least-squares repair of the new layers after surgery
+
+Imports only `layergraft.errors` and `layergraft.utils`: surgery knows nothing of data,
+scoring, training or the pipeline (scores and similarities come in as plain tensors).
+"""

@@ -1,0 +1,11 @@
+"""Training: fitting a model to a task, whatever it is (a teacher or a compressed student).
+
+- `train`: the transformers Trainer glue (`TrainConfig`, `train`, a student's defaults)
+- `distill`: the distillation loss and a teacher whose outputs are cached once
+- `budget`: the training budget every method and strategy shares, in optimizer steps
+- `parallel`: which device and data-parallel processes training runs on
+
+May import `layergraft.data` and `layergraft.surgery` (a student's manifest says which
+teacher layer each student layer imitates); knows nothing of grafting methods, scoring,
+reports or the pipeline.
+"""
