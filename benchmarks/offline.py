@@ -6,14 +6,14 @@
     python benchmarks/offline.py --stage cost --stage speed --remeasure  # timings again, alone
 
 Teachers (the offline MiniLM fine-tuned on each task, best dev epoch) are made first when
-missing. Every run is a `layergraft.strategies.compress` call with its own folder under
-benchmarks/work/runs/ (git-ignored), named and budgeted by `layergraft.compare.RunKey`, so a
-rerun reuses every finished run and resumes an unfinished one from its checkpoints:
-interrupt it at any time. A run made with other settings (a package default changed since)
-is redone. After every run its rows replace its old ones in
-benchmarks/results/offline.json (written atomically); after every stage the paired tests and
-the environment row are refreshed and BENCHMARKS.md is rendered from that file alone
-(benchmarks/render.py).
+missing. Every run is a `layergraft.pipeline.compress.compress` call with its own folder
+under benchmarks/work/runs/ (git-ignored), named and budgeted by
+`layergraft.pipeline.compare.RunKey`, so a rerun reuses every finished run and resumes an
+unfinished one from its checkpoints: interrupt it at any time. A run made with other
+settings (a package default changed since) is redone. After every run its rows replace its
+old ones in benchmarks/results/offline.json (written atomically); after every stage the
+paired tests and the environment row are refreshed and BENCHMARKS.md is rendered from that
+file alone (benchmarks/render.py).
 
 Several suite processes may run at once, e.g. one per core (`OMP_NUM_THREADS=1`): each run,
 teacher and speed measurement is claimed by a lock under benchmarks/work/claims/, so a

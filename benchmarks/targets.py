@@ -3,7 +3,7 @@
 Reads rows only. Retention is on test unless stated, in the task's target metric
 (`stages.TASKS`); the configurations compared are chosen on dev (`stages.best_strategy`,
 `stages.strongest_baseline`); seed means and sample stds come from
-`layergraft.report.summary_table`. A check is NOT YET MEASURED while a row it needs is
+`layergraft.report.stats.summary_table`. A check is NOT YET MEASURED while a row it needs is
 missing, unless the rows already decide it (a graft below a baseline's mean cannot be above
 it by more than any std).
 """

@@ -1,12 +1,19 @@
 """The `layergraft` command: each subcommand parses flags and calls one public function.
 
-Heavy imports (torch, transformers, datasets) happen inside the handlers so `--help`
-is instant. A LayergraftError becomes one line on stderr and exit status 2.
+`layergraft X` calls `layergraft.X` (`layergraft.api`). Options several commands share are
+declared once: the option types below, and two option groups added by decorator, the column
+options of a local data file (`task_source`) and a student's training and distillation
+(`student_options`). Heavy imports (torch, transformers, datasets) happen inside the
+handlers so `--help` is instant. A LayergraftError becomes one line on stderr and exit
+status 2.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -30,16 +37,7 @@ OptionalTaskOpt = Annotated[str | None, typer.Option(
 OutOpt = Annotated[Path, typer.Option("--out", help="Output folder.")]
 OverwriteOpt = Annotated[bool, typer.Option(
     "--overwrite", help="Replace a model already saved in --out.")]
-TextColumnOpt = Annotated[str | None, typer.Option(
-    "--text-column", help="Text column of a local file.")]
-PairColumnOpt = Annotated[str | None, typer.Option(
-    "--pair-column", help="Second-text column of a local file.")]
-LabelColumnOpt = Annotated[str | None, typer.Option(
-    "--label-column", help="Label column of a local file.")]
 JsonOpt = Annotated[Path | None, typer.Option("--json", help="Also write JSON here.")]
-RegressionOpt = Annotated[bool | None, typer.Option(
-    "--regression/--classification",
-    help="Whether a local file's labels are scores or classes (default: inferred).")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]
 SamplesOpt = Annotated[int, typer.Option(
     "--samples", help="Training examples used to measure importance and similarity.")]
@@ -48,21 +46,92 @@ ImportanceOpt = Annotated[str, typer.Option(
 LossOpt = Annotated[str, typer.Option(
     "--loss", help="Loss for gradient scores: task (gold labels) or kl (model's own "
     "predictions; no labels needed).")]
-NormalizeOpt = Annotated[bool, typer.Option(
-    "--normalize/--raw", help="Divide each layer's scores by their L2 norm.")]
+BudgetOpt = Annotated[str, typer.Option(
+    "--budget", help="Training budget shared by every method and strategy, e.g. '3 epochs' "
+    "or '500 steps'.")]
+Bf16Opt = Annotated[bool, typer.Option(
+    "--bf16", help="bfloat16 autocast (about 2.5x faster on recent CPUs).")]
+GroupByLengthOpt = Annotated[bool, typer.Option(
+    "--group-by-length", help="Batch examples of similar length: less padding, faster "
+    "training on CPU (changes which examples share a batch).")]
 
 
-def _task_source(task: str, text_column: str | None, pair_column: str | None,
-                 label_column: str | None, regression: bool | None):
-    """The task as flags describe it. A lone data file is always split with seed 0, so every
-    command (and every training seed) sees the same train/dev/test rows."""
+def _options(**annotated: tuple[object, object]) -> list[inspect.Parameter]:
+    """Keyword-only command parameters from name=(Annotated option type, default)."""
+    return [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
+                              default=default) for name, (annotation, default) in annotated.items()]
+
+
+def _option_group(options: Sequence[inspect.Parameter], combine: Callable[[dict, dict], None],
+                  fills: Sequence[str] = ()) -> Callable[[Callable], Callable]:
+    """A decorator that adds the shared `options` to a command's flags. Before the call,
+    `combine(shared, arguments)` folds their values into the command's own arguments; the
+    command's parameters named in `fills` are set there and are not flags themselves."""
+    def decorate(command: Callable) -> Callable:
+        signature = inspect.signature(command, eval_str=True)
+        own = [p for p in signature.parameters.values() if p.name not in fills]
+
+        @functools.wraps(command)
+        def wrapper(**arguments):
+            combine({p.name: arguments.pop(p.name) for p in options}, arguments)
+            return command(**arguments)
+
+        wrapper.__signature__ = signature.replace(parameters=[*own, *options])
+        return wrapper
+
+    return decorate
+
+
+def _build_task_source(columns: dict, arguments: dict) -> None:
+    """--task and the column options as one TaskSource (None without --task). A lone data file
+    is always split with seed 0, so every command (and every training seed) sees the same
+    train/dev/test rows."""
     from layergraft.data.tasks import TaskSource
 
-    return TaskSource(task, text_column=text_column, pair_column=pair_column,
-                      label_column=label_column, regression=regression)
+    task = arguments["task"]
+    arguments["task"] = TaskSource(task, **columns) if task is not None else None
+
+
+# Every command with --task: its `task` argument arrives as a TaskSource.
+task_source = _option_group(_options(
+    text_column=(Annotated[str | None, typer.Option(
+        "--text-column", help="Text column of a local file.")], None),
+    pair_column=(Annotated[str | None, typer.Option(
+        "--pair-column", help="Second-text column of a local file.")], None),
+    label_column=(Annotated[str | None, typer.Option(
+        "--label-column", help="Label column of a local file.")], None),
+    regression=(Annotated[bool | None, typer.Option(
+        "--regression/--classification",
+        help="Whether a local file's labels are scores or classes (default: inferred).")], None),
+), _build_task_source)
+
+
+def _build_student(flags: dict, arguments: dict) -> None:
+    """compress's `training` (from --lr and --group-by-length) and `distill` settings."""
+    from layergraft.training.distill import DistillConfig
+    from layergraft.training.train import student_training
+
+    arguments["training"] = student_training(flags.pop("learning_rate"),
+                                             group_by_length=flags.pop("group_by_length"))
+    arguments["distill"] = DistillConfig(**flags)
+
+
+# Commands that train students: they receive `training` and `distill` built from these.
+student_options = _option_group(_options(
+    temperature=(Annotated[float, typer.Option("--temperature", help="Distillation T.")], 2.0),
+    hidden_weight=(Annotated[float, typer.Option(
+        "--hidden-weight", help="Weight of the hidden-state MSE to the teacher (0: off).")], 0.0),
+    task_weight=(Annotated[float, typer.Option(
+        "--task-weight", help="Weight of the gold-label loss during distillation.")], 0.0),
+    learning_rate=(Annotated[float | None, typer.Option(
+        "--lr", help="Peak learning rate of the student (default: the package's measured "
+        "STUDENT_LEARNING_RATE, 4e-4).")], None),
+    group_by_length=(GroupByLengthOpt, False),
+), _build_student, fills=("training", "distill"))
 
 
 @app.command()
+@task_source
 def analyze(
     model: ModelArg,
     task: TaskOpt,
@@ -70,27 +139,23 @@ def analyze(
     samples: SamplesOpt = 2000,
     importance: ImportanceOpt = "michel",
     loss: LossOpt = "task",
-    normalize: NormalizeOpt = False,
+    normalize: Annotated[bool, typer.Option(
+        "--normalize/--raw", help="Store each layer's scores divided by their L2 norm.")]
+    = False,
     seed: SeedOpt = 0,
-    text_column: TextColumnOpt = None,
-    pair_column: PairColumnOpt = None,
-    label_column: LabelColumnOpt = None,
-    regression: RegressionOpt = None,
 ) -> None:
     """Measure head/neuron importance and layer similarity; write scores, JSON and plots."""
-    from layergraft.pipeline.workflows import analyze_path
-    from layergraft.scoring.analysis import AnalysisSettings
+    from layergraft import api
 
-    settings = AnalysisSettings(samples=samples, importance=importance, loss=loss,
-                                normalize=normalize, seed=seed)
-    source = _task_source(task, text_column, pair_column, label_column, regression)
-    analysis = analyze_path(model, source, out, settings)
+    analysis = api.analyze(model, task, out=out, samples=samples, importance=importance,
+                           loss=loss, normalize=normalize, seed=seed)
     cosine = ", ".join(f"{v:.3f}" for v in analysis.adjacent_cosine.tolist())
     typer.echo(f"adjacent cosine (layer input vs output): {cosine}")
     typer.echo(f"wrote scores, similarity and plots to {out}")
 
 
 @app.command()
+@task_source
 def graft(
     model: ModelArg,
     out: OutOpt,
@@ -115,62 +180,31 @@ def graft(
     max_sources: Annotated[int, typer.Option(
         "--max-sources", help="Graft only the top N layers of each group, dropping the rest "
         "(0: all).")] = 2,
+    normalize_scores: Annotated[bool, typer.Option(
+        "--normalize-scores", help="Divide each layer's scores by their L2 norm before "
+        "choosing units (whatever the scores were stored as).")] = False,
     refit: Annotated[int, typer.Option(
         "--refit", help="Then refit the new layers' FFN output projections to the input "
         "model by least squares on this many task examples (0: off).")] = 0,
     samples: SamplesOpt = 2000,
     importance: ImportanceOpt = "michel",
     loss: LossOpt = "task",
-    normalize: NormalizeOpt = False,
     seed: SeedOpt = 0,
     overwrite: OverwriteOpt = False,
-    text_column: TextColumnOpt = None,
-    pair_column: PairColumnOpt = None,
-    label_column: LabelColumnOpt = None,
-    regression: RegressionOpt = None,
 ) -> None:
     """Surgery only: merge adjacent layers into a smaller model of standard shape."""
-    from layergraft.pipeline.workflows import graft_path
+    from layergraft import api
     from layergraft.scoring.analysis import AnalysisSettings
     from layergraft.surgery.methods import GraftOptions
 
-    source = (_task_source(task, text_column, pair_column, label_column, regression)
-              if task else None)
-    path = graft_path(
-        model, out, layers=layers, pairs=pairs, method=method, task_source=source,
-        analysis_dir=analysis, seed=seed, refit_samples=refit, overwrite=overwrite,
+    path = api.graft(
+        model, out=out, layers=layers, pairs=pairs, method=method, task=task,
+        analysis=analysis, seed=seed, refit=refit, overwrite=overwrite,
         settings=AnalysisSettings(samples=samples, importance=importance, loss=loss, seed=seed),
-        options=GraftOptions(bias=bias, norm=norm, normalize_scores=normalize, quota=quota,
-                             max_sources=max_sources),
+        options=GraftOptions(bias=bias, norm=norm, normalize_scores=normalize_scores,
+                             quota=quota, max_sources=max_sources),
     )
     typer.echo(f"saved the grafted model to {path}")
-
-
-BudgetOpt = Annotated[str, typer.Option(
-    "--budget", help="Training budget shared by every method and strategy, e.g. '3 epochs' "
-    "or '500 steps'.")]
-Bf16Opt = Annotated[bool, typer.Option(
-    "--bf16", help="bfloat16 autocast (about 2.5x faster on recent CPUs).")]
-TemperatureOpt = Annotated[float, typer.Option("--temperature", help="Distillation T.")]
-HiddenWeightOpt = Annotated[float, typer.Option(
-    "--hidden-weight", help="Weight of the hidden-state MSE to the teacher (0: off).")]
-TaskWeightOpt = Annotated[float, typer.Option(
-    "--task-weight", help="Weight of the gold-label loss during distillation.")]
-StudentLrOpt = Annotated[float | None, typer.Option(
-    "--lr", help="Peak learning rate of the student (default: the package's measured "
-    "STUDENT_LEARNING_RATE, 4e-4).")]
-
-
-GroupByLengthOpt = Annotated[bool, typer.Option(
-    "--group-by-length", help="Batch examples of similar length: less padding, faster "
-    "training on CPU (changes which examples share a batch).")]
-
-
-def _student_training(learning_rate: float | None, group_by_length: bool):
-    """compress's training settings from --lr and --group-by-length."""
-    from layergraft.training.train import student_training
-
-    return student_training(learning_rate, group_by_length=group_by_length)
 
 
 def _split_list(value: str, cast=str) -> list:
@@ -178,6 +212,7 @@ def _split_list(value: str, cast=str) -> list:
 
 
 @app.command()
+@task_source
 def finetune(
     model: ModelArg,
     task: TaskOpt,
@@ -192,25 +227,20 @@ def finetune(
     bf16: Bf16Opt = False,
     group_by_length: GroupByLengthOpt = False,
     overwrite: OverwriteOpt = False,
-    text_column: TextColumnOpt = None,
-    pair_column: PairColumnOpt = None,
-    label_column: LabelColumnOpt = None,
-    regression: RegressionOpt = None,
 ) -> None:
     """Make a teacher: fine-tune a pretrained encoder on a task (resumes if interrupted)."""
-    from layergraft.pipeline.finetune import finetune as run_finetune
-    from layergraft.training.train import TrainConfig
+    from layergraft import api
 
-    config = TrainConfig(output_dir="", epochs=epochs, max_steps=max_steps,
-                         learning_rate=learning_rate, batch_size=batch_size, seed=seed,
-                         bf16=bf16, group_by_length=group_by_length)
-    loaded = _task_source(task, text_column, pair_column, label_column, regression).load()
-    record = run_finetune(_resolve(model), loaded, str(out), config, overwrite=overwrite)
+    record = api.finetune(model, task, out=out, overwrite=overwrite, epochs=epochs,
+                          max_steps=max_steps, learning_rate=learning_rate,
+                          batch_size=batch_size, seed=seed, bf16=bf16,
+                          group_by_length=group_by_length)
     _print_scores(record["task"], {k: record[k] for k in ("dev", "test") if k in record})
     typer.echo(f"saved the fine-tuned model to {out} ({record['train_seconds']} s of training)")
 
 
 @app.command()
+@task_source
 def evaluate(
     model: ModelArg,
     task: TaskOpt,
@@ -219,72 +249,55 @@ def evaluate(
         "adds the task's out-of-domain sets.")] = None,
     json_path: JsonOpt = None,
     bf16: Bf16Opt = False,
-    text_column: TextColumnOpt = None,
-    pair_column: PairColumnOpt = None,
-    label_column: LabelColumnOpt = None,
-    regression: RegressionOpt = None,
 ) -> None:
     """Score a model on a task: a table on screen and, with --json, a JSON record."""
-    from layergraft.models import load_for_task
-    from layergraft.pipeline.evaluation import evaluate_model, format_table, save_results
+    from layergraft import api
+    from layergraft.pipeline.evaluation import format_table, save_results
 
-    loaded = _task_source(task, text_column, pair_column, label_column, regression).load()
-    classifier, tokenizer = load_for_task(model, loaded)
-    split = split or list(loaded.spec.eval_splits)
-    targets = [(loaded, name) for name in split if name != "ood"]
-    if "ood" in split:
-        targets += [(other, "test") for other in loaded.ood().values()]
-    records = [evaluate_model(classifier, tokenizer, target, name, bf16=bf16)
-               for target, name in targets]
+    records = api.evaluate(model, task, splits=split, bf16=bf16)
     typer.echo(format_table(records))
     if json_path is not None:
         save_results(records if len(records) > 1 else records[0], json_path)
 
 
 @app.command()
+@task_source
+@student_options
 def compress(
     teacher: ModelArg,
     task: TaskOpt,
     layers: Annotated[int, typer.Option("--layers", help="Depth of the student.")],
     out: OutOpt,
+    training,
+    distill,
     method: Annotated[str, typer.Option("--method", help="Surgery method.")] = "graft",
     strategy: Annotated[str, typer.Option(
         "--strategy", help="none, finetune, distill or progressive.")] = "distill",
     budget: BudgetOpt = "3 epochs",
     seed: SeedOpt = 0,
     bf16: Bf16Opt = False,
-    temperature: TemperatureOpt = 2.0,
-    hidden_weight: HiddenWeightOpt = 0.0,
-    task_weight: TaskWeightOpt = 0.0,
-    learning_rate: StudentLrOpt = None,
-    group_by_length: GroupByLengthOpt = False,
     overwrite: OverwriteOpt = False,
-    text_column: TextColumnOpt = None,
-    pair_column: PairColumnOpt = None,
-    label_column: LabelColumnOpt = None,
-    regression: RegressionOpt = None,
 ) -> None:
     """Surgery + training + evaluation + speed: a student, its manifest and results.json."""
-    from layergraft.pipeline.compress import compress as run_compress
-    from layergraft.training.distill import DistillConfig
+    from layergraft import api
 
-    source = _task_source(task, text_column, pair_column, label_column, regression)
-    record = run_compress(
-        teacher, source, layers=layers, out_dir=out, method=method, strategy=strategy,
-        budget=budget, seed=seed, bf16=bf16, overwrite=overwrite,
-        training=_student_training(learning_rate, group_by_length),
-        distill=DistillConfig(temperature=temperature, hidden_weight=hidden_weight,
-                              task_weight=task_weight))
+    record = api.compress(teacher, task, layers=layers, out=out, method=method,
+                          strategy=strategy, budget=budget, seed=seed, bf16=bf16,
+                          overwrite=overwrite, training=training, distill=distill)
     _print_scores(record["task"], {s: record[s]["metrics"] for s in ("dev", "test")
                                    if s in record})
     typer.echo(f"saved the {layers}-layer student and results.json to {out}")
 
 
 @app.command()
+@task_source
+@student_options
 def compare(
     teacher: ModelArg,
     task: TaskOpt,
     out: OutOpt,
+    training,
+    distill,
     layers: Annotated[str, typer.Option("--layers", help="Depths, e.g. 3,2.")] = "3",
     methods: Annotated[str, typer.Option("--methods", help="Comma-separated methods.")]
     = "graft,random,average,drop-top,drop-bottom,drop-alternate,drop-similar",
@@ -296,33 +309,21 @@ def compare(
     seeds: Annotated[str, typer.Option("--seeds", help="Seeds, e.g. 0,1,2.")] = "0",
     budget: BudgetOpt = "3 epochs",
     bf16: Bf16Opt = False,
-    temperature: TemperatureOpt = 2.0,
-    hidden_weight: HiddenWeightOpt = 0.0,
-    task_weight: TaskWeightOpt = 0.0,
-    learning_rate: StudentLrOpt = None,
-    group_by_length: GroupByLengthOpt = False,
-    text_column: TextColumnOpt = None,
-    pair_column: PairColumnOpt = None,
-    label_column: LabelColumnOpt = None,
-    regression: RegressionOpt = None,
 ) -> None:
     """Every method x strategy x depth under one budget: results.csv/json and a report."""
-    from layergraft.pipeline.compare import plan_runs, run_comparison
-    from layergraft.training.distill import DistillConfig
+    from layergraft import api
 
-    runs = plan_runs(_split_list(layers, int), _split_list(methods), _split_list(strategies),
-                     _split_list(graft_strategies), _split_list(seeds, int))
-    source = _task_source(task, text_column, pair_column, label_column, regression)
-    run_comparison(
-        teacher, source, out, runs, budget=budget, bf16=bf16,
-        training=_student_training(learning_rate, group_by_length),
-        distill=DistillConfig(temperature=temperature, hidden_weight=hidden_weight,
-                              task_weight=task_weight),
-        on_result=lambda key, record: typer.echo(f"done {key.name}: " + _headline(record)))
+    api.compare(teacher, task, out=out, layers=_split_list(layers, int),
+                methods=_split_list(methods), strategies=_split_list(strategies),
+                graft_strategies=_split_list(graft_strategies), seeds=_split_list(seeds, int),
+                budget=budget, bf16=bf16, training=training, distill=distill,
+                on_result=lambda key, record: typer.echo(f"done {key.name}: "
+                                                         + _headline(record)))
     typer.echo(f"wrote results.csv, results.json and report.md/.html to {out}")
 
 
 @app.command()
+@task_source
 def bench(
     models: Annotated[list[str], typer.Argument(
         help="Model folders; the first is the reference of the speed ratios.")],
@@ -332,18 +333,14 @@ def bench(
     batch_sizes: Annotated[str, typer.Option("--batch-sizes", help="e.g. 32,1")] = "32,1",
     bf16: Bf16Opt = False,
     json_path: JsonOpt = None,
-    text_column: TextColumnOpt = None,
-    pair_column: PairColumnOpt = None,
-    label_column: LabelColumnOpt = None,
-    regression: RegressionOpt = None,
 ) -> None:
     """Throughput, latency, parameters and size of models measured in one run."""
-    from layergraft.pipeline.bench import bench_models, format_speed_table
+    from layergraft import api
+    from layergraft.pipeline.bench import format_speed_table
     from layergraft.pipeline.evaluation import save_results
 
-    loaded = _task_source(task, text_column, pair_column, label_column, regression).load()
-    rows = bench_models([_resolve(m) for m in models], loaded, split=split,
-                        batch_sizes=_split_list(batch_sizes, int), bf16=bf16)
+    rows = api.bench(models, task, split=split, batch_sizes=_split_list(batch_sizes, int),
+                     bf16=bf16)
     typer.echo(format_speed_table(rows))
     if json_path is not None:
         save_results(rows, json_path)
@@ -368,12 +365,6 @@ def demo(
                        f"teacher's {100 * row['teacher_value']:.2f}), agreement "
                        f"{100 * row['agreement']:.1f}%")
     typer.echo(f"report: {out / 'compare' / 'report.md'} (and report.html)")
-
-
-def _resolve(model: str) -> str:
-    from layergraft.models import resolve_model
-
-    return resolve_model(model)
 
 
 def _print_scores(task: str, by_split: dict) -> None:

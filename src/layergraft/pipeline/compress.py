@@ -129,6 +129,9 @@ def compress(
 
 @dataclass
 class _Run:
+    """One compress run: what identifies it (`settings`, compared by `runs`) and how it
+    executes (surgery, the strategy's training, evaluation, speed, saving)."""
+
     teacher_path: str
     source: TaskSource
     layers: int

@@ -1,0 +1,144 @@
+"""The public API: every command `layergraft X` is `layergraft.X(...)` in Python.
+
+Each function is a thin layer over the pipeline (`load` over `layergraft.models`): it takes
+what the command takes, as arguments, and returns what the command reports. The CLI parses
+flags and calls these; the functions they call stay public for finer control. Heavy imports
+happen inside the functions, so `import layergraft` stays fast.
+
+`task` is a registered task name, a CSV / TSV / JSONL file or folder, or a
+`layergraft.data.tasks.TaskSource` (a name or path with the column options of a local file).
+`model` is a model folder, a hub name, or 'minilm' for the built-in offline model.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from layergraft.data.tasks import TaskSource
+    from layergraft.scoring.analysis import Analysis, AnalysisSettings
+    from layergraft.surgery.methods import GraftOptions
+
+__all__ = ["analyze", "graft", "finetune", "evaluate", "compress", "compare", "bench", "load"]
+
+
+def analyze(model: str, task: str | TaskSource, *, out: str | os.PathLike,
+            **settings) -> Analysis:
+    """`layergraft analyze`: head / neuron importance and layer similarity of `model` on a
+    sample of `task`, saved to `out` (scores, JSON, plots). `settings` are fields of
+    `AnalysisSettings`: samples, importance, loss, normalize (store L2-normalised scores),
+    seed, ..."""
+    from layergraft.data.tasks import as_source
+    from layergraft.pipeline.workflows import analyze_path
+    from layergraft.scoring.analysis import AnalysisSettings
+
+    return analyze_path(model, as_source(task), out, AnalysisSettings(**settings))
+
+
+def graft(model: str, *, out: str | os.PathLike, layers: int | None = None,
+          pairs: str | None = None, method: str = "graft", task: str | TaskSource | None = None,
+          analysis: str | os.PathLike | None = None, options: GraftOptions | None = None,
+          settings: AnalysisSettings | None = None, refit: int = 0, seed: int = 0,
+          overwrite: bool = False) -> Path:
+    """`layergraft graft`: surgery only. Merge adjacent layers of `model` down to `layers` (or
+    the spans `pairs`, e.g. "0-1,2-3") by `method` and save the student and its manifest to
+    `out`. Methods that need scores read them from `analysis` (a folder of `analyze`) or
+    measure them on `task` (with `settings`); `refit` > 0 then refits the new layers on that
+    many task examples. Returns the saved folder."""
+    from layergraft.data.tasks import as_source
+    from layergraft.pipeline.workflows import graft_path
+    from layergraft.scoring.analysis import AnalysisSettings
+
+    return graft_path(model, out, layers=layers, pairs=pairs, method=method,
+                      task_source=as_source(task) if task is not None else None,
+                      analysis_dir=analysis, settings=settings or AnalysisSettings(),
+                      options=options, seed=seed, refit_samples=refit, overwrite=overwrite)
+
+
+def finetune(model: str, task: str | TaskSource, *, out: str | os.PathLike,
+             overwrite: bool = False, **config) -> dict:
+    """`layergraft finetune`: make a teacher, `model` with a new head trained on `task` and saved
+    to `out` (resumes if interrupted). `config` are fields of `TrainConfig`: epochs,
+    max_steps, learning_rate, batch_size, seed, bf16, group_by_length, ... Returns the record
+    also written to `out/finetune_results.json`."""
+    from layergraft.data.tasks import as_source
+    from layergraft.models import resolve_model
+    from layergraft.pipeline.finetune import finetune as run_finetune
+    from layergraft.training.train import TrainConfig
+
+    return run_finetune(resolve_model(model), as_source(task).load(), str(out),
+                        TrainConfig(output_dir="", **config), overwrite=overwrite)
+
+
+def evaluate(model: str, task: str | TaskSource, *, splits: Sequence[str] | None = None,
+             bf16: bool = False) -> list[dict]:
+    """`layergraft evaluate`: one record per split of `task` (default: its evaluation splits;
+    'ood' adds the task's out-of-domain sets) with the metrics, model size and versions."""
+    from layergraft.data.tasks import as_source
+    from layergraft.models import load_for_task
+    from layergraft.pipeline.evaluation import evaluate_model
+
+    loaded = as_source(task).load()
+    classifier, tokenizer = load_for_task(model, loaded)
+    splits = splits or list(loaded.spec.eval_splits)
+    targets = [(loaded, name) for name in splits if name != "ood"]
+    if "ood" in splits:
+        targets += [(other, "test") for other in loaded.ood().values()]
+    return [evaluate_model(classifier, tokenizer, target, name, bf16=bf16)
+            for target, name in targets]
+
+
+def compress(teacher: str, task: str | TaskSource, *, layers: int, out: str | os.PathLike,
+             **options) -> dict:
+    """`layergraft compress`: surgery, training by one strategy, evaluation against the teacher
+    and speed; the student, its manifest and results.json are saved to `out` (resumable).
+    `options` are those of `layergraft.pipeline.compress.compress`: method, strategy, budget,
+    seed, bf16, distill, graft_options, analysis, training, refit_samples, overwrite, ..."""
+    from layergraft.pipeline.compress import compress as run_compress
+
+    return run_compress(teacher, task, layers=layers, out_dir=out, **options)
+
+
+def compare(teacher: str, task: str | TaskSource, *, out: str | os.PathLike,
+            layers: Sequence[int] = (3,), methods: Sequence[str] | None = None,
+            strategies: Sequence[str] = ("distill",), graft_strategies: Sequence[str] | None = None,
+            seeds: Sequence[int] = (0,), **options) -> list[dict]:
+    """`layergraft compare`: every method with `strategies` plus graft with `graft_strategies`
+    (default: all methods; graft with every strategy), per depth and seed, under one budget;
+    writes results.csv / .json and report.md / .html to `out` and returns the rows. `options`
+    go to every `compress` call (budget, bf16, distill, training, ...) and `run_comparison`
+    (title, on_result)."""
+    from layergraft.pipeline.compare import plan_runs, run_comparison
+
+    grid = {"methods": methods, "graft_strategies": graft_strategies}
+    runs = plan_runs(layers, strategies=strategies, seeds=seeds,
+                     **{name: value for name, value in grid.items() if value is not None})
+    return run_comparison(teacher, task, out, runs, **options)
+
+
+def bench(models: Sequence[str], task: str | TaskSource, *, split: str = "dev",
+          batch_sizes: Sequence[int] = (32, 1), bf16: bool = False, **options) -> list[dict]:
+    """`layergraft bench`: throughput, latency, parameters and size of `models` measured in one
+    run on the real lengths of a `task` split; the first model is the reference of the speed
+    ratios. `options` go to `layergraft.pipeline.bench.measure_speed`."""
+    from layergraft.data.tasks import as_source
+    from layergraft.models import resolve_model
+    from layergraft.pipeline.bench import bench_models
+
+    loaded = as_source(task).load()
+    return bench_models([resolve_model(m) for m in models], loaded, split=split,
+                        batch_sizes=batch_sizes, bf16=bf16, **options)
+
+
+def load(model: str, num_labels: int | None = None
+         ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A sequence classifier (a folder, a hub name or 'minilm') and its tokenizer, in eval
+    mode; `num_labels` sizes a new head for a base encoder that has none yet."""
+    from layergraft.models import load_classifier
+
+    return load_classifier(model, num_labels)
