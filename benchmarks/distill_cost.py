@@ -8,7 +8,7 @@ load from other processes hits all of them alike; the medians of the step times 
 the ratios (data loading and Trainer bookkeeping, the same for every arm, only bring
 real epochs closer to 1). Writes one JSON record.
 
-    python benchmarks/distill_cost.py out.json --steps 40 --bf16
+    python benchmarks/distill_cost.py out.json --steps 40 --precision auto
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import torch
 from layergraft.data.encoding import EXAMPLE_ID, encode, loader
 from layergraft.data.tasks import load_task
 from layergraft.models import default_model_path, load_classifier
+from layergraft.runtime import PRECISIONS, Runtime
 from layergraft.surgery.graft import graft_model
 from layergraft.training.distill import (
     DistillConfig,
@@ -43,20 +44,21 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="default: the offline MiniLM")
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS)
     args = parser.parse_args()
 
     task = load_task("movie-sentiment")
     teacher, tokenizer = load_classifier(args.model or default_model_path(), num_labels=2)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    runtime = Runtime.resolve("auto", args.precision)
+    device = runtime.device
     teacher.to(device)
     max_length = min(128, teacher.config.max_position_embeddings)
     train = encode(task, tokenizer, max_length, splits=["train"])["train"]
     student, manifest = graft_model(teacher, layers=3, method="drop-alternate")
     layer_map = layer_map_from_manifest(manifest)
-    record: dict = {"steps": args.steps, "batch_size": args.batch_size, "bf16": args.bf16,
-                    "device": str(device), "threads": torch.get_num_threads(),
-                    "train_examples": len(train), "layer_map": layer_map}
+    record: dict = {"steps": args.steps, "batch_size": args.batch_size, **runtime.record(),
+                    "threads": torch.get_num_threads(), "train_examples": len(train),
+                    "layer_map": layer_map}
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         logits = TeacherCache.build(teacher, train, tokenizer, cache_dir=tmp)
@@ -71,7 +73,7 @@ def main() -> None:
                 hidden, DistillConfig(hidden_weight=1.0), layer_map=layer_map),
             "distill_live": make_distill_loss(teacher, DistillConfig()),
         }
-        seconds = _time_steps(arms, student, train, tokenizer, args, device)
+        seconds = _time_steps(arms, student, train, tokenizer, args, runtime)
     record["step_seconds_median"] = {name: statistics.median(s) for name, s in seconds.items()}
     base = record["step_seconds_median"]["finetune"]
     record["ratio_to_finetune"] = {name: s / base
@@ -83,7 +85,8 @@ def main() -> None:
     print(json.dumps(record["ratio_to_finetune"]))
 
 
-def _time_steps(arms, student, train, tokenizer, args, device) -> dict[str, list[float]]:
+def _time_steps(arms, student, train, tokenizer, args, runtime) -> dict[str, list[float]]:
+    device = runtime.device
     models = {name: copy.deepcopy(student).to(device).train() for name in arms}
     optimizers = {name: torch.optim.AdamW(m.parameters(), lr=5e-5) for name, m in models.items()}
     names = list(arms)
@@ -93,7 +96,7 @@ def _time_steps(arms, student, train, tokenizer, args, device) -> dict[str, list
         batch = {k: v.to(device) for k, v in batch.items()}
         for name in names[step % len(names):] + names[:step % len(names)]:
             begin = time.perf_counter()
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
+            with runtime.autocast():
                 if arms[name] is None:
                     loss = models[name](**{k: v for k, v in batch.items()
                                            if k != EXAMPLE_ID}).loss
@@ -102,8 +105,7 @@ def _time_steps(arms, student, train, tokenizer, args, device) -> dict[str, list
             loss.backward()
             optimizers[name].step()
             optimizers[name].zero_grad()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
+            runtime.synchronize()
             if step >= WARMUP:
                 seconds[name].append(time.perf_counter() - begin)
     return seconds

@@ -4,7 +4,7 @@ Same teacher, task, method, depth, budget and seed for every variant; one JSON l
 run (dev/test metrics, agreement, training time) is appended to OUT as it finishes.
 
     python benchmarks/distill_weights.py TEACHER OUT.jsonl --task movie-sentiment \
-        --layers 3 --budget "3 epochs" --bf16
+        --layers 3 --budget "3 epochs" --precision auto
 """
 
 from __future__ import annotations
@@ -34,13 +34,14 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=3)
     parser.add_argument("--method", default="graft")
     parser.add_argument("--budget", default="3 epochs")
-    parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--precision", default="auto")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--work", default="runs/distill-weights")
     args = parser.parse_args()
     for name in args.variants.split(","):
         record = compress(args.teacher, args.task, layers=args.layers, method=args.method,
-                          out_dir=Path(args.work) / name, budget=args.budget, bf16=args.bf16,
+                          out_dir=Path(args.work) / name, budget=args.budget,
+                          precision=args.precision,
                           distill=VARIANTS[name], speed=False, progress=False)
         row = {"variant": name, "config": VARIANTS[name].to_dict(),
                "train_seconds": record["train"]["seconds"],

@@ -120,7 +120,8 @@ def main() -> None:
                 key = RunKey(recipe.method, "distill", layers, seed, args.budget)
                 record = compress(str(teacher), args.task, layers=layers, method=recipe.method,
                                   strategy="distill", seed=seed, budget=key.scaled(full),
-                                  out_dir=cell_dir(args.task, variant, key), bf16=True,
+                                  out_dir=cell_dir(args.task, variant, key),
+                                  precision="fp32",
                                   graft_options=recipe.options, distill=recipe.distill(),
                                   training=recipe.training(), cache_dir=ROOT / "work" / "cache",
                                   refit_samples=recipe.refit_samples,

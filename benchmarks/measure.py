@@ -98,7 +98,7 @@ def time_analyze(teacher: str | os.PathLike, task: str, out_dir: Path,
     return json.loads(kept.read_text())
 
 
-def distill_cost(out_file: Path, bf16: bool, model: str | None = None,
+def distill_cost(out_file: Path, precision: str, model: str | None = None,
                  fresh: bool = False) -> dict:
     """Run benchmarks/distill_cost.py once (its JSON is kept and reused unless `fresh`)."""
     if _to_measure(out_file, fresh):
@@ -106,7 +106,7 @@ def distill_cost(out_file: Path, bf16: bool, model: str | None = None,
         partial = out_file.with_name(f".{out_file.name}.partial")
         command = [sys.executable, str(BENCHMARKS / "distill_cost.py"), str(partial),
                    "--steps", str(COST_STEPS), *(["--model", model] if model else []),
-                   *(["--bf16"] if bf16 else [])]
+                   "--precision", precision]
         subprocess.run(command, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
         os.replace(partial, out_file)
     record = json.loads(out_file.read_text())
@@ -116,16 +116,17 @@ def distill_cost(out_file: Path, bf16: bool, model: str | None = None,
             "value": record["ratio_to_finetune"][arm], "arm": arm,
             "ratios": record["ratio_to_finetune"],
             "step_seconds": record["step_seconds_median"], "steps": record["steps"],
-            "batch_size": record["batch_size"], "bf16": record.get("bf16"),
+            "batch_size": record["batch_size"], "precision": record.get("precision"),
             "device": record.get("device")}
 
 
-def speed_together(teacher: Path, students: Sequence[Path], task: str, bf16: bool) -> list[dict]:
+def speed_together(teacher: Path, students: Sequence[Path], task: str,
+                   precision: str) -> list[dict]:
     """Speed-up of each student over the teacher, all timed in one interleaved run on the
     task's dev lengths. Speed depends on depth and shape alone, which every method shares,
     so one student per depth stands for all of them."""
     records = bench_models([str(teacher), *map(str, students)], task, repeats=SPEED_REPEATS,
-                           bf16=bf16)
+                           precision=precision)
     return [{"kind": "speed", "task": task, "model": r["model"], "layers": r["layers"],
              "batch": r["batch_size"], "speed_up": r["throughput_ratio"],
              "ideal": r["ideal_ratio"], "repeats": SPEED_REPEATS, "threads": r["threads"]}

@@ -68,7 +68,9 @@ class Suite:
     work: Path = ROOT / "benchmarks" / "work"
     results: Path = ROOT / "benchmarks" / "results" / "offline.json"
     markdown: Path = ROOT / "BENCHMARKS.md"
-    bf16: bool = True
+    # fp32 on every machine: the CPU behind this project changes between sessions, bf16 is
+    # native on some and emulated (~20x slower) on others, and one table never mixes the two.
+    precision: str = "fp32"
 
     def teacher(self, task: str) -> Path:
         return self.work / "teachers" / task
@@ -122,7 +124,7 @@ def ensure_teacher(suite: Suite, task: str, store: Store) -> str:
     with claim(suite.claim_file(task, "teacher"), wait=True):  # another process may train it
         if not (folder / TEACHER_RESULTS).is_file():
             config = TrainConfig(output_dir="", epochs=TEACHER_EPOCHS, seed=TEACHER_SEED,
-                                 bf16=suite.bf16, early_stopping_patience=2)
+                                 precision=suite.precision, early_stopping_patience=2)
             finetune(default_model_path(), load_task(task), str(folder), config)
     record = json.loads((folder / TEACHER_RESULTS).read_text())
     rows = [{"kind": "teacher", "task": task, "split": split, "metric": metric, "value": value,
@@ -162,7 +164,7 @@ def run_one(suite: Suite, planned: Planned, teacher: str, store: Store) -> None:
         record = compress(teacher, task, layers=key.layers, method=key.method,
                           strategy=key.strategy, seed=key.seed,
                           budget=key.scaled(Budget.parse(FULL_BUDGET)), out_dir=out,
-                          bf16=suite.bf16, cache_dir=suite.work / "cache",
+                          precision=suite.precision, cache_dir=suite.work / "cache",
                           replace_other_runs=True)
     except Exception as error:  # recorded in offline.json and BENCHMARKS.md
         traceback.print_exc()
@@ -178,7 +180,7 @@ def measure_costs(suite: Suite, store: Store, remeasure: bool = False) -> None:
     """Distillation vs fine-tuning step time, and `analyze` on each teacher: measured once
     (kept under benchmarks/work/costs/) unless `remeasure`."""
     with claim(suite.work / "claims" / "distill_cost.lock", wait=True):
-        store.put([measure.distill_cost(suite.distill_cost_file(), suite.bf16,
+        store.put([measure.distill_cost(suite.distill_cost_file(), suite.precision,
                                         fresh=remeasure)],
                   of_kind("cost", name="distill_epoch_ratio"))
     for task in TASKS:
@@ -197,7 +199,8 @@ def time_students(suite: Suite, task: str, store: Store, remeasure: bool = False
     with claim(suite.claim_file(task, "speed")) as mine:
         timed = {r["model"] for r in store.rows if of_kind("speed", task=task)(r)}
         if mine and students and (remeasure or timed != {str(s) for s in students}):
-            store.put(measure.speed_together(suite.teacher(task), students, task, suite.bf16),
+            store.put(measure.speed_together(suite.teacher(task), students, task,
+                                                  suite.precision),
                       of_kind("speed", task=task))
 
 

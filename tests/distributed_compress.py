@@ -22,7 +22,7 @@ def main(teacher: str, task: str, out: str, cache: str) -> None:
         training=TrainConfig(output_dir="", batch_size=GLOBAL_BATCH, learning_rate=1e-3,
                              max_length=24, progress=False),
         analysis=AnalysisSettings(samples=32, batch_size=16, max_length=24, progress=False),
-        speed=False, progress=False,
+        speed=False, progress=False, precision="fp32",  # an exactness test: no autocast
     )
 
 

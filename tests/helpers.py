@@ -11,8 +11,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, PreTrainedModel
+
+from layergraft.runtime import cpu_capability, native_bf16
 
 HIDDEN = 32
 HEADS = 4
@@ -124,3 +127,10 @@ def one_torch_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+# A test of bfloat16 itself runs only where the CPU computes it natively: elsewhere autocast
+# emulates it many times slower, and layergraft would never choose it there.
+NEEDS_NATIVE_BF16 = pytest.mark.skipif(
+    not native_bf16(torch.device("cpu")),
+    reason=f"bf16 is not native on this CPU ({cpu_capability()}): autocast would emulate it")

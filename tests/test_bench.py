@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers import make_tiny_model
+from helpers import NEEDS_NATIVE_BF16, make_tiny_model
 from tiny_task import save_tiny_teacher, write_tiny_task
 
 from layergraft.data.tasks import load_task
@@ -108,7 +108,7 @@ def test_records_hold_counts_ratios_and_restore_state(tmp_path):
         assert row["params"] == sum(p.numel() for p in model.parameters())
         assert row["encoder_params"] == sum(
             p.numel() for p in encoder_layers(model).parameters())
-        assert row["threads"] == 1 and row["bf16"] is False
+        assert row["threads"] == 1 and row["precision"] == "fp32" and row["device"] == "cpu"
         indices = sample_batches(len(LENGTHS), row["batch_size"], row["batches_per_repeat"])
         assert row["mean_length"] == pytest.approx(
             np.mean([LENGTHS[i] for b in indices for i in b]))
@@ -123,13 +123,14 @@ def test_records_hold_counts_ratios_and_restore_state(tmp_path):
     assert by["t", 1]["batches_per_repeat"] == 4 and by["t", 4]["batches_per_repeat"] == 1
 
 
+@NEEDS_NATIVE_BF16
 def test_bf16_runs_under_autocast():
     model = make_tiny_model("bert", num_layers=2)
     seen, handle = _record_masks(model)
     rows = measure_speed({"m": model}, LENGTHS, batch_sizes=(2,), repeats=1, warmup=0,
-                         examples_per_repeat=2, bf16=True)
+                         examples_per_repeat=2, precision="bf16")
     handle.remove()
-    assert rows[0]["bf16"] is True and all(on for _, on in seen)
+    assert rows[0]["precision"] == "bf16" and all(on for _, on in seen)
 
 
 def test_count_parameters_counts_tied_weights_once():

@@ -311,13 +311,13 @@ def test_the_cost_stage_measures_distillation_steps_against_fine_tuning(tmp_path
     from tiny_task import save_tiny_teacher
 
     monkeypatch.setattr(measure, "COST_STEPS", 6)  # 3 warm-up steps are not timed
-    row = measure.distill_cost(tmp_path / "cost.json", False,
+    row = measure.distill_cost(tmp_path / "cost.json", "fp32",
                                model=save_tiny_teacher(tmp_path / "teacher"))
     assert row["kind"] == "cost" and row["steps"] == 6 and row["arm"] == "distill_cached"
     assert row["ratios"]["finetune"] == 1.0 and row["value"] == row["ratios"]["distill_cached"]
     assert set(row["step_seconds"]) == {"finetune", "distill_cached", "distill_cached_hidden",
                                         "distill_live"}
-    assert measure.distill_cost(tmp_path / "cost.json", False) == row  # kept, not rerun
+    assert measure.distill_cost(tmp_path / "cost.json", "fp32") == row  # kept, not rerun
     text = "\n".join(render._pipeline([row]))
     assert "6 steps of batch 32" in text and "distill_cached" in text
     assert check([row], "pipeline", "distillation epoch").status in (targets.MET, targets.MISSED)
@@ -353,7 +353,7 @@ def test_the_speed_stage_times_teacher_and_students_together(tmp_path, monkeypat
         student, manifest = graft_model(model, layers=layers, method="drop-alternate")
         students.append(save_model(student, tokenizer, tmp_path / f"s{layers}", manifest=manifest))
     monkeypatch.setattr(measure, "SPEED_REPEATS", 2)
-    rows = measure.speed_together(teacher, students, write_tiny_task(tmp_path / "task"), False)
+    rows = measure.speed_together(teacher, students, write_tiny_task(tmp_path / "task"), "fp32")
     assert {(r["layers"], r["batch"]) for r in rows} == {(2, 32), (2, 1), (1, 32), (1, 1)}
     assert all(r["kind"] == "speed" and r["speed_up"] > 0 for r in rows)
     assert {r["ideal"] for r in rows} == {model.config.num_hidden_layers / n for n in (2, 1)}

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from helpers import make_tiny_model
+from helpers import NEEDS_NATIVE_BF16, make_tiny_model
 from tiny_task import one_thread, save_tiny_teacher, write_tiny_task
 from transformers import AutoTokenizer
 
@@ -46,7 +46,14 @@ def test_predict_matches_single_row_forwards_in_row_order(tokenizer, task):
             inputs = {k: torch.tensor([row[k]]) for k in
                       ("input_ids", "attention_mask", "token_type_ids")}
             np.testing.assert_allclose(preds[i], model(**inputs).logits[0].numpy(), atol=1e-5)
-    fast = predict(model, dev, tokenizer, batch_size=5, progress=False, bf16=True)
+
+
+@NEEDS_NATIVE_BF16
+def test_bf16_predictions_stay_close_to_fp32(tokenizer, task):
+    model = make_tiny_model("bert", num_labels=2, num_layers=2)
+    dev = encode(task, tokenizer)["dev"]
+    preds = predict(model, dev, tokenizer, batch_size=5, progress=False)
+    fast = predict(model, dev, tokenizer, batch_size=5, progress=False, precision="bf16")
     np.testing.assert_allclose(fast, preds, atol=0.05)
 
 

@@ -176,7 +176,7 @@ def test_finetune_real_minilm_on_a_movie_slice_beats_chance(tmp_path):
     majority = max(labels.mean(), 1 - labels.mean())
     set_seed(0)
     config = TrainConfig(output_dir="", max_steps=32, eval_every=32, batch_size=16,
-                         learning_rate=2e-4, max_length=64, bf16=True, progress=False)
+                         learning_rate=2e-4, max_length=64, progress=False)
     record = finetune(default_model_path(), task, str(tmp_path / "teacher"), config)
     assert record["dev"]["accuracy"] > max(0.65, majority + 0.1)
     teacher = AutoModelForSequenceClassification.from_pretrained(tmp_path / "teacher")

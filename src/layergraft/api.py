@@ -8,6 +8,9 @@ happen inside the functions, so `import layergraft` stays fast.
 `task` is a registered task name, a CSV / TSV / JSONL file or folder, or a
 `layergraft.data.tasks.TaskSource` (a name or path with the column options of a local file).
 `model` is a model folder, a hub name, or 'minilm' for the built-in offline model.
+`device` ("auto", "cpu", "cuda", "cuda:N", "mps") and `precision` ("auto", "fp32", "bf16",
+"fp16") say where and how models run; "auto" asks the hardware (`layergraft.runtime`: bf16
+autocast only where it is native, so never on a CPU that would emulate it).
 """
 
 from __future__ import annotations
@@ -28,23 +31,25 @@ __all__ = ["analyze", "graft", "finetune", "evaluate", "compress", "compare", "b
 
 
 def analyze(model: str, task: str | TaskSource, *, out: str | os.PathLike,
-            **settings) -> Analysis:
+            device: str = "auto", precision: str = "auto", **settings) -> Analysis:
     """`layergraft analyze`: head / neuron importance and layer similarity of `model` on a
     sample of `task`, saved to `out` (scores, JSON, plots). `settings` are fields of
     `AnalysisSettings`: samples, importance, loss, normalize (store L2-normalised scores),
     seed, ..."""
     from layergraft.data.tasks import as_source
     from layergraft.pipeline.workflows import analyze_path
+    from layergraft.runtime import Runtime
     from layergraft.scoring.analysis import AnalysisSettings
 
-    return analyze_path(model, as_source(task), out, AnalysisSettings(**settings))
+    return analyze_path(model, as_source(task), out, AnalysisSettings(**settings),
+                        runtime=Runtime.resolve(device, precision))
 
 
 def graft(model: str, *, out: str | os.PathLike, layers: int | None = None,
           pairs: str | None = None, method: str = "graft", task: str | TaskSource | None = None,
           analysis: str | os.PathLike | None = None, options: GraftOptions | None = None,
           settings: AnalysisSettings | None = None, refit: int = 0, seed: int = 0,
-          overwrite: bool = False) -> Path:
+          overwrite: bool = False, device: str = "auto", precision: str = "auto") -> Path:
     """`layergraft graft`: surgery only. Merge adjacent layers of `model` down to `layers` (or
     the spans `pairs`, e.g. "0-1,2-3") by `method` and save the student and its manifest to
     `out`. Methods that need scores read them from `analysis` (a folder of `analyze`) or
@@ -52,19 +57,22 @@ def graft(model: str, *, out: str | os.PathLike, layers: int | None = None,
     many task examples. Returns the saved folder."""
     from layergraft.data.tasks import as_source
     from layergraft.pipeline.workflows import graft_path
+    from layergraft.runtime import Runtime
     from layergraft.scoring.analysis import AnalysisSettings
 
     return graft_path(model, out, layers=layers, pairs=pairs, method=method,
                       task_source=as_source(task) if task is not None else None,
                       analysis_dir=analysis, settings=settings or AnalysisSettings(),
-                      options=options, seed=seed, refit_samples=refit, overwrite=overwrite)
+                      options=options, seed=seed, refit_samples=refit, overwrite=overwrite,
+                      runtime=Runtime.resolve(device, precision))
 
 
 def finetune(model: str, task: str | TaskSource, *, out: str | os.PathLike,
              overwrite: bool = False, **config) -> dict:
     """`layergraft finetune`: make a teacher, `model` with a new head trained on `task` and saved
     to `out` (resumes if interrupted). `config` are fields of `TrainConfig`: epochs,
-    max_steps, learning_rate, batch_size, seed, bf16, group_by_length, ... Returns the record
+    max_steps, learning_rate, batch_size, seed, precision, device, group_by_length, ... Returns
+    the record
     also written to `out/finetune_results.json`."""
     from layergraft.data.tasks import as_source
     from layergraft.models import resolve_model
@@ -76,20 +84,23 @@ def finetune(model: str, task: str | TaskSource, *, out: str | os.PathLike,
 
 
 def evaluate(model: str, task: str | TaskSource, *, splits: Sequence[str] | None = None,
-             bf16: bool = False) -> list[dict]:
+             device: str = "auto", precision: str = "auto") -> list[dict]:
     """`layergraft evaluate`: one record per split of `task` (default: its evaluation splits;
     'ood' adds the task's out-of-domain sets) with the metrics, model size and versions."""
     from layergraft.data.tasks import as_source
     from layergraft.models import load_for_task
     from layergraft.pipeline.evaluation import evaluate_model
+    from layergraft.runtime import Runtime
 
+    runtime = Runtime.resolve(device, precision)
     loaded = as_source(task).load()
     classifier, tokenizer = load_for_task(model, loaded)
+    classifier.to(runtime.device)
     splits = splits or list(loaded.spec.eval_splits)
     targets = [(loaded, name) for name in splits if name != "ood"]
     if "ood" in splits:
         targets += [(other, "test") for other in loaded.ood().values()]
-    return [evaluate_model(classifier, tokenizer, target, name, bf16=bf16)
+    return [evaluate_model(classifier, tokenizer, target, name, precision=runtime.precision)
             for target, name in targets]
 
 
@@ -98,7 +109,8 @@ def compress(teacher: str, task: str | TaskSource, *, layers: int, out: str | os
     """`layergraft compress`: surgery, training by one strategy, evaluation against the teacher
     and speed; the student, its manifest and results.json are saved to `out` (resumable).
     `options` are those of `layergraft.pipeline.compress.compress`: method, strategy, budget,
-    seed, bf16, distill, graft_options, analysis, training, refit_samples, overwrite, ..."""
+    seed, precision, device, distill, graft_options, analysis, training, refit_samples,
+    overwrite, ..."""
     from layergraft.pipeline.compress import compress as run_compress
 
     return run_compress(teacher, task, layers=layers, out_dir=out, **options)
@@ -111,8 +123,8 @@ def compare(teacher: str, task: str | TaskSource, *, out: str | os.PathLike,
     """`layergraft compare`: every method with `strategies` plus graft with `graft_strategies`
     (default: all methods; graft with every strategy), per depth and seed, under one budget;
     writes results.csv / .json and report.md / .html to `out` and returns the rows. `options`
-    go to every `compress` call (budget, bf16, distill, training, ...) and `run_comparison`
-    (title, on_result)."""
+    go to every `compress` call (budget, precision, device, distill, training, ...) and
+    `run_comparison` (title, on_result)."""
     from layergraft.pipeline.compare import plan_runs, run_comparison
 
     grid = {"methods": methods, "graft_strategies": graft_strategies}
@@ -122,7 +134,8 @@ def compare(teacher: str, task: str | TaskSource, *, out: str | os.PathLike,
 
 
 def bench(models: Sequence[str], task: str | TaskSource, *, split: str = "dev",
-          batch_sizes: Sequence[int] = (32, 1), bf16: bool = False, **options) -> list[dict]:
+          batch_sizes: Sequence[int] = (32, 1), device: str = "auto", precision: str = "auto",
+          **options) -> list[dict]:
     """`layergraft bench`: throughput, latency, parameters and size of `models` measured in one
     run on the real lengths of a `task` split; the first model is the reference of the speed
     ratios. `options` go to `layergraft.pipeline.bench.measure_speed`."""
@@ -132,7 +145,8 @@ def bench(models: Sequence[str], task: str | TaskSource, *, split: str = "dev",
 
     loaded = as_source(task).load()
     return bench_models([resolve_model(m) for m in models], loaded, split=split,
-                        batch_sizes=batch_sizes, bf16=bf16, **options)
+                        batch_sizes=batch_sizes, device=device, precision=precision,
+                        **options)
 
 
 def load(model: str, num_labels: int | None = None

@@ -49,8 +49,6 @@ LossOpt = Annotated[str, typer.Option(
 BudgetOpt = Annotated[str, typer.Option(
     "--budget", help="Training budget shared by every method and strategy, e.g. '3 epochs' "
     "or '500 steps'.")]
-Bf16Opt = Annotated[bool, typer.Option(
-    "--bf16", help="bfloat16 autocast (about 2.5x faster on recent CPUs).")]
 GroupByLengthOpt = Annotated[bool, typer.Option(
     "--group-by-length", help="Batch examples of similar length: less padding, faster "
     "training on CPU (changes which examples share a batch).")]
@@ -130,8 +128,36 @@ student_options = _option_group(_options(
 ), _build_student, fills=("training", "distill"))
 
 
+def _build_runtime(flags: dict, arguments: dict) -> None:
+    """--device and --precision resolved once (`layergraft.runtime`) and said once; --bf16 is
+    their deprecated alias."""
+    from layergraft.runtime import Runtime
+
+    precision = flags["precision"]
+    if flags["bf16"]:
+        typer.echo("warning: --bf16 is deprecated, use --precision bf16", err=True)
+        precision = "bf16"
+    runtime = Runtime.resolve(flags["device"], precision)
+    typer.echo(f"running on {runtime.describe()}", err=True)
+    arguments["device"], arguments["precision"] = str(runtime.device), runtime.precision
+
+
+# Every command that runs a model: it receives the resolved `device` and `precision`.
+runtime_options = _option_group(_options(
+    device=(Annotated[str, typer.Option(
+        "--device", help="auto (a GPU if there is one, else the CPU), cpu, cuda, cuda:N or "
+        "mps.")], "auto"),
+    precision=(Annotated[str, typer.Option(
+        "--precision", help="auto (bf16 only where the hardware computes it natively, fp16 on "
+        "a CUDA GPU without bf16, else fp32), fp32, bf16 or fp16.")], "auto"),
+    bf16=(Annotated[bool, typer.Option(
+        "--bf16", hidden=True, help="Deprecated: --precision bf16.")], False),
+), _build_runtime, fills=("device", "precision"))
+
+
 @app.command()
 @task_source
+@runtime_options
 def analyze(
     model: ModelArg,
     task: TaskOpt,
@@ -143,12 +169,15 @@ def analyze(
         "--normalize/--raw", help="Store each layer's scores divided by their L2 norm.")]
     = False,
     seed: SeedOpt = 0,
+    device: str = "auto",
+    precision: str = "auto",
 ) -> None:
     """Measure head/neuron importance and layer similarity; write scores, JSON and plots."""
     from layergraft import api
 
     analysis = api.analyze(model, task, out=out, samples=samples, importance=importance,
-                           loss=loss, normalize=normalize, seed=seed)
+                           loss=loss, normalize=normalize, seed=seed, device=device,
+                           precision=precision)
     cosine = ", ".join(f"{v:.3f}" for v in analysis.adjacent_cosine.tolist())
     typer.echo(f"adjacent cosine (layer input vs output): {cosine}")
     typer.echo(f"wrote scores, similarity and plots to {out}")
@@ -156,6 +185,7 @@ def analyze(
 
 @app.command()
 @task_source
+@runtime_options
 def graft(
     model: ModelArg,
     out: OutOpt,
@@ -191,6 +221,8 @@ def graft(
     loss: LossOpt = "task",
     seed: SeedOpt = 0,
     overwrite: OverwriteOpt = False,
+    device: str = "auto",
+    precision: str = "auto",
 ) -> None:
     """Surgery only: merge adjacent layers into a smaller model of standard shape."""
     from layergraft import api
@@ -199,7 +231,8 @@ def graft(
 
     path = api.graft(
         model, out=out, layers=layers, pairs=pairs, method=method, task=task,
-        analysis=analysis, seed=seed, refit=refit, overwrite=overwrite,
+        analysis=analysis, seed=seed, refit=refit, overwrite=overwrite, device=device,
+        precision=precision,
         settings=AnalysisSettings(samples=samples, importance=importance, loss=loss, seed=seed),
         options=GraftOptions(bias=bias, norm=norm, normalize_scores=normalize_scores,
                              quota=quota, max_sources=max_sources),
@@ -213,6 +246,7 @@ def _split_list(value: str, cast=str) -> list:
 
 @app.command()
 @task_source
+@runtime_options
 def finetune(
     model: ModelArg,
     task: TaskOpt,
@@ -224,16 +258,18 @@ def finetune(
     learning_rate: Annotated[float, typer.Option("--lr", help="Peak learning rate.")] = 5e-5,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Training batch size.")] = 32,
     seed: SeedOpt = 0,
-    bf16: Bf16Opt = False,
     group_by_length: GroupByLengthOpt = False,
     overwrite: OverwriteOpt = False,
+    device: str = "auto",
+    precision: str = "auto",
 ) -> None:
     """Make a teacher: fine-tune a pretrained encoder on a task (resumes if interrupted)."""
     from layergraft import api
 
     record = api.finetune(model, task, out=out, overwrite=overwrite, epochs=epochs,
                           max_steps=max_steps, learning_rate=learning_rate,
-                          batch_size=batch_size, seed=seed, bf16=bf16,
+                          batch_size=batch_size, seed=seed, device=device,
+                          precision=precision,
                           group_by_length=group_by_length)
     _print_scores(record["task"], {k: record[k] for k in ("dev", "test") if k in record})
     typer.echo(f"saved the fine-tuned model to {out} ({record['train_seconds']} s of training)")
@@ -241,6 +277,7 @@ def finetune(
 
 @app.command()
 @task_source
+@runtime_options
 def evaluate(
     model: ModelArg,
     task: TaskOpt,
@@ -248,13 +285,14 @@ def evaluate(
         "--split", help="Split(s) to score (default: the task's evaluation splits); 'ood' "
         "adds the task's out-of-domain sets.")] = None,
     json_path: JsonOpt = None,
-    bf16: Bf16Opt = False,
+    device: str = "auto",
+    precision: str = "auto",
 ) -> None:
     """Score a model on a task: a table on screen and, with --json, a JSON record."""
     from layergraft import api
     from layergraft.pipeline.evaluation import format_table, save_results
 
-    records = api.evaluate(model, task, splits=split, bf16=bf16)
+    records = api.evaluate(model, task, splits=split, device=device, precision=precision)
     typer.echo(format_table(records))
     if json_path is not None:
         save_results(records if len(records) > 1 else records[0], json_path)
@@ -263,6 +301,7 @@ def evaluate(
 @app.command()
 @task_source
 @student_options
+@runtime_options
 def compress(
     teacher: ModelArg,
     task: TaskOpt,
@@ -275,14 +314,16 @@ def compress(
         "--strategy", help="none, finetune, distill or progressive.")] = "distill",
     budget: BudgetOpt = "3 epochs",
     seed: SeedOpt = 0,
-    bf16: Bf16Opt = False,
     overwrite: OverwriteOpt = False,
+    device: str = "auto",
+    precision: str = "auto",
 ) -> None:
     """Surgery + training + evaluation + speed: a student, its manifest and results.json."""
     from layergraft import api
 
     record = api.compress(teacher, task, layers=layers, out=out, method=method,
-                          strategy=strategy, budget=budget, seed=seed, bf16=bf16,
+                          strategy=strategy, budget=budget, seed=seed, device=device,
+                          precision=precision,
                           overwrite=overwrite, training=training, distill=distill)
     _print_scores(record["task"], {s: record[s]["metrics"] for s in ("dev", "test")
                                    if s in record})
@@ -292,6 +333,7 @@ def compress(
 @app.command()
 @task_source
 @student_options
+@runtime_options
 def compare(
     teacher: ModelArg,
     task: TaskOpt,
@@ -308,7 +350,8 @@ def compare(
     = "none,finetune,distill,progressive",
     seeds: Annotated[str, typer.Option("--seeds", help="Seeds, e.g. 0,1,2.")] = "0",
     budget: BudgetOpt = "3 epochs",
-    bf16: Bf16Opt = False,
+    device: str = "auto",
+    precision: str = "auto",
 ) -> None:
     """Every method x strategy x depth under one budget: results.csv/json and a report."""
     from layergraft import api
@@ -316,7 +359,8 @@ def compare(
     api.compare(teacher, task, out=out, layers=_split_list(layers, int),
                 methods=_split_list(methods), strategies=_split_list(strategies),
                 graft_strategies=_split_list(graft_strategies), seeds=_split_list(seeds, int),
-                budget=budget, bf16=bf16, training=training, distill=distill,
+                budget=budget, device=device, precision=precision, training=training,
+                distill=distill,
                 on_result=lambda key, record: typer.echo(f"done {key.name}: "
                                                          + _headline(record)))
     typer.echo(f"wrote results.csv, results.json and report.md/.html to {out}")
@@ -324,6 +368,7 @@ def compare(
 
 @app.command()
 @task_source
+@runtime_options
 def bench(
     models: Annotated[list[str], typer.Argument(
         help="Model folders; the first is the reference of the speed ratios.")],
@@ -331,8 +376,9 @@ def bench(
     split: Annotated[str, typer.Option("--split", help="Split whose lengths are used.")]
     = "dev",
     batch_sizes: Annotated[str, typer.Option("--batch-sizes", help="e.g. 32,1")] = "32,1",
-    bf16: Bf16Opt = False,
     json_path: JsonOpt = None,
+    device: str = "auto",
+    precision: str = "auto",
 ) -> None:
     """Throughput, latency, parameters and size of models measured in one run."""
     from layergraft import api
@@ -340,24 +386,28 @@ def bench(
     from layergraft.pipeline.evaluation import save_results
 
     rows = api.bench(models, task, split=split, batch_sizes=_split_list(batch_sizes, int),
-                     bf16=bf16)
+                     device=device, precision=precision)
     typer.echo(format_speed_table(rows))
     if json_path is not None:
         save_results(rows, json_path)
 
 
 @app.command()
+@runtime_options
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("runs/demo"),
     layers: Annotated[int, typer.Option("--layers", help="Student depth.")] = 2,
     budget: Annotated[str | None, typer.Option(
         "--budget", help="Distillation budget (default: a quarter of the benchmark's full "
         "3 epochs).")] = None,
+    device: str = "auto",
+    precision: str = "auto",
 ) -> None:
     """Offline MiniLM on movie-sentiment: teacher once, then graft vs the best layer drop."""
     from layergraft.pipeline.demo import run_demo
 
-    rows = run_demo(out, layers=layers, **({"budget": budget} if budget else {}))
+    rows = run_demo(out, layers=layers, device=device, precision=precision,
+                    **({"budget": budget} if budget else {}))
     for row in rows:
         if row["split"] == "test" and row["metric"] == "accuracy":
             typer.echo(f"{row['method']:>15} {row['strategy']:>8}: test accuracy "

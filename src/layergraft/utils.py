@@ -10,6 +10,8 @@ whatever happens.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 import platform
@@ -80,3 +82,28 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
     else:
         base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return base / "layergraft"
+
+
+def content_fingerprint(path: str | os.PathLike) -> str | None:
+    """A hash of what a local file or folder holds (the names and bytes of its top-level
+    files), or None for a name that is not a local path (a hub id, a registered task). It
+    keys finished work to the data and weights it was made from, not to where they live."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.is_file()
+                                                 and not p.name.startswith("."))
+    stats = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    return _hash_files(stats)
+
+
+@functools.lru_cache(maxsize=64)
+def _hash_files(stats: tuple[tuple[str, int, int], ...]) -> str:
+    """Memoised by name, size and modification time, so a run checks a big teacher once."""
+    digest = hashlib.sha256()
+    for name, _, _ in stats:
+        digest.update(Path(name).name.encode())
+        with open(name, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]

@@ -40,14 +40,15 @@ def teacher_predictions(teacher, sets: dict, tokenizer, cache_dir: Path) -> dict
 
 
 def score_student(student, sets: dict, teacher_preds: dict[str, np.ndarray], tokenizer, spec,
-                  predictions_path: Path, *, batch_size: int, bf16: bool,
+                  predictions_path: Path, *, batch_size: int, precision: str,
                   progress: bool) -> dict:
     """Metrics, retention and agreement vs the teacher on every evaluation set; saves
     the student's and teacher's per-example outputs and the labels."""
     out, arrays = {}, {}
     for split, teacher in teacher_preds.items():
         data = sets[split]
-        preds = predict(student, data, tokenizer, batch_size, progress=progress, bf16=bf16)
+        preds = predict(student, data, tokenizer, batch_size, progress=progress,
+                        precision=precision)
         labels = np.asarray(data[LABELS])
         ours, theirs = (compute_metrics(spec.metrics, p, labels,
                                         regression=spec.is_regression)
@@ -61,13 +62,13 @@ def score_student(student, sets: dict, teacher_preds: dict[str, np.ndarray], tok
     return {**out, "predictions": predictions_path.name}
 
 
-def time_student(teacher, student, dev, *, bf16: bool, seed: int) -> dict:
+def time_student(teacher, student, dev, *, precision: str, seed: int) -> dict:
     """Teacher and student timed in the same run on the dev split's real lengths."""
     from layergraft.pipeline.bench import measure_speed
 
     lengths = [len(ids) for ids in dev["input_ids"]]
     rows = measure_speed({"teacher": teacher, "student": student.eval()}, lengths,
-                         bf16=bf16, seed=seed)
+                         precision=precision, seed=seed)
     ratio = {str(r["batch_size"]): r["throughput_ratio"] for r in rows
              if r["model"] == "student"}
     return {"throughput_ratio": ratio, "records": rows}

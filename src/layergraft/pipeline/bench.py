@@ -24,6 +24,7 @@ from layergraft.data.encoding import encode
 from layergraft.data.tasks import Task, load_task
 from layergraft.errors import LayergraftError
 from layergraft.models import load_classifier
+from layergraft.runtime import Runtime
 from layergraft.surgery.arch import encoder_layers, num_layers
 from layergraft.utils import num_parameters
 
@@ -77,7 +78,7 @@ def measure_speed(
     warmup: int = 1,
     threads: int | None = None,
     examples_per_repeat: int = DEFAULT_EXAMPLES_PER_REPEAT,
-    bf16: bool = False,
+    precision: str = "fp32",
     seed: int = 0,
     paths: Mapping[str, str | Path] | None = None,
 ) -> list[dict]:
@@ -97,7 +98,8 @@ def measure_speed(
         raise LayergraftError("repeats and batch sizes must be at least 1, warmup at least 0")
     per_model = _lengths_per_model(models, input_lengths)
     n_examples = len(next(iter(per_model.values())))
-    device = _common_device(models)
+    runtime = Runtime(_common_device(models), precision)
+    device = runtime.device
     paths = paths or {}
     rows = []
     with _settings(threads, models) as used_threads:
@@ -106,9 +108,9 @@ def measure_speed(
             indices = sample_batches(n_examples, batch_size, n_batches, seed)
             batches = {name: _batches(model, per_model[name], indices, seed, device)
                        for name, model in models.items()}
-            seconds = _time_interleaved(models, batches, repeats, warmup, bf16, device)
-            settings = {"batch_size": batch_size, "threads": used_threads, "device": str(device),
-                        "bf16": bf16, "warmup": warmup, "seed": seed}
+            seconds = _time_interleaved(models, batches, repeats, warmup, runtime)
+            settings = {"batch_size": batch_size, "threads": used_threads, **runtime.record(),
+                        "warmup": warmup, "seed": seed}
             rows += [_record(name, model, batches[name], seconds[name],
                              [per_model[name][i] for batch in indices for i in batch],
                              safetensors_size(paths.get(name)), settings)
@@ -150,13 +152,17 @@ def bench_models(
     *,
     split: str = "dev",
     max_length: int = 128,
+    device: str = "auto",
+    precision: str = "auto",
     **options,
 ) -> list[dict]:
     """Load saved classifiers and measure them on a task split's real length distribution.
 
     Each model gets the lengths its own tokenizer gives the same examples; the first
-    model is the reference. `options` go to `measure_speed`.
+    model is the reference. Models run on `device` in `precision` (see `layergraft.runtime`);
+    `options` go to `measure_speed`.
     """
+    runtime = Runtime.resolve(device, precision)
     if len(set(paths)) != len(paths):
         raise LayergraftError("the same model is named twice: give each model once")
     task = load_task(task) if isinstance(task, str) else task
@@ -165,9 +171,11 @@ def bench_models(
                               f"choose one of {', '.join(task.splits)}")
     models, lengths = {}, {}
     for path in paths:
-        models[path], tokenizer = load_classifier(path)
+        model, tokenizer = load_classifier(path)
+        models[path] = model.to(runtime.device)
         lengths[path] = task_lengths(task, tokenizer, split, max_length)
-    return measure_speed(models, lengths, paths={p: p for p in paths}, **options)
+    return measure_speed(models, lengths, paths={p: p for p in paths},
+                         precision=runtime.precision, **options)
 
 
 def _lengths_per_model(
@@ -205,34 +213,29 @@ def _batches(model, lengths, indices, seed, device) -> list[dict[str, torch.Tens
         for batch in indices]
 
 
-def _time_interleaved(models, batches, repeats, warmup, bf16, device) -> dict[str, list[float]]:
+def _time_interleaved(models, batches, repeats, warmup,
+                      runtime: Runtime) -> dict[str, list[float]]:
     """Seconds per repeat for each model; the model order rotates from repeat to repeat."""
     names = list(models)
     for name in names:
         for _ in range(warmup):
-            _run(models[name], batches[name], bf16, device)
+            _run(models[name], batches[name], runtime)
     seconds: dict[str, list[float]] = {name: [] for name in names}
     for r in range(repeats):
         for name in names[r % len(names):] + names[:r % len(names)]:
-            seconds[name].append(_run(models[name], batches[name], bf16, device))
+            seconds[name].append(_run(models[name], batches[name], runtime))
     return seconds
 
 
-def _run(model, batches, bf16: bool, device: torch.device) -> float:
-    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if bf16
-                else contextlib.nullcontext())
-    with torch.inference_mode(), autocast:
-        _synchronize(device)
+def _run(model, batches, runtime: Runtime) -> float:
+    """Seconds for one pass over `batches`; queued GPU work is waited for on both sides."""
+    with torch.inference_mode(), runtime.autocast():
+        runtime.synchronize()
         start = time.perf_counter()
         for batch in batches:
             model(**batch)
-        _synchronize(device)
+        runtime.synchronize()
         return time.perf_counter() - start
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 @contextlib.contextmanager

@@ -106,7 +106,7 @@ def run_comparison(
 ) -> list[dict]:
     """Run (or reuse) every cell, then write results.csv/json and the report.
 
-    `compress_options` go to every `compress` call unchanged (budget, bf16, distill,
+    `compress_options` go to every `compress` call unchanged (budget, precision, device, distill,
     graft options, ...), which is what keeps the comparison fair.
     """
     from layergraft.data.tasks import as_source

@@ -24,7 +24,13 @@ from accelerate import PartialState
 from layergraft.data.encoding import encode
 from layergraft.data.tasks import TaskSource, as_source
 from layergraft.errors import LayergraftError
-from layergraft.models import holds_model, load_classifier, load_for_task, save_model
+from layergraft.models import (
+    holds_model,
+    load_classifier,
+    load_for_task,
+    resolve_model,
+    save_model,
+)
 from layergraft.pipeline.assess import (
     evaluation_sets,
     score_student,
@@ -41,6 +47,7 @@ from layergraft.pipeline.runs import (
     start_fresh_or_resume,
 )
 from layergraft.pipeline.workflows import refit_after_surgery
+from layergraft.runtime import Runtime
 from layergraft.scoring.analysis import (
     Analysis,
     AnalysisSettings,
@@ -63,7 +70,13 @@ from layergraft.training.distill import (
 )
 from layergraft.training.parallel import process_state
 from layergraft.training.train import TrainConfig, student_training, train
-from layergraft.utils import cache_root, num_parameters, versions, write_json_atomic
+from layergraft.utils import (
+    cache_root,
+    content_fingerprint,
+    num_parameters,
+    versions,
+    write_json_atomic,
+)
 
 STRATEGIES = ("none", "finetune", "distill", "progressive")
 
@@ -78,7 +91,8 @@ def compress(
     strategy: str = "distill",
     budget: Budget | str = "3 epochs",
     seed: int = 0,
-    bf16: bool = False,
+    precision: str = "auto",
+    device: str = "auto",
     distill: DistillConfig | None = None,
     graft_options: GraftOptions | None = None,
     analysis: AnalysisSettings | None = None,
@@ -104,6 +118,9 @@ def compress(
     the task's out-of-domain sets (dev and test only: a quick look, as in the demo).
     `replace_other_runs` lets a run replace an earlier compress run of other settings in
     `out_dir` (a suite rerun after a default changed) but still no other model.
+    `precision` and `device` are resolved once (`layergraft.runtime`); the run records and is
+    identified by the precision it actually used, and by the content of the teacher and data
+    (a teacher re-trained into the same folder makes a finished run stale, never returned).
     """
     if strategy not in STRATEGIES:
         raise LayergraftError(f"unknown strategy '{strategy}': choose one of "
@@ -111,13 +128,14 @@ def compress(
     get_method(method)
     source = as_source(task)
     run = _Run(teacher_path=str(teacher_path), source=source, layers=int(layers), method=method,
-               strategy=strategy, budget=Budget.parse(budget), seed=seed, bf16=bf16,
+               strategy=strategy, budget=Budget.parse(budget), seed=seed,
+               runtime=Runtime.resolve(device, precision),
                distill=distill or DistillConfig(), options=graft_options or GraftOptions(),
                analysis=replace(analysis or AnalysisSettings(), progress=progress),
                training=training or student_training(), out=Path(out_dir),
                cache=cache_root(cache_dir), speed=speed, ood=ood, progress=progress,
                refit_samples=refit_samples)
-    state = process_state()
+    state = process_state(run.runtime)
     finished = finished_results(run, overwrite)
     if finished is not None:
         return finished
@@ -139,7 +157,7 @@ class _Run:
     strategy: str
     budget: Budget
     seed: int
-    bf16: bool
+    runtime: Runtime
     distill: DistillConfig
     options: GraftOptions
     analysis: AnalysisSettings
@@ -154,13 +172,16 @@ class _Run:
     def settings(self) -> dict:
         """What identifies the run: a finished run with equal settings is not redone."""
         training = {k: v for k, v in asdict(self.training).items()
-                    if k not in ("output_dir", "epochs", "max_steps", "seed", "bf16",
-                                 "progress", "resume")
+                    if k not in ("output_dir", "epochs", "max_steps", "seed", "precision",
+                                 "device", "progress", "resume")
                     and (k, v) != ("group_by_length", False)}  # runs from before it stay valid
         trains, distils = self.strategy != "none", self.strategy in ("distill", "progressive")
         return {"teacher": self.teacher_path, "task": asdict(self.source), "layers": self.layers,
+                "teacher_content": content_fingerprint(resolve_model(self.teacher_path)),
+                "data_content": content_fingerprint(self.source.name),
                 "method": self.method, "strategy": self.strategy, "seed": self.seed,
-                "bf16": self.bf16, "budget": str(self.budget) if trains else None,
+                "precision": self.runtime.precision,
+                "budget": str(self.budget) if trains else None,
                 "distill": self.distill.to_dict() if distils else None,
                 "graft_options": self.options.to_dict() if self.method in ("graft", "random")
                 else None,
@@ -216,10 +237,12 @@ class _Run:
         if state.is_main_process:
             record.update(score_student(
                 student, sets, teacher_preds, tokenizer, task.spec, self.out / PREDICTIONS_NAME,
-                batch_size=self.training.eval_batch_size, bf16=self.bf16,
+                batch_size=self.training.eval_batch_size, precision=self.runtime.precision,
                 progress=self.progress))
-            record["speed"] = (time_student(teacher, student, encoded["dev"], bf16=self.bf16,
-                                            seed=self.seed) if self.speed else None)
+            record["speed"] = (time_student(teacher, student, encoded["dev"],
+                                            precision=self.runtime.precision, seed=self.seed)
+                               if self.speed else None)
+            record["runtime"] = self.runtime.record()
             record["seconds"] = round(time.perf_counter() - start, 2)
             record["versions"] = versions()
             save_model(student.eval(), tokenizer, self.out, manifest=manifest, overwrite=True)
@@ -242,7 +265,7 @@ class _Context:
         """Importance and similarity of the teacher, measured once per teacher/data/settings;
         the folder also holds their plots."""
         settings = {k: v for k, v in asdict(self.run.analysis).items() if k != "progress"}
-        key = json.dumps(settings, sort_keys=True)
+        key = json.dumps({**settings, "precision": self.run.runtime.precision}, sort_keys=True)
         folder = (self.run.cache / "analysis" / f"model-{model_fingerprint(self.teacher)}"
                   / f"data-{self.train_fingerprint}" / _short_hash(key))
         start = time.perf_counter()
@@ -252,7 +275,8 @@ class _Context:
         return load_analysis(folder), folder, time.perf_counter() - start
 
     def measure(self, model, settings: AnalysisSettings) -> Analysis:
-        return measure(model, self.tokenizer, self.task, settings)
+        return measure(model, self.tokenizer, self.task, settings,
+                       precision=self.run.runtime.precision)
 
     def surgery(self, model, manifest: Manifest, layers: int, analysis: Analysis):
         student, manifest = graft_model(
@@ -307,7 +331,8 @@ class _Context:
             loss_fn = make_distill_loss(teacher, run.distill, layer_map=layer_map)
         config = replace(run.training, output_dir=str(output_dir), max_steps=steps,
                          batch_size=run.training.batch_size // self.state.num_processes,
-                         seed=run.seed, bf16=run.bf16, progress=run.progress, resume=True)
+                         seed=run.seed, precision=run.runtime.precision,
+                         device=str(self.state.device), progress=run.progress, resume=True)
         result = train(student, self.tokenizer, self.encoded, config, loss_fn=loss_fn,
                        spec=self.task.spec)
         return {"model": result.model, "layers": num_layers(student.config), "steps": steps,

@@ -22,7 +22,8 @@ RIVAL = "drop-alternate"
 
 
 def run_demo(out_dir: str | os.PathLike = "runs/demo", *, layers: int = 2,
-             budget: str = "0.75 epochs", teacher_epochs: float = 1.0, bf16: bool = True,
+             budget: str = "0.75 epochs", teacher_epochs: float = 1.0,
+             precision: str = "auto", device: str = "auto",
              progress: bool = True) -> list[dict]:
     """Teacher (once), then graft vs keep-alternate, surgery only and distilled: rows."""
     from layergraft.data.tasks import load_task
@@ -30,12 +31,12 @@ def run_demo(out_dir: str | os.PathLike = "runs/demo", *, layers: int = 2,
     out = Path(out_dir)
     teacher = out / "teacher"
     if not holds_model(teacher):
-        config = TrainConfig(output_dir="", epochs=teacher_epochs, bf16=bf16, progress=progress,
-                             group_by_length=True)
+        config = TrainConfig(output_dir="", epochs=teacher_epochs, precision=precision,
+                             device=device, progress=progress, group_by_length=True)
         finetune(default_model_path(), load_task(TASK), str(teacher), config)
     runs = [RunKey(method, strategy, layers)
             for strategy in ("none", "distill") for method in ("graft", RIVAL)]
     return run_comparison(str(teacher), TASK, out / "compare", runs, budget=budget,
-                          bf16=bf16, progress=progress, ood=False,
+                          precision=precision, device=device, progress=progress, ood=False,
                           training=student_training(group_by_length=True),
                           title=f"layergraft demo: graft vs {RIVAL} at {layers} layers")

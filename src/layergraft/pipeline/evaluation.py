@@ -22,6 +22,7 @@ from layergraft.data.encoding import EXAMPLE_ID, LABELS, by_length, encode, load
 from layergraft.data.metrics import METRICS, compute_metrics
 from layergraft.data.tasks import Task, TaskSpec, check_model_fits
 from layergraft.errors import LayergraftError
+from layergraft.runtime import Runtime
 from layergraft.surgery.arch import num_layers
 from layergraft.utils import num_parameters, versions, write_json_atomic
 
@@ -33,16 +34,18 @@ def predict(
     tokenizer: PreTrainedTokenizerBase,
     batch_size: int = 128,
     progress: bool = True,
-    bf16: bool = False,
+    precision: str = "fp32",
 ) -> np.ndarray:
     """Raw outputs (logits, or one score per row for regression) of an encoded split, as float32
     of shape ``(rows, num_labels)`` in ``example_id`` order.
 
-    Rows are batched by length so little padding is computed; ``bf16`` runs under bfloat16
-    autocast (about 3x faster on recent CPUs, within ~1e-2 of float32 logits).
+    Rows are batched by length so little padding is computed. ``precision`` (resolved, see
+    `layergraft.runtime`) "bf16" runs under bfloat16 autocast: about 3x faster on a CPU with
+    native bf16, within ~1e-2 of float32 logits, but several times slower where it is emulated.
     """
     model.eval()
     device = model.device
+    runtime = Runtime(device, precision)
     ordered = by_length(dataset)
     out = np.zeros((len(dataset), model.config.num_labels), dtype=np.float32)
     batches = loader(ordered, tokenizer, batch_size)
@@ -50,7 +53,7 @@ def predict(
         ids = batch.pop(EXAMPLE_ID).numpy()
         batch.pop(LABELS, None)
         batch = {name: tensor.to(device) for name, tensor in batch.items()}
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        with runtime.autocast():
             logits = model(**batch).logits
         out[ids] = logits.float().cpu().numpy()
     return out
@@ -81,13 +84,14 @@ def evaluate_model(
     *,
     batch_size: int = 128,
     max_length: int = 128,
-    bf16: bool = False,
+    precision: str = "fp32",
     progress: bool = True,
     keep_predictions: bool = False,
 ) -> dict:
     """Score ``model`` on one labeled split of ``task``: a JSON-ready record with the task's
-    metrics, the number of examples, the model's depth and size, and library versions
-    (plus the raw outputs, in row order, when ``keep_predictions``)."""
+    metrics, the number of examples, the model's depth and size, where and in which precision
+    it ran, and library versions (plus the raw outputs, in row order, when
+    ``keep_predictions``). The model runs where it is; ``precision`` is a resolved one."""
     check_model_fits(task.spec, model.config)
     if split not in task.splits:
         raise LayergraftError(f"task {task.spec.name} has no '{split}' split; "
@@ -97,14 +101,16 @@ def evaluate_model(
                               "keeps test labels private); evaluate on dev")
     encoded = encode(task, tokenizer, max_length, splits=[split])[split]
     start = time.perf_counter()
-    preds = predict(model, encoded, tokenizer, batch_size, progress=progress, bf16=bf16)
+    preds = predict(model, encoded, tokenizer, batch_size, progress=progress,
+                    precision=precision)
     seconds = time.perf_counter() - start
     metrics = compute_metrics(task.spec.metrics, preds, np.asarray(encoded[LABELS]),
                               regression=task.spec.is_regression)
     record = {"task": task.spec.name, "split": split, "metrics": metrics,
               "primary_metric": task.spec.primary_metric, "examples": len(encoded),
               "model": model_summary(model), "seconds": round(seconds, 3),
-              "settings": {"batch_size": batch_size, "max_length": max_length, "bf16": bf16},
+              "settings": {"batch_size": batch_size, "max_length": max_length,
+                           **Runtime(model.device, precision).record()},
               "versions": versions()}
     if keep_predictions:
         record["predictions"] = preds.tolist()

@@ -47,18 +47,20 @@ def finetune(
     if task.spec.label_names:
         model.config.id2label = dict(enumerate(task.spec.label_names))
         model.config.label2id = {name: i for i, name in enumerate(task.spec.label_names)}
+    runtime = config.runtime()
     result = train(model, tokenizer, task, config)
-    state = process_state()
+    state = process_state(runtime)
     record = {"task": task.spec.name, "base_model": model_name_or_path,
               "dev": result.metrics, "global_step": result.global_step,
               "train_seconds": round(result.train_seconds, 1),
               "config": {k: v for k, v in asdict(config).items() if k != "output_dir"},
-              "versions": versions()}
+              "runtime": runtime.record(), "versions": versions()}
     if state.is_main_process:
         if task.labeled("test"):
             record["test"] = evaluate_model(result.model, tokenizer, task, "test",
                                             batch_size=config.eval_batch_size,
-                                            max_length=config.max_length, bf16=config.bf16,
+                                            max_length=config.max_length,
+                                            precision=runtime.precision,
                                             progress=config.progress)["metrics"]
         save_model(result.model.eval(), tokenizer, out_dir, overwrite=overwrite)
         write_json_atomic(Path(out_dir) / RESULTS_NAME, record)

@@ -16,6 +16,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from layergraft.errors import LayergraftError
 from layergraft.models import check_output_dir, load_classifier, load_for_task, save_model
+from layergraft.runtime import Runtime
 from layergraft.scoring.analysis import (
     Analysis,
     AnalysisSettings,
@@ -34,11 +35,14 @@ if TYPE_CHECKING:
 
 
 def analyze_path(model_path: str, task_source: TaskSource, out_dir: str | os.PathLike,
-                 settings: AnalysisSettings = AnalysisSettings()) -> Analysis:
+                 settings: AnalysisSettings = AnalysisSettings(), *,
+                 runtime: Runtime | None = None) -> Analysis:
     """Measure importance and similarity of a model on a task and save them to `out_dir`."""
+    runtime = runtime or Runtime.resolve()
     task = task_source.load()
     model, tokenizer = load_for_task(model_path, task)
-    analysis = measure(model, tokenizer, task, settings)
+    analysis = measure(model.to(runtime.device), tokenizer, task, settings,
+                       precision=runtime.precision)
     save_analysis(analysis, out_dir)
     return analysis
 
@@ -57,6 +61,7 @@ def graft_path(
     seed: int = 0,
     refit_samples: int = 0,
     overwrite: bool = False,
+    runtime: Runtime | None = None,
 ) -> Path:
     """Graft (or drop / average) a saved model down to `layers` and save the student.
 
@@ -65,7 +70,9 @@ def graft_path(
     graft keeps its manifest, so chained grafts trace back to the original teacher.
     `refit_samples` > 0 then refits the new layers' FFN output projections to the input
     model's hidden states on that many examples of the task (`layergraft.surgery.refit`).
+    Measuring and refitting run on `runtime`'s device (default: resolved from the hardware).
     """
+    runtime = runtime or Runtime.resolve()
     check_output_dir(out_dir, overwrite)
     if refit_samples and task_source is None:
         raise LayergraftError("--refit needs data to fit on: give --task (a task name or a "
@@ -76,7 +83,9 @@ def graft_path(
     else:
         task = None
         model, tokenizer = load_classifier(model_path)
-    analysis = _analysis_for(model, tokenizer, method, task, analysis_dir, settings)
+    model.to(runtime.device)
+    analysis = _analysis_for(model, tokenizer, method, task, analysis_dir, settings,
+                             runtime.precision)
     plan = Plan.from_spans(model.config.num_hidden_layers, pairs) if pairs else None
     scores = analysis.graft_inputs() if analysis is not None else {}
     student, manifest = graft_model(
@@ -104,7 +113,7 @@ def refit_after_surgery(student: PreTrainedModel, source: PreTrainedModel, step:
 
 def _analysis_for(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, method: str,
                   task: Task | None, analysis_dir: str | os.PathLike | None,
-                  settings: AnalysisSettings) -> Analysis | None:
+                  settings: AnalysisSettings, precision: str) -> Analysis | None:
     """Load or measure the analysis a method needs; None when it needs none and has none."""
     if analysis_dir is not None:
         return load_analysis(analysis_dir)
@@ -115,4 +124,4 @@ def _analysis_for(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, me
                 "(a task name or a data file) or --analysis DIR from `layergraft analyze`"
             )
         return None
-    return measure(model, tokenizer, task, settings)
+    return measure(model, tokenizer, task, settings, precision=precision)

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from layergraft.errors import LayergraftError
+from layergraft.runtime import Runtime
 from layergraft.scoring import plots
 from layergraft.scoring.importance import Batch, ImportanceScores, score_importance
 from layergraft.scoring.similarity import LayerSimilarity
@@ -113,11 +114,17 @@ def analysis_batches(task: Task, tokenizer: PreTrainedTokenizerBase,
 
 
 def measure(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: Task,
-            settings: AnalysisSettings = AnalysisSettings()) -> Analysis:
-    """Importance and similarity of an already loaded model on a sample of the task."""
-    return analyze_model(model, analysis_batches(task, tokenizer, settings),
-                         importance=settings.importance, loss=settings.loss,
-                         normalize=settings.normalize, progress=settings.progress)
+            settings: AnalysisSettings = AnalysisSettings(), *,
+            precision: str = "fp32") -> Analysis:
+    """Importance and similarity of an already loaded model on a sample of the task, where
+    the model is, under the autocast of a resolved `precision` (see `layergraft.runtime`)."""
+    runtime = Runtime(next(model.parameters()).device, precision)
+    with runtime.autocast():
+        analysis = analyze_model(model, analysis_batches(task, tokenizer, settings),
+                                 importance=settings.importance, loss=settings.loss,
+                                 normalize=settings.normalize, progress=settings.progress)
+    analysis.info["runtime"] = runtime.record()
+    return analysis
 
 
 def save_analysis(analysis: Analysis, out_dir: str | os.PathLike) -> Path:

@@ -43,6 +43,11 @@ class LayerSimilarity:
         self._cosine: torch.Tensor | None = None  # [S - 1]
 
     def update(self, hidden_states: Sequence[torch.Tensor], attention_mask: torch.Tensor) -> None:
+        # float32 products even when the model runs under bf16 autocast
+        with torch.autocast(attention_mask.device.type, enabled=False):
+            self._update(hidden_states, attention_mask)
+
+    def _update(self, hidden_states: Sequence[torch.Tensor], attention_mask: torch.Tensor) -> None:
         keep = attention_mask.bool()
         states = torch.stack([h[keep] for h in hidden_states]).detach().float()  # [S, n, d]
         count, dim = states.shape[1], states.shape[2]

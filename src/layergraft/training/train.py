@@ -49,7 +49,7 @@ from layergraft.data.encoding import EXAMPLE_ID, LABELS, collator, encode
 from layergraft.data.metrics import METRICS, compute_metrics
 from layergraft.data.tasks import Task, TaskSpec, check_model_fits
 from layergraft.errors import LayergraftError
-from layergraft.training.parallel import has_accelerator
+from layergraft.runtime import Runtime
 
 LossFn = Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor]
 
@@ -65,7 +65,8 @@ class TrainConfig:
     default, since it changes which examples share a batch. ``early_stopping_patience``
     counts evaluations without improvement of the primary dev metric (None: never stop
     early). ``resume`` continues from the last checkpoint
-    in ``output_dir`` if there is one.
+    in ``output_dir`` if there is one. ``precision`` and ``device`` are resolved by
+    `layergraft.runtime` (``auto``: bf16 autocast only where the hardware computes it natively).
     """
 
     output_dir: str
@@ -75,7 +76,8 @@ class TrainConfig:
     batch_size: int = 32
     eval_batch_size: int = 128
     seed: int = 0
-    bf16: bool = False
+    precision: str = "auto"
+    device: str = "auto"
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
     early_stopping_patience: int | None = 2
@@ -87,7 +89,11 @@ class TrainConfig:
     logging_steps: int = 50
     group_by_length: bool = False
 
+    def runtime(self) -> Runtime:
+        return Runtime.resolve(self.device, self.precision)
+
     def training_arguments(self, spec: TaskSpec) -> TrainingArguments:
+        runtime = self.runtime()
         if not 0 <= self.warmup_ratio < 1:
             raise LayergraftError(f"warmup ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.eval_every == "epoch":
@@ -110,8 +116,9 @@ class TrainConfig:
             seed=self.seed,
             data_seed=self.seed,
             train_sampling_strategy="group_by_length" if self.group_by_length else "random",
-            bf16=self.bf16,
-            use_cpu=not has_accelerator(),  # lets bf16 mean CPU autocast when there is no GPU
+            bf16=runtime.precision == "bf16",
+            fp16=runtime.precision == "fp16",
+            use_cpu=runtime.device.type == "cpu",  # bf16 then means CPU autocast
             **schedule,
             save_total_limit=self.save_total_limit,
             load_best_model_at_end=True,
