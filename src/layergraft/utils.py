@@ -103,7 +103,41 @@ def _hash_files(stats: tuple[tuple[str, int, int], ...]) -> str:
     digest = hashlib.sha256()
     for name, _, _ in stats:
         digest.update(Path(name).name.encode())
-        with open(name, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+        _hash_into(digest, name)
     return digest.hexdigest()[:16]
+
+
+def _hash_into(digest, path: str | os.PathLike) -> None:
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+
+
+def pip_download(requirements: list[str], dest: Path, *, source: bool = False,
+                 otherwise: str = "") -> Path:
+    """Download `requirements` (no dependencies) into `dest` with this interpreter's pip, the
+    one channel to outside data that every machine here has; `source` asks for sdists.
+    A failure is one line ending with `otherwise` (what the user can do instead)."""
+    import subprocess
+
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
+           "-q", *(["--no-binary", ":all:"] if source else []), "-d", str(dest), *requirements]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        error = str(exc)
+    else:
+        if proc.returncode == 0:
+            return dest
+        error = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+    from layergraft.errors import LayergraftError
+
+    raise LayergraftError(f"could not download {' '.join(requirements)} with pip ({error}); "
+                          f"check access to PyPI{', ' + otherwise if otherwise else ''}")
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file, read in blocks (model weights do not fit in memory twice)."""
+    digest = hashlib.sha256()
+    _hash_into(digest, path)
+    return digest.hexdigest()

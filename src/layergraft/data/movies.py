@@ -20,8 +20,6 @@ from __future__ import annotations
 import hashlib
 import io
 import math
-import subprocess
-import sys
 import tarfile
 import tempfile
 from dataclasses import dataclass
@@ -30,7 +28,7 @@ from pathlib import Path
 import datasets
 
 from layergraft.errors import LayergraftError
-from layergraft.utils import cache_root, write_bytes_atomic
+from layergraft.utils import cache_root, pip_download, write_bytes_atomic
 
 SDIST_REQUIREMENT = "vaderSentiment==3.3.2"
 SDIST_NAME = "vaderSentiment-3.3.2.tar.gz"
@@ -83,20 +81,11 @@ def _sha256(data: bytes) -> str:
 
 def _pip_download(dest: Path) -> Path:
     """Download the vaderSentiment sdist into ``dest`` with this interpreter's pip."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:"]
-    cmd += ["--disable-pip-version-check", "-q", "-d", str(dest), SDIST_REQUIREMENT]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        proc_error = str(exc)
-    else:
-        if proc.returncode == 0 and (dest / SDIST_NAME).is_file():
-            return dest / SDIST_NAME
-        proc_error = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-    raise LayergraftError(
-        f"could not download {SDIST_REQUIREMENT} with pip ({proc_error}); check access to PyPI, "
-        f"or copy the *_GroundTruth.txt files of hutto_ICWSM_2014.tar.gz into {data_dir()}"
-    )
+    pip_download([SDIST_REQUIREMENT], dest, source=True, otherwise=(
+        f"or copy the *_GroundTruth.txt files of hutto_ICWSM_2014.tar.gz into {data_dir()}"))
+    if not (dest / SDIST_NAME).is_file():
+        raise LayergraftError(f"pip did not download {SDIST_NAME}; delete {cache_root()} and retry")
+    return dest / SDIST_NAME
 
 
 def _extract(sdist: Path, target: Path) -> None:
