@@ -46,7 +46,7 @@ from stages import (
 )
 
 from layergraft.data.tasks import load_task
-from layergraft.models import default_model_path
+from layergraft.models import resolve_model
 from layergraft.pipeline.bench import safetensors_size
 from layergraft.pipeline.compare import RunKey, record_rows
 from layergraft.pipeline.compress import compress
@@ -54,7 +54,7 @@ from layergraft.pipeline.finetune import RESULTS_NAME as TEACHER_RESULTS
 from layergraft.pipeline.finetune import finetune
 from layergraft.pipeline.runs import RESULTS_NAME
 from layergraft.training.budget import Budget
-from layergraft.training.train import TrainConfig
+from layergraft.training.train import TrainConfig, student_training
 
 ROOT = Path(__file__).resolve().parents[1]
 # Rough minutes per run on 2 busy cores, for --dry-run before any run has been timed.
@@ -71,6 +71,9 @@ class Suite:
     # fp32 on every machine: the CPU behind this project changes between sessions, bf16 is
     # native on some and emulated (~20x slower) on others, and one table never mixes the two.
     precision: str = "fp32"
+    model: str = "minilm"  # the built-in model every teacher is fine-tuned from
+    group_by_length: bool = False  # students and teachers on length-grouped batches
+    full_budget: str = FULL_BUDGET
 
     def teacher(self, task: str) -> Path:
         return self.work / "teachers" / task
@@ -124,8 +127,9 @@ def ensure_teacher(suite: Suite, task: str, store: Store) -> str:
     with claim(suite.claim_file(task, "teacher"), wait=True):  # another process may train it
         if not (folder / TEACHER_RESULTS).is_file():
             config = TrainConfig(output_dir="", epochs=TEACHER_EPOCHS, seed=TEACHER_SEED,
-                                 precision=suite.precision, early_stopping_patience=2)
-            finetune(default_model_path(), load_task(task), str(folder), config)
+                                 precision=suite.precision, early_stopping_patience=2,
+                                 group_by_length=suite.group_by_length)
+            finetune(resolve_model(suite.model), load_task(task), str(folder), config)
     record = json.loads((folder / TEACHER_RESULTS).read_text())
     rows = [{"kind": "teacher", "task": task, "split": split, "metric": metric, "value": value,
              "train_seconds": record["train_seconds"], "global_step": record["global_step"],
@@ -163,8 +167,9 @@ def run_one(suite: Suite, planned: Planned, teacher: str, store: Store) -> None:
     try:
         record = compress(teacher, task, layers=key.layers, method=key.method,
                           strategy=key.strategy, seed=key.seed,
-                          budget=key.scaled(Budget.parse(FULL_BUDGET)), out_dir=out,
+                          budget=key.scaled(Budget.parse(suite.full_budget)), out_dir=out,
                           precision=suite.precision, cache_dir=suite.work / "cache",
+                          training=student_training(group_by_length=suite.group_by_length),
                           replace_other_runs=True)
     except Exception as error:  # recorded in offline.json and BENCHMARKS.md
         traceback.print_exc()
