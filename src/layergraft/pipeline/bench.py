@@ -5,7 +5,8 @@ same machine at the same moment, so `measure_speed` times every model on identic
 batches (same sampled examples, dynamic padding to each batch's longest), with the same
 threads, after warm-up, and interleaves the models inside every repeat (in rotating
 order) so that noise from other processes hits all of them alike. Batches hold random
-token ids (speed does not depend on them) but real lengths and attention masks.
+token ids (speed does not depend on them) but real lengths and attention masks (or, for
+`seq_lens`, one fixed length and no padding).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from layergraft.data.encoding import encode
 from layergraft.data.tasks import Task, load_task
 from layergraft.errors import LayergraftError
 from layergraft.models import load_classifier
+from layergraft.report.tables import text_table
 from layergraft.runtime import Runtime
 from layergraft.surgery.arch import encoder_layers, num_layers
 from layergraft.utils import num_parameters
@@ -74,6 +76,7 @@ def measure_speed(
     input_lengths: Sequence[int] | Mapping[str, Sequence[int]],
     *,
     batch_sizes: Sequence[int] = (32, 1),
+    seq_lens: Sequence[int] = (),
     repeats: int = 5,
     warmup: int = 1,
     threads: int | None = None,
@@ -82,7 +85,7 @@ def measure_speed(
     seed: int = 0,
     paths: Mapping[str, str | Path] | None = None,
 ) -> list[dict]:
-    """One record per (model, batch size): throughput, latency, parameters, size on disk.
+    """One record per (model, lengths, batch size): throughput, latency, parameters, size.
 
     `input_lengths` are the real token lengths of the task's examples, one list for all
     models or one per model (different tokenizers: the same examples, their own
@@ -90,7 +93,9 @@ def measure_speed(
     `examples_per_repeat` examples; `warmup` untimed passes per model come first.
     Throughput (examples/s) and latency (ms per batch) are medians over repeats. The
     first model is the reference of `throughput_ratio` (see `speed_ratio`) and of
-    `ideal_ratio` (its depth over this model's depth).
+    `ideal_ratio` (its depth over this model's depth). After the real lengths, each of
+    `seq_lens` times batches of the same examples cut or stretched to that many tokens (no
+    padding); a record's `lengths` says which it measured: "real" or the fixed length.
     """
     if not models:
         raise LayergraftError("give at least one model to measure")
@@ -98,39 +103,47 @@ def measure_speed(
         raise LayergraftError("repeats and batch sizes must be at least 1, warmup at least 0")
     per_model = _lengths_per_model(models, input_lengths)
     n_examples = len(next(iter(per_model.values())))
+    _check_seq_lens(models, seq_lens)
     runtime = Runtime(_common_device(models), precision)
     device = runtime.device
     paths = paths or {}
     rows = []
+    cases = [("real", batch_size) for batch_size in batch_sizes]
+    cases += [(int(n), batch_size) for n in seq_lens for batch_size in batch_sizes]
     with _settings(threads, models) as used_threads:
-        for batch_size in batch_sizes:
+        for lengths, batch_size in cases:
+            seen = per_model if lengths == "real" else {m: [lengths] * n_examples for m in models}
             n_batches = max(1, math.ceil(examples_per_repeat / batch_size))
             indices = sample_batches(n_examples, batch_size, n_batches, seed)
-            batches = {name: _batches(model, per_model[name], indices, seed, device)
+            batches = {name: _batches(model, seen[name], indices, seed, device)
                        for name, model in models.items()}
             seconds = _time_interleaved(models, batches, repeats, warmup, runtime)
-            settings = {"batch_size": batch_size, "threads": used_threads, **runtime.record(),
-                        "warmup": warmup, "seed": seed}
+            settings = {"batch_size": batch_size, "lengths": lengths, "threads": used_threads,
+                        **runtime.record(), "warmup": warmup, "seed": seed}
             rows += [_record(name, model, batches[name], seconds[name],
-                             [per_model[name][i] for batch in indices for i in batch],
+                             [seen[name][i] for batch in indices for i in batch],
                              safetensors_size(paths.get(name)), settings)
                      for name, model in models.items()]
     reference = next(iter(models))
     for row in rows:
-        depth = _find(rows, reference, row["batch_size"])["layers"]
-        row["throughput_ratio"] = speed_ratio(rows, row["model"], reference, row["batch_size"])
+        case = row["batch_size"], row["lengths"]
+        depth = _find(rows, reference, *case)["layers"]
+        row["throughput_ratio"] = speed_ratio(rows, row["model"], reference, *case)
         row["ideal_ratio"] = depth / row["layers"] if row["layers"] else None
     return rows
 
 
-def speed_ratio(rows: Sequence[Mapping], student: str, teacher: str, batch_size: int) -> float:
-    """How many times faster `student` runs than `teacher` at one batch size, in one run.
+def speed_ratio(rows: Sequence[Mapping], student: str, teacher: str, batch_size: int,
+                lengths: str | int = "real") -> float:
+    """How many times faster `student` runs than `teacher` at one batch size (and `lengths`:
+    "real" or a fixed length), in one run.
 
     The median over repeats of teacher time / student time within each repeat: the
     models were interleaved, so each pair ran at nearly the same moment and slow load
     changes from other processes cancel out of the ratio.
     """
-    fast, slow = _find(rows, student, batch_size), _find(rows, teacher, batch_size)
+    fast = _find(rows, student, batch_size, lengths)
+    slow = _find(rows, teacher, batch_size, lengths)
     if (len(fast["repeat_seconds"]) != len(slow["repeat_seconds"])
             or fast["examples_per_repeat"] != slow["examples_per_repeat"]):
         raise LayergraftError(f"'{student}' and '{teacher}' were not measured in the same run")
@@ -197,6 +210,17 @@ def _lengths_per_model(
     return per_model
 
 
+def _check_seq_lens(models: Mapping[str, PreTrainedModel], seq_lens: Sequence[int]) -> None:
+    for n in seq_lens:
+        if n < 1:
+            raise LayergraftError(f"--seq-len must be a number of tokens, at least 1, not {n}")
+        for name, model in models.items():
+            limit = getattr(model.config, "max_position_embeddings", None)
+            if limit is not None and n > limit:
+                raise LayergraftError(f"--seq-len {n} is more tokens than '{name}' takes "
+                                      f"({limit} positions)")
+
+
 def _common_device(models: Mapping[str, PreTrainedModel]) -> torch.device:
     devices = {next(m.parameters()).device for m in models.values()}
     if len(devices) != 1:
@@ -255,15 +279,18 @@ def _settings(threads: int | None, models: Mapping[str, PreTrainedModel]) -> Ite
             m.train(training[name])
 
 
-def _find(rows: Sequence[Mapping], name: str, batch_size: int) -> Mapping:
+def _find(rows: Sequence[Mapping], name: str, batch_size: int,
+          lengths: str | int = "real") -> Mapping:
     for row in rows:
-        if row["model"] == name and row["batch_size"] == batch_size:
+        if (row["model"], row["batch_size"], row.get("lengths", "real")) == (name, batch_size,
+                                                                            lengths):
             return row
-    raise LayergraftError(f"no speed record for '{name}' at batch size {batch_size}")
+    raise LayergraftError(f"no speed record for '{name}' at batch size {batch_size} "
+                          f"({lengths} lengths)")
 
 
 def _record(name, model, batches, seconds, lengths, size_bytes, settings) -> dict:
-    """`lengths`: the real lengths of every example in one repeat, in batch order."""
+    """`lengths`: the token count of every example in one repeat, in batch order."""
     total, encoder = count_parameters(model)
     median = float(np.median(seconds))
     return {
@@ -288,13 +315,10 @@ def _record(name, model, batches, seconds, lengths, size_bytes, settings) -> dic
 
 def format_speed_table(rows: Sequence[Mapping]) -> str:
     """Speed records as an aligned plain-text table, one line per model and batch size."""
-    header = ("model", "batch", "layers", "params", "MB", "examples/s", "ms/batch", "speed-up",
-              "ideal")
-    lines = [header] + [(
-        str(r["model"]), str(r["batch_size"]), str(r["layers"]), f"{r['params'] / 1e6:.1f}M",
-        f"{r['size_bytes'] / 1e6:.1f}" if r.get("size_bytes") else "-",
+    header = ("model", "tokens", "batch", "layers", "params", "MB", "examples/s", "ms/batch",
+              "speed-up", "ideal")
+    return text_table(header, [(
+        str(r["model"]), str(r.get("lengths", "real")), str(r["batch_size"]), str(r["layers"]),
+        f"{r['params'] / 1e6:.1f}M", f"{r['size_bytes'] / 1e6:.1f}" if r.get("size_bytes") else "-",
         f"{r['throughput']:.1f}", f"{r['latency_ms']:.2f}", f"{r['throughput_ratio']:.2f}x",
-        f"{r['ideal_ratio']:.2f}x" if r.get("ideal_ratio") else "-") for r in rows]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(line, widths, strict=True))
-                     for line in lines)
+        f"{r['ideal_ratio']:.2f}x" if r.get("ideal_ratio") else "-") for r in rows])

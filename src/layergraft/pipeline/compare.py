@@ -4,14 +4,15 @@ Each run is one `compress` call in its own folder under `out/runs/`, so a rerun 
 interruption reuses every finished run (compress returns a finished `results.json`
 with the same settings as is, and resumes an unfinished one from its checkpoints). The
 flattened rows, `results.csv` / `results.json` and the report are rewritten after
-every run, so what is done is always on disk.
+every run, so what is done is always on disk. `grid_status` tells, running nothing, which
+runs are done, stale (finished with other settings) or still to do.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,26 +110,68 @@ def run_comparison(
     `compress_options` go to every `compress` call unchanged (budget, precision, device, distill,
     graft options, ...), which is what keeps the comparison fair.
     """
-    from layergraft.data.tasks import as_source
-    from layergraft.pipeline.compress import compress
-
-    if not runs:
-        raise LayergraftError("nothing to compare: give at least one method and depth")
-    out = Path(out_dir)
-    source = as_source(task)
-    full = Budget.parse(compress_options.pop("budget", "3 epochs"))
     rows: list[dict] = []
-    for key in runs:
-        record = compress(teacher_path, source, layers=key.layers, method=key.method,
-                          strategy=key.strategy, seed=key.seed, budget=key.scaled(full),
-                          out_dir=out / "runs" / key.name, **compress_options)
+    for key, record in _cells(teacher_path, task, out_dir, runs, compress_options):
         rows += record_rows(record, key.budget)
         if on_result is not None:
             on_result(key, record)
-        write_rows(rows, out)
-    write_comparison_report(rows, out, title or f"layergraft comparison: {teacher_path}",
+        write_rows(rows, out_dir)
+    write_comparison_report(rows, out_dir, title or f"layergraft comparison: {teacher_path}",
                             record.get("analysis_dir"))  # the teacher's maps, cached by compress
     return rows
+
+
+def grid_status(teacher_path: str, task, out_dir: str | os.PathLike, runs: Sequence[RunKey],
+                **compress_options) -> list[dict]:
+    """What `run_comparison` would do, running nothing: one row per run with its name,
+    method, strategy, layers, seed and status, "done", "stale" (a results.json of other
+    settings, to be redone) or "to do" (`layergraft.pipeline.runs.run_status`)."""
+    return [{"run": key.name, "method": key.method, "strategy": key.strategy,
+             "layers": key.layers, "seed": key.seed, "status": record["status"]}
+            for key, record in _cells(teacher_path, task, out_dir, runs,
+                                      {**compress_options, "dry_run": True})]
+
+
+def format_status(rows: Sequence[Mapping]) -> str:
+    """`grid_status` rows as a table, then how many runs are in each status."""
+    from layergraft.pipeline.runs import DONE, STALE, TO_DO
+    from layergraft.report.tables import text_table
+
+    columns = ("run", "method", "strategy", "layers", "seed", "status")
+    table = text_table(columns, [[str(row[c]) for c in columns] for row in rows])
+    counts = ", ".join(f"{sum(row['status'] == s for row in rows)} {s}"
+                       for s in (DONE, STALE, TO_DO))
+    return f"{table}\n{len(rows)} runs: {counts}"
+
+
+def _cells(teacher_path: str, task, out_dir: str | os.PathLike, runs: Sequence[RunKey],
+           options: dict) -> Iterator[tuple[RunKey, dict]]:
+    """Each run's key and `compress` record, in order. Every request is checked before the
+    first run, not after hours of others: a stale run (finished with other settings) is
+    refused unless `replace_other_runs`."""
+    from layergraft.data.tasks import as_source
+    from layergraft.pipeline.compress import check_request, compress
+    from layergraft.pipeline.runs import STALE
+
+    if not runs:
+        raise LayergraftError("nothing to compare: give at least one method and depth")
+    for key in runs:
+        check_request(key.method, key.strategy, options.get("pairs"))
+    source = as_source(task)
+    options = dict(options)
+    full = Budget.parse(options.pop("budget", "3 epochs"))
+    cells = [(key, dict(layers=key.layers, method=key.method, strategy=key.strategy,
+                        seed=key.seed, budget=key.scaled(full),
+                        out_dir=Path(out_dir) / "runs" / key.name, **options)) for key in runs]
+    if not options.get("dry_run") and not options.get("replace_other_runs"):
+        stale = [key.name for key, cell in cells
+                 if compress(teacher_path, source, **{**cell, "dry_run": True})["status"] == STALE]
+        if stale:
+            raise LayergraftError(f"{len(stale)} run(s) finished with other settings "
+                                  f"({', '.join(stale)}): redo them with --replace-stale, or "
+                                  "choose another --out")
+    for key, cell in cells:
+        yield key, compress(teacher_path, source, **cell)
 
 
 def write_rows(rows: Sequence[Mapping], out_dir: str | os.PathLike) -> None:

@@ -44,6 +44,7 @@ from layergraft.pipeline.runs import (
     PROGRESSIVE,
     RESULTS_NAME,
     finished_results,
+    run_status,
     start_fresh_or_resume,
 )
 from layergraft.pipeline.workflows import refit_after_surgery
@@ -59,6 +60,7 @@ from layergraft.surgery.arch import num_layers
 from layergraft.surgery.graft import graft_model
 from layergraft.surgery.manifest import Manifest
 from layergraft.surgery.methods import NEEDS_SCORES, GraftOptions, get_method
+from layergraft.surgery.plan import Plan
 from layergraft.training.budget import Budget, split_steps
 from layergraft.training.distill import (
     DistillConfig,
@@ -102,8 +104,10 @@ def compress(
     ood: bool = True,
     progress: bool = True,
     refit_samples: int = 0,
+    pairs: str | None = None,
     overwrite: bool = False,
     replace_other_runs: bool = False,
+    dry_run: bool = False,
 ) -> dict:
     """Compress `teacher_path` to `layers` layers on `task`; save the student and results.
 
@@ -116,16 +120,17 @@ def compress(
     `refit_samples` > 0 refits each surgery's new layers by least squares on that many
     examples of the analysis split before training (`layergraft.surgery.refit`). `ood=False` skips
     the task's out-of-domain sets (dev and test only: a quick look, as in the demo).
+    `pairs` (spans that merge, e.g. "0-1,2-3") is the plan of a one-shot surgery instead of
+    the method's own (not for progressive, nor for the drop-* methods).
     `replace_other_runs` lets a run replace an earlier compress run of other settings in
     `out_dir` (a suite rerun after a default changed) but still no other model.
     `precision` and `device` are resolved once (`layergraft.runtime`); the run records and is
     identified by the precision it actually used, and by the content of the teacher and data
     (a teacher re-trained into the same folder makes a finished run stale, never returned).
+    `dry_run` loads and runs nothing: it returns `{"status": "done" | "stale" | "to do",
+    "out": ..., "settings": ...}`, what a call would do with `out_dir` (`runs.run_status`).
     """
-    if strategy not in STRATEGIES:
-        raise LayergraftError(f"unknown strategy '{strategy}': choose one of "
-                              f"{', '.join(STRATEGIES)}")
-    get_method(method)
+    check_request(method, strategy, pairs)
     source = as_source(task)
     run = _Run(teacher_path=str(teacher_path), source=source, layers=int(layers), method=method,
                strategy=strategy, budget=Budget.parse(budget), seed=seed,
@@ -134,7 +139,9 @@ def compress(
                analysis=replace(analysis or AnalysisSettings(), progress=progress),
                training=training or student_training(), out=Path(out_dir),
                cache=cache_root(cache_dir), speed=speed, ood=ood, progress=progress,
-               refit_samples=refit_samples)
+               refit_samples=refit_samples, pairs=_spans(pairs))
+    if dry_run:
+        return {"status": run_status(run), "out": str(run.out), "settings": run.settings()}
     state = process_state(run.runtime)
     finished = finished_results(run, overwrite)
     if finished is not None:
@@ -143,6 +150,27 @@ def compress(
         start_fresh_or_resume(run, overwrite, replace_other_runs)
     state.wait_for_everyone()
     return run.execute(state)
+
+
+def check_request(method: str, strategy: str, pairs: str | None = None) -> None:
+    """Refuse an unknown method or strategy, and a fixed plan (`pairs`) where none applies:
+    progressive picks one pair at a time, and the drop-* methods pick their own layers."""
+    if strategy not in STRATEGIES:
+        raise LayergraftError(f"unknown strategy '{strategy}': choose one of "
+                              f"{', '.join(STRATEGIES)}")
+    get_method(method)
+    if pairs and strategy == "progressive":
+        raise LayergraftError("--pairs is a plan for one-shot surgery, but progressive merges "
+                              "the most similar pair at a time: use another strategy")
+    if pairs and method.startswith("drop-"):
+        raise LayergraftError(f"method '{method}' chooses its own layers: give --layers, "
+                              "not --pairs")
+
+
+def _spans(pairs: str | None) -> str | None:
+    """`pairs` without spaces or empty parts, so equal plans give equal run settings."""
+    spans = ",".join(part.strip() for part in (pairs or "").split(",") if part.strip())
+    return spans or None
 
 
 @dataclass
@@ -168,6 +196,7 @@ class _Run:
     ood: bool
     progress: bool
     refit_samples: int = 0
+    pairs: str | None = None
 
     def settings(self) -> dict:
         """What identifies the run: a finished run with equal settings is not redone."""
@@ -189,6 +218,7 @@ class _Run:
                 "training": training if trains else None,
                 # absent at their defaults, so that runs from before the options stay valid
                 **({"refit_samples": self.refit_samples} if self.refit_samples else {}),
+                **({"pairs": self.pairs} if self.pairs else {}),
                 **({} if self.ood else {"ood": False})}
 
     def execute(self, state: PartialState) -> dict:
@@ -206,13 +236,14 @@ class _Run:
                                   f"among {state.num_processes} processes: choose a multiple")
         total = (self.budget.steps(len(encoded["train"]), self.training.batch_size)
                  if self.strategy != "none" else 0)
+        plan = Plan.from_spans(depth, self.pairs) if self.pairs else None
         ctx = _Context(self, state, task, teacher, tokenizer, encoded)
         analysis, analysis_dir, analysis_seconds = ctx.teacher_analysis()
         manifest = Manifest.for_teacher(teacher)
         if self.strategy == "progressive":
             student, manifest, stages = ctx.progressive(analysis, manifest, total)
         else:
-            student, manifest = ctx.surgery(teacher, manifest, self.layers, analysis)
+            student, manifest = ctx.surgery(teacher, manifest, self.layers, analysis, plan)
             stages = [] if self.strategy == "none" else [ctx.train_stage(
                 student, manifest, total, self.out / CHECKPOINTS)]
             student = stages[-1].pop("model") if stages else student
@@ -278,11 +309,12 @@ class _Context:
         return measure(model, self.tokenizer, self.task, settings,
                        precision=self.run.runtime.precision)
 
-    def surgery(self, model, manifest: Manifest, layers: int, analysis: Analysis):
+    def surgery(self, model, manifest: Manifest, layers: int, analysis: Analysis,
+                plan: Plan | None = None):
         student, manifest = graft_model(
-            model, layers=layers, method=self.run.method, head_scores=analysis.scores.head,
-            neuron_scores=analysis.scores.neuron, cka=analysis.cka,
-            adjacent_cosine=analysis.adjacent_cosine, options=self.run.options,
+            model, layers=layers, plan=plan, method=self.run.method,
+            head_scores=analysis.scores.head, neuron_scores=analysis.scores.neuron,
+            cka=analysis.cka, adjacent_cosine=analysis.adjacent_cosine, options=self.run.options,
             importance_info={**analysis.info, "scores": analysis.scores.info},
             seed=self.run.seed, manifest=manifest)
         if self.run.refit_samples:

@@ -1,10 +1,11 @@
 """A compress run's folder: its files, and whether a call returns, resumes or starts afresh.
 
 A run is identified by its settings (written to `compress_settings.json` before any work):
-a finished `results.json` with the same settings is returned as is, an unfinished run with
-the same settings resumes from its checkpoints, and only files a compress run wrote are ever
-replaced without --overwrite (a suite may also replace its own run of other settings with
-`replace_other_runs`, but still no other model).
+a finished `results.json` with the same settings is returned as is (`run_status` says
+"done"; of other settings, "stale"), an unfinished run with the same settings resumes from
+its checkpoints, and only files a compress run wrote are ever replaced without --overwrite
+(a suite may also replace its own run of other settings with `replace_other_runs`, but
+still no other model).
 """
 
 from __future__ import annotations
@@ -23,15 +24,24 @@ PREDICTIONS_NAME = "predictions.npz"
 # Work folders, removed once the student is saved.
 CHECKPOINTS = "checkpoints"
 PROGRESSIVE = "progressive"
+# What a call would do with a run's folder (`run_status`).
+DONE, STALE, TO_DO = "done", "stale", "to do"
+
+
+def run_status(run) -> str:
+    """What a call does with the run's folder: DONE (a results.json with these very
+    settings: returned as is), STALE (a results.json of other settings) or TO_DO."""
+    path = run.out / RESULTS_NAME
+    if not path.is_file():
+        return TO_DO
+    return DONE if json.loads(path.read_text()).get("settings") == run.settings() else STALE
 
 
 def finished_results(run, overwrite: bool) -> dict | None:
     """The record of a finished run with these very settings, else None."""
-    path = run.out / RESULTS_NAME
-    if overwrite or not path.is_file():
+    if overwrite or run_status(run) != DONE:
         return None
-    record = json.loads(path.read_text())
-    return record if record.get("settings") == run.settings() else None
+    return json.loads((run.out / RESULTS_NAME).read_text())
 
 
 def start_fresh_or_resume(run, overwrite: bool, replace_other_runs: bool) -> None:

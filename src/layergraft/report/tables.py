@@ -71,6 +71,14 @@ def markdown_from_cells(head: Sequence[str], cells: Sequence[Sequence[str]]) -> 
     return "\n".join(lines)
 
 
+def text_table(head: Sequence[str], cells: Sequence[Sequence[str]]) -> str:
+    """An aligned plain-text table of already formatted cells, for a terminal."""
+    lines = [list(head), *[list(row) for row in cells]]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
+    return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(line, widths, strict=True))
+                     for line in lines)
+
+
 def format_value(key: str, value) -> str:
     """One value as a table shows it: fractions as percents, sizes and budgets readably."""
     if not present(value):

@@ -1,0 +1,241 @@
+"""The options several `layergraft` commands share, each declared once.
+
+Option types (`Annotated` aliases) for single flags, and option groups added to a command by
+decorator: the column options of a local data file (`task_source`), the analysis settings
+(`analysis_options`), the graft options (`graft_options`), and everything a `compress` run
+takes beyond its cell of the grid (`compress_options`: the student's training and
+distillation, graft options, analysis, refit, plan, out-of-domain scoring and speed), which
+`compress` and `compare` share. Nothing heavy is imported until a command runs.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from layergraft.errors import LayergraftError
+
+ModelArg = Annotated[str, typer.Argument(
+    help="Model folder, hub name, or a built-in offline model: 'minilm' (all-MiniLM-L6-v2) or "
+    "'mpnet' (all-mpnet-base-v2, after `layergraft assets mpnet`).")]
+TaskOpt = Annotated[str, typer.Option(
+    "--task", help="Task name (movie-sentiment, movie-rating, sst2, ...) or a CSV/TSV/JSONL "
+    "file or folder.")]
+OptionalTaskOpt = Annotated[str | None, typer.Option(
+    "--task", help="Task name or data file; needed by methods that measure the model.")]
+OutOpt = Annotated[Path, typer.Option("--out", help="Output folder.")]
+OverwriteOpt = Annotated[bool, typer.Option(
+    "--overwrite", help="Replace a model already saved in --out.")]
+JsonOpt = Annotated[Path | None, typer.Option("--json", help="Also write JSON here.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]
+BudgetOpt = Annotated[str, typer.Option(
+    "--budget", help="Training budget shared by every method and strategy, e.g. '3 epochs' "
+    "or '500 steps'.")]
+GroupByLengthOpt = Annotated[bool, typer.Option(
+    "--group-by-length", help="Batch examples of similar length: less padding, faster "
+    "training on CPU (changes which examples share a batch).")]
+BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="Training batch size.")]
+PairsOpt = Annotated[str | None, typer.Option(
+    "--pairs", help="Explicit spans that merge, e.g. 0-1,2-3 (a fixed plan instead of the "
+    "method's own).")]
+RefitOpt = Annotated[int, typer.Option(
+    "--refit", help="Then refit the new layers' FFN output projections to the input model by "
+    "least squares on this many task examples (0: off).")]
+
+
+def split_list(value: str, cast=str, flag: str = "this option") -> list:
+    """'3, 2' -> [3, 2]; a part that `cast` refuses is a one-line error naming `flag`."""
+    try:
+        return [cast(part.strip()) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise LayergraftError(f"{flag} takes a comma-separated list of {cast.__name__} values, "
+                              f"not '{value}'") from None
+
+
+def _options(**annotated: tuple[object, object]) -> list[inspect.Parameter]:
+    """Keyword-only command parameters from name=(Annotated option type, default)."""
+    return [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
+                              default=default) for name, (annotation, default) in annotated.items()]
+
+
+def _option_group(options: Sequence[inspect.Parameter], combine: Callable[[dict, dict], None],
+                  fills: Sequence[str] = ()) -> Callable[[Callable], Callable]:
+    """A decorator that adds the shared `options` to a command's flags. Before the call,
+    `combine(shared, arguments)` folds their values into the command's own arguments; the
+    command's parameters named in `fills` are set there and are not flags themselves."""
+    def decorate(command: Callable) -> Callable:
+        signature = inspect.signature(command, eval_str=True)
+        own = [p for p in signature.parameters.values() if p.name not in fills]
+
+        @functools.wraps(command)
+        def wrapper(**arguments):
+            combine({p.name: arguments.pop(p.name) for p in options}, arguments)
+            return command(**arguments)
+
+        wrapper.__signature__ = signature.replace(parameters=[*own, *options])
+        return wrapper
+
+    return decorate
+
+
+def _build_task_source(columns: dict, arguments: dict) -> None:
+    """--task and the column options as one TaskSource (None without --task). A lone data file
+    is always split with seed 0, so every command (and every training seed) sees the same
+    train/dev/test rows."""
+    from layergraft.data.tasks import TaskSource
+
+    task = arguments["task"]
+    arguments["task"] = TaskSource(task, **columns) if task is not None else None
+
+
+# Every command with --task: its `task` argument arrives as a TaskSource.
+task_source = _option_group(_options(
+    text_column=(Annotated[str | None, typer.Option(
+        "--text-column", help="Text column of a local file.")], None),
+    pair_column=(Annotated[str | None, typer.Option(
+        "--pair-column", help="Second-text column of a local file.")], None),
+    label_column=(Annotated[str | None, typer.Option(
+        "--label-column", help="Label column of a local file.")], None),
+    regression=(Annotated[bool | None, typer.Option(
+        "--regression/--classification",
+        help="Whether a local file's labels are scores or classes (default: inferred).")], None),
+), _build_task_source)
+
+# How importance and similarity are measured (defaults: `AnalysisSettings`).
+ANALYSIS_FLAGS = _options(
+    samples=(Annotated[int, typer.Option(
+        "--samples", help="Training examples used to measure importance and similarity.")],
+        2000),
+    importance=(Annotated[str, typer.Option(
+        "--importance", help="Importance score: michel, fisher, weight or activation.")],
+        "michel"),
+    loss=(Annotated[str, typer.Option(
+        "--loss", help="Loss for gradient scores: task (gold labels) or kl (model's own "
+        "predictions; no labels needed).")], "task"),
+)
+
+# How a group of layers becomes one (defaults: `GraftOptions`).
+GRAFT_FLAGS = _options(
+    bias=(Annotated[str, typer.Option(
+        "--bias", help="Output biases of a grafted layer: mean, sum, later, earlier.")], "mean"),
+    norm=(Annotated[str, typer.Option(
+        "--norm", help="LayerNorms of a grafted layer: mean, later, earlier.")], "mean"),
+    quota=(Annotated[str, typer.Option(
+        "--quota", help="free (best units overall) or equal (same share from each layer).")],
+        "free"),
+    max_sources=(Annotated[int, typer.Option(
+        "--max-sources", help="Graft only the top N layers of each group, dropping the rest "
+        "(0: all).")], 2),
+    normalize_scores=(Annotated[bool, typer.Option(
+        "--normalize-scores", help="Divide each layer's scores by their L2 norm before "
+        "choosing units (whatever the scores were stored as).")], False),
+)
+
+# A student's distillation (`DistillConfig`) and training (`student_training`).
+DISTILL_FLAGS = _options(
+    temperature=(Annotated[float, typer.Option("--temperature", help="Distillation T.")], 2.0),
+    hidden_weight=(Annotated[float, typer.Option(
+        "--hidden-weight", help="Weight of the hidden-state MSE to the teacher (0: off).")], 0.0),
+    task_weight=(Annotated[float, typer.Option(
+        "--task-weight", help="Weight of the gold-label loss during distillation.")], 0.0),
+)
+TRAINING_FLAGS = _options(
+    learning_rate=(Annotated[float | None, typer.Option(
+        "--lr", help="Peak learning rate of the student (default: the package's measured "
+        "STUDENT_LEARNING_RATE, 4e-4).")], None),
+    group_by_length=(GroupByLengthOpt, False),
+    batch_size=(BatchSizeOpt, 32),
+    max_length=(Annotated[int, typer.Option(
+        "--max-length", help="Tokens per example (longer ones are cut) in training, "
+        "evaluation and the analysis.")], 128),
+)
+
+# What else a compress run takes: refit, a fixed plan, what is measured.
+RUN_FLAGS = _options(
+    refit=(RefitOpt, 0),
+    pairs=(PairsOpt, None),
+    ood=(Annotated[bool, typer.Option(
+        "--ood/--no-ood", help="Also score the task's out-of-domain sets.")], True),
+    speed=(Annotated[bool, typer.Option(
+        "--speed/--no-speed", help="Time the student against the teacher.")], True),
+)
+
+
+def _build_analysis(flags: dict, arguments: dict) -> None:
+    """The analysis settings, with the command's own seed."""
+    from layergraft.scoring.analysis import AnalysisSettings
+
+    arguments["analysis"] = AnalysisSettings(**flags, seed=arguments["seed"])
+
+
+def _build_graft_options(flags: dict, arguments: dict) -> None:
+    from layergraft.surgery.methods import GraftOptions
+
+    arguments["graft_options"] = GraftOptions(**flags)
+
+
+def _build_compress_options(flags: dict, arguments: dict) -> None:
+    """The keyword arguments of `layergraft.compress` beyond the grid cell, as `options`."""
+    from dataclasses import replace
+
+    from layergraft.scoring.analysis import AnalysisSettings
+    from layergraft.surgery.methods import GraftOptions
+    from layergraft.training.distill import DistillConfig
+    from layergraft.training.train import student_training
+
+    def take(group: Sequence[inspect.Parameter]) -> dict:
+        return {p.name: flags.pop(p.name) for p in group}
+
+    training = take(TRAINING_FLAGS)
+    training = replace(student_training(training.pop("learning_rate"),
+                                        group_by_length=training.pop("group_by_length")),
+                       **training)
+    # the teacher's analysis keeps seed 0 whatever the run's seed, so runs share it
+    arguments["options"] = {
+        "training": training, "distill": DistillConfig(**take(DISTILL_FLAGS)),
+        "graft_options": GraftOptions(**take(GRAFT_FLAGS)),
+        "analysis": AnalysisSettings(**take(ANALYSIS_FLAGS), max_length=training.max_length),
+        "refit_samples": flags.pop("refit"), **flags}
+
+
+# analyze and graft: `analysis` arrives as AnalysisSettings (seeded by the command's --seed).
+analysis_options = _option_group(ANALYSIS_FLAGS, _build_analysis, fills=("analysis",))
+# graft: `graft_options` arrives as GraftOptions.
+graft_options = _option_group(GRAFT_FLAGS, _build_graft_options, fills=("graft_options",))
+# compress and compare: `options` arrives as the keyword arguments of `layergraft.compress`
+# (training, distill, graft_options, analysis, refit_samples, pairs, ood, speed).
+compress_options = _option_group(
+    [*DISTILL_FLAGS, *TRAINING_FLAGS, *GRAFT_FLAGS, *ANALYSIS_FLAGS, *RUN_FLAGS],
+    _build_compress_options, fills=("options",))
+
+
+def _build_runtime(flags: dict, arguments: dict) -> None:
+    """--device and --precision resolved once (`layergraft.runtime`) and said once; --bf16 is
+    their deprecated alias."""
+    from layergraft.runtime import Runtime
+
+    precision = flags["precision"]
+    if flags["bf16"]:
+        typer.echo("warning: --bf16 is deprecated, use --precision bf16", err=True)
+        precision = "bf16"
+    runtime = Runtime.resolve(flags["device"], precision)
+    typer.echo(f"running on {runtime.describe()}", err=True)
+    arguments["device"], arguments["precision"] = str(runtime.device), runtime.precision
+
+
+# Every command that runs a model: it receives the resolved `device` and `precision`.
+runtime_options = _option_group(_options(
+    device=(Annotated[str, typer.Option(
+        "--device", help="auto (a GPU if there is one, else the CPU), cpu, cuda, cuda:N or "
+        "mps.")], "auto"),
+    precision=(Annotated[str, typer.Option(
+        "--precision", help="auto (bf16 only where the hardware computes it natively, fp16 on "
+        "a CUDA GPU without bf16, else fp32), fp32, bf16 or fp16.")], "auto"),
+    bf16=(Annotated[bool, typer.Option(
+        "--bf16", hidden=True, help="Deprecated: --precision bf16.")], False),
+), _build_runtime, fills=("device", "precision"))
