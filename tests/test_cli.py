@@ -62,7 +62,7 @@ def test_explicit_pairs_and_refusal_to_overwrite(monkeypatch, capsys, tiny_dir, 
 
 @pytest.mark.parametrize(("args", "fragment"), [
     (("--pairs", "0-1,4-5", "--method", "random"), "does not fit a model with 4 layers"),
-    (("--layers", "9", "--method", "random"), "between 1 and 4"),
+    (("--layers", "9", "--method", "random"), "between 1 and 3"),
     (("--layers", "2", "--method", "graff"), "did you mean 'graft'"),
     (("--layers", "2", "--method", "graft"), "needs data"),
     (("--layers", "2", "--method", "random", "--bias", "max"), "--bias must be one of"),
@@ -240,3 +240,13 @@ def test_compress_from_the_cli_and_regression_flag(monkeypatch, capsys, tmp_path
     code, _, err = run_cli(monkeypatch, capsys, "evaluate", tiny_dir, "--task", task,
                            "--regression")
     assert_one_line_error(code, err, "regression")
+
+
+@pytest.mark.parametrize("method", ["drop-alternate", "random"])
+@pytest.mark.parametrize("layers", ["0", "4"])
+def test_a_depth_out_of_range_names_the_allowed_depths(monkeypatch, capsys, tiny_dir, tmp_path,
+                                                       method, layers):
+    code, _, err = run_cli(monkeypatch, capsys, "graft", tiny_dir, "--layers", layers,
+                           "--method", method, "--out", str(tmp_path / "s"))
+    assert_one_line_error(code, err, "--layers must be between 1 and 3 for this 4-layer model")
+    assert not (tmp_path / "s").exists()

@@ -201,7 +201,7 @@ def test_unknown_method_and_target_depth_errors():
     model = make_tiny_model("bert", num_layers=LAYERS)
     with pytest.raises(LayergraftError, match="did you mean 'graft'"):
         graft_model(model, layers=2, method="graf")
-    with pytest.raises(LayergraftError, match="between 1 and 4"):
+    with pytest.raises(LayergraftError, match="between 1 and 3"):
         graft_model(model, layers=7, method="random")
     with pytest.raises(LayergraftError, match="needs importance scores"):
         graft_model(model, layers=2)
@@ -243,3 +243,39 @@ def test_max_sources_grafts_only_the_top_layers_of_a_deep_group():
     assert {h[0] for h in layer["heads"]} <= {2, 3}
     with pytest.raises(LayergraftError, match="max-sources"):
         GraftOptions(max_sources=-1)
+
+
+@pytest.mark.parametrize(("depth", "target", "kept"), [
+    (6, 3, [1, 3, 5]), (6, 4, [1, 2, 4, 5]), (6, 5, [1, 2, 3, 4, 5]), (6, 1, [5]),
+    (12, 6, [1, 3, 5, 7, 9, 11]), (12, 4, [2, 5, 8, 11]), (12, 3, [3, 7, 11]),
+    (12, 2, [5, 11]), (4, 2, [1, 3]), (24, 9, [2, 5, 7, 10, 13, 15, 18, 21, 23])])
+def test_drop_alternate_keeps_layer_ceil_of_i_plus_one_times_depth_over_target(depth, target,
+                                                                               kept):
+    from layergraft.surgery.methods import MethodInput, drop_alternate
+
+    _, recipes = drop_alternate(MethodInput(num_layers=depth, num_heads=1, ffn_width=1,
+                                            target_layers=target))
+    assert [recipe.sources[0] for recipe in recipes] == kept
+
+
+def test_drop_alternate_spacing_is_even_and_ends_with_the_top_layer_at_every_depth():
+    from layergraft.surgery.methods import MethodInput, drop_alternate
+
+    for depth in range(2, 49):
+        for target in range(1, depth):
+            _, recipes = drop_alternate(MethodInput(num_layers=depth, num_heads=1, ffn_width=1,
+                                                    target_layers=target))
+            kept = [recipe.sources[0] for recipe in recipes]
+            assert kept == [-(-(i + 1) * depth // target) - 1 for i in range(target)]
+            assert kept[-1] == depth - 1
+            gaps = [b - a for a, b in zip([-1, *kept], kept, strict=False)]
+            assert min(gaps) >= 1 and max(gaps) - min(gaps) <= 1, (depth, target, kept)
+
+
+@pytest.mark.parametrize("method", ["drop-alternate", "drop-top", "random", "average"])
+@pytest.mark.parametrize("layers", [0, -1, LAYERS, LAYERS + 3])
+def test_a_depth_out_of_range_says_which_depths_are_allowed(method, layers):
+    model = make_tiny_model("bert", num_layers=LAYERS)
+    message = f"--layers must be between 1 and {LAYERS - 1} for this {LAYERS}-layer model"
+    with pytest.raises(LayergraftError, match=message):
+        graft_model(model, layers=layers, method=method)

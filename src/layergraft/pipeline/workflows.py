@@ -27,7 +27,7 @@ from layergraft.scoring.analysis import (
 from layergraft.surgery.graft import graft_model
 from layergraft.surgery.manifest import GraftStep, Manifest
 from layergraft.surgery.methods import NEEDS_SCORES, NEEDS_SIMILARITY, GraftOptions
-from layergraft.surgery.plan import Plan
+from layergraft.surgery.plan import Plan, check_target_depth
 
 if TYPE_CHECKING:
     from layergraft.data.tasks import Task, TaskSource
@@ -76,8 +76,10 @@ def graft_path(
     else:
         task = None
         model, tokenizer = load_classifier(model_path)
-    analysis = _analysis_for(model, tokenizer, method, task, analysis_dir, settings)
     plan = Plan.from_spans(model.config.num_hidden_layers, pairs) if pairs else None
+    if plan is None and layers is not None:  # before measuring anything
+        check_target_depth(model.config.num_hidden_layers, layers)
+    analysis = _analysis_for(model, tokenizer, method, task, analysis_dir, settings)
     scores = analysis.graft_inputs() if analysis is not None else {}
     student, manifest = graft_model(
         model, layers=layers, plan=plan, method=method, options=options, seed=seed,
