@@ -169,7 +169,8 @@ def graft(
         "--pairs", help="Explicit spans that merge, e.g. 0-1,2-3.")] = None,
     task: OptionalTaskOpt = None,
     analysis: Annotated[Path | None, typer.Option(
-        "--analysis", help="Reuse the scores of `layergraft analyze` from this folder.")] = None,
+        "--analysis", help="Reuse the scores `layergraft analyze` measured on this same model, "
+        "from this folder.")] = None,
     bias: Annotated[str, typer.Option(
         "--bias", help="Output biases of a grafted layer: mean, sum, later, earlier.")] = "mean",
     norm: Annotated[str, typer.Option(

@@ -109,7 +109,9 @@ def _analysis_for(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, me
                   settings: AnalysisSettings) -> Analysis | None:
     """Load or measure the analysis a method needs; None when it needs none and has none."""
     if analysis_dir is not None:
-        return load_analysis(analysis_dir)
+        analysis = load_analysis(analysis_dir)
+        analysis.check_fits(model, analysis_dir)
+        return analysis
     if task is None:
         if method in NEEDS_SCORES or method in NEEDS_SIMILARITY:
             raise LayergraftError(
