@@ -166,16 +166,14 @@ def test_real_minilm_analyze_and_graft_to_three_layers(monkeypatch, capsys, tmp_
                  "one of the funniest movies of the year", "a mess of a script"] * 8
     rows = [f'"{s}",{i % 2 == 0:d}' for i, s in enumerate(sentences)]
     (tmp_path / "movies.csv").write_text("text,label\n" + "\n".join(rows) + "\n")
-    from layergraft.models import load_classifier, save_model
-
-    save_model(*load_classifier("minilm", num_labels=2), tmp_path / "minilm")  # with a head
-    code, _, err = run_cli(monkeypatch, capsys, "analyze", str(tmp_path / "minilm"), "--task",
+    # its head was never trained: the same seeded random head in both commands
+    code, _, err = run_cli(monkeypatch, capsys, "analyze", "minilm", "--task",
                            str(tmp_path / "movies.csv"), "--samples", "32", "--out",
-                           str(tmp_path / "ana"))
+                           str(tmp_path / "ana"), "--untrained-head")
     assert code == 0, err
-    code, _, err = run_cli(monkeypatch, capsys, "graft", str(tmp_path / "minilm"), "--layers",
-                           "3", "--analysis", str(tmp_path / "ana"), "--out",
-                           str(tmp_path / "g3"))
+    code, _, err = run_cli(monkeypatch, capsys, "graft", "minilm", "--layers", "3", "--analysis",
+                           str(tmp_path / "ana"), "--out", str(tmp_path / "g3"),
+                           "--untrained-head")
     assert code == 0, err
     student = AutoModelForSequenceClassification.from_pretrained(tmp_path / "g3")
     assert student.config.num_hidden_layers == 3

@@ -28,23 +28,25 @@ __all__ = ["analyze", "graft", "finetune", "evaluate", "compress", "compare", "b
 
 
 def analyze(model: str, task: str | TaskSource, *, out: str | os.PathLike,
-            **settings) -> Analysis:
+            allow_untrained_head: bool = False, **settings) -> Analysis:
     """`layergraft analyze`: head / neuron importance and layer similarity of `model` on a
     sample of `task`, saved to `out` (scores, JSON, plots). `settings` are fields of
     `AnalysisSettings`: samples, importance, loss, normalize (store L2-normalised scores),
-    seed, ..."""
+    seed, ... A model whose classification head was never trained is refused unless
+    `allow_untrained_head` (so are graft, evaluate, compress and compare)."""
     from layergraft.data.tasks import as_source
     from layergraft.pipeline.workflows import analyze_path
     from layergraft.scoring.analysis import AnalysisSettings
 
-    return analyze_path(model, as_source(task), out, AnalysisSettings(**settings))
+    return analyze_path(model, as_source(task), out, AnalysisSettings(**settings),
+                        allow_untrained_head=allow_untrained_head)
 
 
 def graft(model: str, *, out: str | os.PathLike, layers: int | None = None,
           pairs: str | None = None, method: str = "graft", task: str | TaskSource | None = None,
           analysis: str | os.PathLike | None = None, options: GraftOptions | None = None,
           settings: AnalysisSettings | None = None, refit: int = 0, seed: int = 0,
-          overwrite: bool = False) -> Path:
+          overwrite: bool = False, allow_untrained_head: bool = False) -> Path:
     """`layergraft graft`: surgery only. Merge adjacent layers of `model` down to `layers` (or
     the spans `pairs`, e.g. "0-1,2-3") by `method` and save the student and its manifest to
     `out`. Methods that need scores read them from `analysis` (a folder of `analyze`) or
@@ -57,7 +59,8 @@ def graft(model: str, *, out: str | os.PathLike, layers: int | None = None,
     return graft_path(model, out, layers=layers, pairs=pairs, method=method,
                       task_source=as_source(task) if task is not None else None,
                       analysis_dir=analysis, settings=settings or AnalysisSettings(),
-                      options=options, seed=seed, refit_samples=refit, overwrite=overwrite)
+                      options=options, seed=seed, refit_samples=refit, overwrite=overwrite,
+                      allow_untrained_head=allow_untrained_head)
 
 
 def finetune(model: str, task: str | TaskSource, *, out: str | os.PathLike,
@@ -76,7 +79,7 @@ def finetune(model: str, task: str | TaskSource, *, out: str | os.PathLike,
 
 
 def evaluate(model: str, task: str | TaskSource, *, splits: Sequence[str] | None = None,
-             bf16: bool = False) -> list[dict]:
+             bf16: bool = False, allow_untrained_head: bool = False) -> list[dict]:
     """`layergraft evaluate`: one record per split of `task` (default: its evaluation splits;
     'ood' adds the task's out-of-domain sets) with the metrics, model size and versions."""
     from layergraft.data.tasks import as_source
@@ -84,7 +87,8 @@ def evaluate(model: str, task: str | TaskSource, *, splits: Sequence[str] | None
     from layergraft.pipeline.evaluation import evaluate_model
 
     loaded = as_source(task).load()
-    classifier, tokenizer = load_for_task(model, loaded)
+    classifier, tokenizer = load_for_task(model, loaded,
+                                          allow_untrained_head=allow_untrained_head)
     splits = splits or list(loaded.spec.eval_splits)
     targets = [(loaded, name) for name in splits if name != "ood"]
     if "ood" in splits:
@@ -98,7 +102,8 @@ def compress(teacher: str, task: str | TaskSource, *, layers: int, out: str | os
     """`layergraft compress`: surgery, training by one strategy, evaluation against the teacher
     and speed; the student, its manifest and results.json are saved to `out` (resumable).
     `options` are those of `layergraft.pipeline.compress.compress`: method, strategy, budget,
-    seed, bf16, distill, graft_options, analysis, training, refit_samples, overwrite, ..."""
+    seed, bf16, distill, graft_options, analysis, training, refit_samples, overwrite,
+    allow_untrained_head, ..."""
     from layergraft.pipeline.compress import compress as run_compress
 
     return run_compress(teacher, task, layers=layers, out_dir=out, **options)

@@ -51,6 +51,10 @@ BudgetOpt = Annotated[str, typer.Option(
     "or '500 steps'.")]
 Bf16Opt = Annotated[bool, typer.Option(
     "--bf16", help="bfloat16 autocast (about 2.5x faster on recent CPUs).")]
+UntrainedHeadOpt = Annotated[bool, typer.Option(
+    "--untrained-head", help="Go on with a model whose classification head was never trained "
+    "(a base encoder such as 'minilm'): its task scores mean nothing; train a head with "
+    "`layergraft finetune` first.")]
 GroupByLengthOpt = Annotated[bool, typer.Option(
     "--group-by-length", help="Batch examples of similar length: less padding, faster "
     "training on CPU (changes which examples share a batch).")]
@@ -143,12 +147,14 @@ def analyze(
         "--normalize/--raw", help="Store each layer's scores divided by their L2 norm.")]
     = False,
     seed: SeedOpt = 0,
+    untrained_head: UntrainedHeadOpt = False,
 ) -> None:
     """Measure head/neuron importance and layer similarity; write scores, JSON and plots."""
     from layergraft import api
 
     analysis = api.analyze(model, task, out=out, samples=samples, importance=importance,
-                           loss=loss, normalize=normalize, seed=seed)
+                           loss=loss, normalize=normalize, seed=seed,
+                           allow_untrained_head=untrained_head)
     cosine = ", ".join(f"{v:.3f}" for v in analysis.adjacent_cosine.tolist())
     typer.echo(f"adjacent cosine (layer input vs output): {cosine}")
     typer.echo(f"wrote scores, similarity and plots to {out}")
@@ -192,6 +198,7 @@ def graft(
     loss: LossOpt = "task",
     seed: SeedOpt = 0,
     overwrite: OverwriteOpt = False,
+    untrained_head: UntrainedHeadOpt = False,
 ) -> None:
     """Surgery only: merge adjacent layers into a smaller model of standard shape."""
     from layergraft import api
@@ -201,6 +208,7 @@ def graft(
     path = api.graft(
         model, out=out, layers=layers, pairs=pairs, method=method, task=task,
         analysis=analysis, seed=seed, refit=refit, overwrite=overwrite,
+        allow_untrained_head=untrained_head,
         settings=AnalysisSettings(samples=samples, importance=importance, loss=loss, seed=seed),
         options=GraftOptions(bias=bias, norm=norm, normalize_scores=normalize_scores,
                              quota=quota, max_sources=max_sources),
@@ -250,12 +258,14 @@ def evaluate(
         "adds the task's out-of-domain sets.")] = None,
     json_path: JsonOpt = None,
     bf16: Bf16Opt = False,
+    untrained_head: UntrainedHeadOpt = False,
 ) -> None:
     """Score a model on a task: a table on screen and, with --json, a JSON record."""
     from layergraft import api
     from layergraft.pipeline.evaluation import format_table, save_results
 
-    records = api.evaluate(model, task, splits=split, bf16=bf16)
+    records = api.evaluate(model, task, splits=split, bf16=bf16,
+                           allow_untrained_head=untrained_head)
     typer.echo(format_table(records))
     if json_path is not None:
         save_results(records if len(records) > 1 else records[0], json_path)
@@ -278,13 +288,15 @@ def compress(
     seed: SeedOpt = 0,
     bf16: Bf16Opt = False,
     overwrite: OverwriteOpt = False,
+    untrained_head: UntrainedHeadOpt = False,
 ) -> None:
     """Surgery + training + evaluation + speed: a student, its manifest and results.json."""
     from layergraft import api
 
     record = api.compress(teacher, task, layers=layers, out=out, method=method,
                           strategy=strategy, budget=budget, seed=seed, bf16=bf16,
-                          overwrite=overwrite, training=training, distill=distill)
+                          overwrite=overwrite, training=training, distill=distill,
+                          allow_untrained_head=untrained_head)
     _print_scores(record["task"], {s: record[s]["metrics"] for s in ("dev", "test")
                                    if s in record})
     typer.echo(f"saved the {layers}-layer student and results.json to {out}")
@@ -310,6 +322,7 @@ def compare(
     seeds: Annotated[str, typer.Option("--seeds", help="Seeds, e.g. 0,1,2.")] = "0",
     budget: BudgetOpt = "3 epochs",
     bf16: Bf16Opt = False,
+    untrained_head: UntrainedHeadOpt = False,
 ) -> None:
     """Every method x strategy x depth under one budget: results.csv/json and a report."""
     from layergraft import api
@@ -318,6 +331,7 @@ def compare(
                 methods=_split_list(methods), strategies=_split_list(strategies),
                 graft_strategies=_split_list(graft_strategies), seeds=_split_list(seeds, int),
                 budget=budget, bf16=bf16, training=training, distill=distill,
+                allow_untrained_head=untrained_head,
                 on_result=lambda key, record: typer.echo(f"done {key.name}: "
                                                          + _headline(record)))
     typer.echo(f"wrote results.csv, results.json and report.md/.html to {out}")

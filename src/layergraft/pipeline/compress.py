@@ -24,7 +24,13 @@ from accelerate import PartialState
 from layergraft.data.encoding import encode
 from layergraft.data.tasks import TaskSource, as_source
 from layergraft.errors import LayergraftError
-from layergraft.models import holds_model, load_classifier, load_for_task, save_model
+from layergraft.models import (
+    check_trained_head,
+    holds_model,
+    load_classifier,
+    load_for_task,
+    save_model,
+)
 from layergraft.pipeline.assess import (
     evaluation_sets,
     score_student,
@@ -90,6 +96,7 @@ def compress(
     refit_samples: int = 0,
     overwrite: bool = False,
     replace_other_runs: bool = False,
+    allow_untrained_head: bool = False,
 ) -> dict:
     """Compress `teacher_path` to `layers` layers on `task`; save the student and results.
 
@@ -104,11 +111,14 @@ def compress(
     the task's out-of-domain sets (dev and test only: a quick look, as in the demo).
     `replace_other_runs` lets a run replace an earlier compress run of other settings in
     `out_dir` (a suite rerun after a default changed) but still no other model.
+    A teacher whose classification head was never trained is refused unless
+    `allow_untrained_head` (it needs `layergraft finetune` first).
     """
     if strategy not in STRATEGIES:
         raise LayergraftError(f"unknown strategy '{strategy}': choose one of "
                               f"{', '.join(STRATEGIES)}")
     get_method(method)
+    check_trained_head(teacher_path, allow_untrained_head)
     source = as_source(task)
     run = _Run(teacher_path=str(teacher_path), source=source, layers=int(layers), method=method,
                strategy=strategy, budget=Budget.parse(budget), seed=seed, bf16=bf16,
@@ -116,7 +126,7 @@ def compress(
                analysis=replace(analysis or AnalysisSettings(), progress=progress),
                training=training or student_training(), out=Path(out_dir),
                cache=cache_root(cache_dir), speed=speed, ood=ood, progress=progress,
-               refit_samples=refit_samples)
+               refit_samples=refit_samples, allow_untrained_head=allow_untrained_head)
     state = process_state()
     finished = finished_results(run, overwrite)
     if finished is not None:
@@ -150,6 +160,7 @@ class _Run:
     ood: bool
     progress: bool
     refit_samples: int = 0
+    allow_untrained_head: bool = False  # a gate, not a setting: no part of the run's identity
 
     def settings(self) -> dict:
         """What identifies the run: a finished run with equal settings is not redone."""
@@ -173,7 +184,8 @@ class _Run:
     def execute(self, state: PartialState) -> dict:
         start = time.perf_counter()
         task = self.source.load()
-        teacher, tokenizer = load_for_task(self.teacher_path, task)
+        teacher, tokenizer = load_for_task(self.teacher_path, task,
+                                           allow_untrained_head=self.allow_untrained_head)
         teacher.to(state.device)
         encoded = encode(task, tokenizer, self.training.max_length)
         depth = num_layers(teacher.config)

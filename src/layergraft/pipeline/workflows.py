@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from layergraft.errors import LayergraftError
-from layergraft.models import check_output_dir, load_classifier, load_for_task, save_model
+from layergraft.models import check_output_dir, load_for_task, load_trained, save_model
 from layergraft.scoring.analysis import (
     Analysis,
     AnalysisSettings,
@@ -34,10 +34,13 @@ if TYPE_CHECKING:
 
 
 def analyze_path(model_path: str, task_source: TaskSource, out_dir: str | os.PathLike,
-                 settings: AnalysisSettings = AnalysisSettings()) -> Analysis:
-    """Measure importance and similarity of a model on a task and save them to `out_dir`."""
+                 settings: AnalysisSettings = AnalysisSettings(), *,
+                 allow_untrained_head: bool = False) -> Analysis:
+    """Measure importance and similarity of a model on a task and save them to `out_dir`.
+    Whatever the loss or importance, scores of a head that was never trained say nothing
+    about the task, so such a model is refused unless `allow_untrained_head`."""
     task = task_source.load()
-    model, tokenizer = load_for_task(model_path, task)
+    model, tokenizer = load_for_task(model_path, task, allow_untrained_head=allow_untrained_head)
     analysis = measure(model, tokenizer, task, settings)
     save_analysis(analysis, out_dir)
     return analysis
@@ -57,6 +60,7 @@ def graft_path(
     seed: int = 0,
     refit_samples: int = 0,
     overwrite: bool = False,
+    allow_untrained_head: bool = False,
 ) -> Path:
     """Graft (or drop / average) a saved model down to `layers` and save the student.
 
@@ -65,6 +69,8 @@ def graft_path(
     graft keeps its manifest, so chained grafts trace back to the original teacher.
     `refit_samples` > 0 then refits the new layers' FFN output projections to the input
     model's hidden states on that many examples of the task (`layergraft.surgery.refit`).
+    A model whose classification head was never trained is refused unless
+    `allow_untrained_head` (it needs `layergraft finetune` first).
     """
     check_output_dir(out_dir, overwrite)
     if refit_samples and task_source is None:
@@ -72,10 +78,11 @@ def graft_path(
                               "data file)")
     if task_source is not None:
         task = task_source.load()
-        model, tokenizer = load_for_task(model_path, task)
+        model, tokenizer = load_for_task(model_path, task,
+                                         allow_untrained_head=allow_untrained_head)
     else:
         task = None
-        model, tokenizer = load_classifier(model_path)
+        model, tokenizer = load_trained(model_path, allow_untrained_head=allow_untrained_head)
     plan = Plan.from_spans(model.config.num_hidden_layers, pairs) if pairs else None
     if plan is None and layers is not None:  # before measuring anything
         check_target_depth(model.config.num_hidden_layers, layers)
