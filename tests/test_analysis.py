@@ -25,7 +25,7 @@ from layergraft.surgery.graft import graft_model
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.parametrize("family", ["bert", "mpnet", "deberta-v2"])
+@pytest.mark.parametrize("family", ["bert", "mpnet", "deberta-v2", "deberta-v3"])
 def test_one_pass_gives_what_separate_passes_give(family):
     model = make_tiny_model(family, num_layers=3)
     batches = make_tiny_batches(model)
