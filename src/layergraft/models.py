@@ -97,13 +97,12 @@ def load_classifier(
     return model.eval(), tokenizer
 
 
-def check_trained_head(name_or_path: str, allow_untrained_head: bool = False,
-                       config=None) -> bool:
-    """Whether the model lacks a trained classification head (none of its config's
+def untrained_head(name_or_path: str, allow_untrained_head: bool = False) -> bool:
+    """Whether the model's classification head was never trained (none of its config's
     `architectures` is a *ForSequenceClassification: a base encoder, `minilm` as installed).
     Such a model is refused unless `allow_untrained_head`; then one warning line is logged,
     once per model and process."""
-    config = config if config is not None else load_config(name_or_path)
+    config = load_config(name_or_path)
     if has_classifier(config):
         return False
     name = str(name_or_path)
@@ -127,10 +126,10 @@ def load_trained(
     name_or_path: str, num_labels: int | None = None, *, allow_untrained_head: bool = False
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """`load_classifier` for a model whose head was trained; a base encoder is refused
-    unless `allow_untrained_head` (`check_trained_head`). Its new head is then seeded with
+    unless `allow_untrained_head` (`untrained_head`). Its new head is then seeded with
     UNTRAINED_HEAD_SEED, so every command sees the same one, and transformers' load report
     (which lists that head's missing weights) is not printed."""
-    if not check_trained_head(name_or_path, allow_untrained_head):
+    if not untrained_head(name_or_path, allow_untrained_head):
         return load_classifier(name_or_path, num_labels)
     with _transformers_quiet(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(UNTRAINED_HEAD_SEED)

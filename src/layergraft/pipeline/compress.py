@@ -25,11 +25,11 @@ from layergraft.data.encoding import encode
 from layergraft.data.tasks import TaskSource, as_source
 from layergraft.errors import LayergraftError
 from layergraft.models import (
-    check_trained_head,
     holds_model,
     load_classifier,
     load_for_task,
     save_model,
+    untrained_head,
 )
 from layergraft.pipeline.assess import (
     evaluation_sets,
@@ -118,7 +118,7 @@ def compress(
         raise LayergraftError(f"unknown strategy '{strategy}': choose one of "
                               f"{', '.join(STRATEGIES)}")
     get_method(method)
-    check_trained_head(teacher_path, allow_untrained_head)
+    untrained_head(teacher_path, allow_untrained_head)  # refused before anything else
     source = as_source(task)
     run = _Run(teacher_path=str(teacher_path), source=source, layers=int(layers), method=method,
                strategy=strategy, budget=Budget.parse(budget), seed=seed, bf16=bf16,
