@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +52,7 @@ def environment() -> dict:
     return {"kind": "environment", "cpu": cpu, "cores": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "device": device,
             "platform": platform.platform(), "versions": versions(), "commit": _commit(),
-            "updated": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            "updated": datetime.now(UTC).isoformat(timespec="seconds")}
 
 
 def _commit() -> str | None:

@@ -43,7 +43,8 @@ _FAMILY_CONFIG: dict[str, dict[str, Any]] = {
         vocab_size=VOCAB, dim=HIDDEN, n_heads=HEADS, hidden_dim=FFN,
         max_position_embeddings=MAX_POSITIONS,
     ),
-    # DeBERTa-v3 style: relative attention with shared keys, no absolute positions.
+    # DeBERTa-v2 with relative attention but separate positional projections per layer
+    # (share_att_key off: pos_key_proj and pos_query_proj), no absolute positions.
     "deberta-v2": {
         **_SIZES,
         "relative_attention": True,
@@ -53,21 +54,46 @@ _FAMILY_CONFIG: dict[str, dict[str, Any]] = {
         "position_buckets": 16,
         "norm_rel_ebd": "layer_norm",
     },
+    # DeBERTa-v3 as released (microsoft/deberta-v3-*'s config.json, sizes aside): the
+    # positional embeddings are projected by each layer's own key/query (share_att_key),
+    # both c2p and p2c, log buckets, no token types and no absolute positions.
+    "deberta-v3": {
+        **_SIZES,
+        "relative_attention": True,
+        "share_att_key": True,
+        "pos_att_type": ["p2c", "c2p"],
+        "position_biased_input": False,
+        "max_relative_positions": -1,
+        "position_buckets": 256,
+        "norm_rel_ebd": "layer_norm",
+        "type_vocab_size": 0,
+        "hidden_act": "gelu",
+    },
 }
+# Variants named apart from their family, so a contract test covers both configurations.
+_VARIANT_OF = {"deberta-v3": "deberta-v2"}
 _LAYER_COUNT_FIELD = {"distilbert": "n_layers"}
+# Every family of the architecture table, and the variants: what contract tests run over.
+TINY_FAMILIES = sorted(_FAMILY_CONFIG)
+
+
+def family_of(name: str) -> str:
+    """The model_type (architecture table row) of a tiny family or variant."""
+    return _VARIANT_OF.get(name, name)
 
 
 def make_tiny_model(
     model_type: str, num_labels: int = 2, num_layers: int = 4, seed: int = 0, **overrides: Any
 ) -> PreTrainedModel:
-    """A seeded random *ForSequenceClassification of one family, in eval mode."""
+    """A seeded random *ForSequenceClassification of one family (or variant, such as
+    "deberta-v3"), in eval mode."""
     fields = {
         **_FAMILY_CONFIG[model_type],
         _LAYER_COUNT_FIELD.get(model_type, "num_hidden_layers"): num_layers,
         "num_labels": num_labels,
         **overrides,
     }
-    config = AutoConfig.for_model(model_type, **fields)
+    config = AutoConfig.for_model(family_of(model_type), **fields)
     torch.manual_seed(seed)
     return AutoModelForSequenceClassification.from_config(config).eval()
 

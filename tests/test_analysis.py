@@ -25,7 +25,7 @@ from layergraft.surgery.graft import graft_model
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.parametrize("family", ["bert", "mpnet", "deberta-v2"])
+@pytest.mark.parametrize("family", ["bert", "mpnet", "deberta-v2", "deberta-v3"])
 def test_one_pass_gives_what_separate_passes_give(family):
     model = make_tiny_model(family, num_layers=3)
     batches = make_tiny_batches(model)
@@ -146,3 +146,88 @@ def test_real_minilm_analysis_has_the_right_shapes():
     assert (analysis.scores.head > 0).all()
     # a pretrained model changes its representation gradually: neighbours are the most alike
     assert analysis.cka[1, 2] > analysis.cka[1, 6]
+
+
+@pytest.fixture(scope="module")
+def teacher_analysis(tmp_path_factory):
+    """A tiny 4-layer teacher, a task, and the teacher's saved analysis."""
+    from tiny_task import save_tiny_teacher, write_tiny_task
+
+    from layergraft.api import analyze
+
+    root = tmp_path_factory.mktemp("fit")
+    teacher = save_tiny_teacher(root / "teacher")
+    task = write_tiny_task(root / "task")
+    analyze(teacher, task, out=root / "analysis", samples=16, progress=False)
+    return root, teacher
+
+
+@pytest.mark.parametrize(("other", "what"), [
+    ({"num_layers": 3}, "3 layers"), ({"num_attention_heads": 2}, "2 heads"),
+    ({"intermediate_size": 20}, "FFN width 20"), ({"seed": 1}, "another model")])
+def test_graft_refuses_an_analysis_measured_on_another_model(teacher_analysis, tmp_path, other,
+                                                             what):
+    from tiny_task import save_tiny_teacher
+
+    from layergraft.api import graft
+
+    root, _ = teacher_analysis
+    model = save_tiny_teacher(tmp_path / "other", **other)
+    with pytest.raises(LayergraftError, match="layergraft analyze") as error:
+        graft(model, pairs="0-1", analysis=root / "analysis", out=tmp_path / "s")
+    assert what in str(error.value) and "\n" not in str(error.value)
+    assert not (tmp_path / "s").exists()
+
+
+def test_the_teachers_analysis_does_not_fit_its_three_layer_student(teacher_analysis, tmp_path,
+                                                                    monkeypatch, capsys):
+    """The review's case: `graft --analysis` of the teacher on a 3-layer student with --pairs
+    used to take the teacher's layer 0-2 scores silently."""
+    import sys
+
+    from layergraft.api import graft
+    from layergraft.cli import main
+
+    root, teacher = teacher_analysis
+    student = graft(teacher, layers=3, method="drop-top", out=tmp_path / "student")
+    monkeypatch.setattr(sys, "argv", ["layergraft", "graft", str(student), "--pairs", "0-1",
+                                      "--analysis", str(root / "analysis"), "--out",
+                                      str(tmp_path / "s")])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    assert exit_.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "4 layers" in errors[0] and "layergraft analyze" in errors[0]
+    graft(teacher, pairs="0-1,2-3", analysis=root / "analysis", out=tmp_path / "fits")
+
+
+def test_an_analysis_records_the_fingerprint_of_its_model(teacher_analysis):
+    from transformers import AutoModelForSequenceClassification
+
+    from layergraft.utils import model_fingerprint
+
+    root, teacher = teacher_analysis
+    info = load_analysis(root / "analysis").info["model"]
+    assert info["fingerprint"] == model_fingerprint(
+        AutoModelForSequenceClassification.from_pretrained(teacher))
+
+
+def test_an_old_analysis_without_a_fingerprint_is_checked_by_shape_only(teacher_analysis,
+                                                                          tmp_path):
+    import shutil
+
+    from tiny_task import save_tiny_teacher
+
+    from layergraft.api import graft
+
+    root, teacher = teacher_analysis
+    old = tmp_path / "old"
+    shutil.copytree(root / "analysis", old)
+    summary = json.loads((old / SUMMARY_FILE).read_text())
+    del summary["info"]["model"]["fingerprint"]
+    (old / SUMMARY_FILE).write_text(json.dumps(summary))
+    same_shape = save_tiny_teacher(tmp_path / "same-shape", seed=1)
+    graft(same_shape, pairs="0-1", analysis=old, out=tmp_path / "s")
+    shallower = save_tiny_teacher(tmp_path / "shallower", num_layers=3)
+    with pytest.raises(LayergraftError, match="3 layers"):
+        graft(shallower, pairs="0-1", analysis=old, out=tmp_path / "s3")

@@ -60,3 +60,15 @@ def test_normalised_scores_at_graft_time_have_their_own_flag(tmp_path, monkeypat
         assert code == (0 if flag == "--normalize-scores" else 2), capsys.readouterr().err
     manifest = json.loads((tmp_path / "--normalize-scores" / "graft_manifest.json").read_text())
     assert manifest["steps"][0]["options"]["normalize_scores"] is True
+
+
+def test_a_depth_out_of_range_names_the_allowed_depths(tmp_path):
+    import pytest
+
+    from layergraft.errors import LayergraftError
+
+    teacher = save_tiny_teacher(tmp_path / "tiny")
+    for layers in (0, 4):
+        with pytest.raises(LayergraftError, match="between 1 and 3 for this 4-layer model"):
+            layergraft.graft(teacher, layers=layers, method="drop-top", out=tmp_path / "s")
+    assert not (tmp_path / "s").exists()

@@ -62,7 +62,7 @@ def test_explicit_pairs_and_refusal_to_overwrite(monkeypatch, capsys, tiny_dir, 
 
 @pytest.mark.parametrize(("args", "fragment"), [
     (("--pairs", "0-1,4-5", "--method", "random"), "does not fit a model with 4 layers"),
-    (("--layers", "9", "--method", "random"), "between 1 and 4"),
+    (("--layers", "9", "--method", "random"), "between 1 and 3"),
     (("--layers", "2", "--method", "graff"), "did you mean 'graft'"),
     (("--layers", "2", "--method", "graft"), "needs data"),
     (("--layers", "2", "--method", "random", "--bias", "max"), "--bias must be one of"),
@@ -166,12 +166,14 @@ def test_real_minilm_analyze_and_graft_to_three_layers(monkeypatch, capsys, tmp_
                  "one of the funniest movies of the year", "a mess of a script"] * 8
     rows = [f'"{s}",{i % 2 == 0:d}' for i, s in enumerate(sentences)]
     (tmp_path / "movies.csv").write_text("text,label\n" + "\n".join(rows) + "\n")
+    # its head was never trained: the same seeded random head in both commands
     code, _, err = run_cli(monkeypatch, capsys, "analyze", "minilm", "--task",
                            str(tmp_path / "movies.csv"), "--samples", "32", "--out",
-                           str(tmp_path / "ana"))
+                           str(tmp_path / "ana"), "--untrained-head")
     assert code == 0, err
     code, _, err = run_cli(monkeypatch, capsys, "graft", "minilm", "--layers", "3", "--analysis",
-                           str(tmp_path / "ana"), "--out", str(tmp_path / "g3"))
+                           str(tmp_path / "ana"), "--out", str(tmp_path / "g3"),
+                           "--untrained-head")
     assert code == 0, err
     student = AutoModelForSequenceClassification.from_pretrained(tmp_path / "g3")
     assert student.config.num_hidden_layers == 3
@@ -240,3 +242,13 @@ def test_compress_from_the_cli_and_regression_flag(monkeypatch, capsys, tmp_path
     code, _, err = run_cli(monkeypatch, capsys, "evaluate", tiny_dir, "--task", task,
                            "--regression")
     assert_one_line_error(code, err, "regression")
+
+
+@pytest.mark.parametrize("method", ["drop-alternate", "random"])
+@pytest.mark.parametrize("layers", ["0", "4"])
+def test_a_depth_out_of_range_names_the_allowed_depths(monkeypatch, capsys, tiny_dir, tmp_path,
+                                                       method, layers):
+    code, _, err = run_cli(monkeypatch, capsys, "graft", tiny_dir, "--layers", layers,
+                           "--method", method, "--out", str(tmp_path / "s"))
+    assert_one_line_error(code, err, "--layers must be between 1 and 3 for this 4-layer model")
+    assert not (tmp_path / "s").exists()

@@ -94,7 +94,7 @@ def model_similarity(model, batches):
     return similarity
 
 
-@pytest.mark.parametrize("family", ["bert", "distilbert", "deberta-v2"])
+@pytest.mark.parametrize("family", ["bert", "distilbert", "deberta-v2", "deberta-v3"])
 def test_padding_tokens_do_not_count(family):
     model = make_tiny_model(family, num_layers=3)
     batches = make_tiny_batches(model)

@@ -6,7 +6,7 @@ import copy
 
 import pytest
 import torch
-from helpers import make_tiny_batches, make_tiny_model
+from helpers import TINY_FAMILIES, make_tiny_batches, make_tiny_model
 from transformers import AutoModelForSequenceClassification
 
 from layergraft.errors import LayergraftError
@@ -17,7 +17,7 @@ from layergraft.surgery.manifest import Manifest, replay
 from layergraft.surgery.methods import GraftOptions
 from layergraft.surgery.plan import Plan
 
-FAMILIES = sorted(ARCH_SPECS)
+FAMILIES = TINY_FAMILIES  # the architecture table and its variants (deberta-v3)
 LAYERS, HEADS, FFN = 4, 4, 37
 
 
@@ -201,7 +201,7 @@ def test_unknown_method_and_target_depth_errors():
     model = make_tiny_model("bert", num_layers=LAYERS)
     with pytest.raises(LayergraftError, match="did you mean 'graft'"):
         graft_model(model, layers=2, method="graf")
-    with pytest.raises(LayergraftError, match="between 1 and 4"):
+    with pytest.raises(LayergraftError, match="between 1 and 3"):
         graft_model(model, layers=7, method="random")
     with pytest.raises(LayergraftError, match="needs importance scores"):
         graft_model(model, layers=2)
@@ -243,3 +243,161 @@ def test_max_sources_grafts_only_the_top_layers_of_a_deep_group():
     assert {h[0] for h in layer["heads"]} <= {2, 3}
     with pytest.raises(LayergraftError, match="max-sources"):
         GraftOptions(max_sources=-1)
+
+
+@pytest.mark.parametrize(("depth", "target", "kept"), [
+    (6, 3, [1, 3, 5]), (6, 4, [1, 2, 4, 5]), (6, 5, [1, 2, 3, 4, 5]), (6, 1, [5]),
+    (12, 6, [1, 3, 5, 7, 9, 11]), (12, 4, [2, 5, 8, 11]), (12, 3, [3, 7, 11]),
+    (12, 2, [5, 11]), (4, 2, [1, 3]), (24, 9, [2, 5, 7, 10, 13, 15, 18, 21, 23])])
+def test_drop_alternate_keeps_layer_ceil_of_i_plus_one_times_depth_over_target(depth, target,
+                                                                               kept):
+    from layergraft.surgery.methods import MethodInput, drop_alternate
+
+    _, recipes = drop_alternate(MethodInput(num_layers=depth, num_heads=1, ffn_width=1,
+                                            target_layers=target))
+    assert [recipe.sources[0] for recipe in recipes] == kept
+
+
+def test_drop_alternate_spacing_is_even_and_ends_with_the_top_layer_at_every_depth():
+    from layergraft.surgery.methods import MethodInput, drop_alternate
+
+    for depth in range(2, 49):
+        for target in range(1, depth):
+            _, recipes = drop_alternate(MethodInput(num_layers=depth, num_heads=1, ffn_width=1,
+                                                    target_layers=target))
+            kept = [recipe.sources[0] for recipe in recipes]
+            assert kept == [-(-(i + 1) * depth // target) - 1 for i in range(target)]
+            assert kept[-1] == depth - 1
+            gaps = [b - a for a, b in zip([-1, *kept], kept, strict=False)]
+            assert min(gaps) >= 1 and max(gaps) - min(gaps) <= 1, (depth, target, kept)
+
+
+@pytest.mark.parametrize("method", ["drop-alternate", "drop-top", "random", "average"])
+@pytest.mark.parametrize("layers", [0, -1, LAYERS, LAYERS + 3])
+def test_a_depth_out_of_range_says_which_depths_are_allowed(method, layers):
+    model = make_tiny_model("bert", num_layers=LAYERS)
+    message = f"--layers must be between 1 and {LAYERS - 1} for this {LAYERS}-layer model"
+    with pytest.raises(LayergraftError, match=message):
+        graft_model(model, layers=layers, method=method)
+
+
+def test_the_contract_families_cover_the_whole_architecture_table():
+    from helpers import family_of
+
+    assert {family_of(name) for name in FAMILIES} == set(ARCH_SPECS)
+    assert "deberta-v3" in FAMILIES
+
+
+# One encoder layer of each family, written out by hand from the transformers modelling code,
+# independently of the ArchSpec table and of surgery/recipes.py: the linears whose output rows
+# are grouped per attention head, the attention output (per-head input columns), the FFN's
+# first linear (one row and bias per neuron) and second (one input column per neuron), and the
+# two LayerNorms.
+_BERT_LAYER = dict(
+    per_head=("attention.self.query", "attention.self.key", "attention.self.value"),
+    attn_out="attention.output.dense", ffn_in="intermediate.dense", ffn_out="output.dense",
+    norms=("attention.output.LayerNorm", "output.LayerNorm"))
+_DEBERTA_LAYER = dict(
+    _BERT_LAYER,
+    per_head=("attention.self.query_proj", "attention.self.key_proj", "attention.self.value_proj"))
+HAND_LAYERS = {
+    "bert": _BERT_LAYER, "roberta": _BERT_LAYER, "xlm-roberta": _BERT_LAYER,
+    "electra": _BERT_LAYER,
+    "mpnet": dict(per_head=("attention.attn.q", "attention.attn.k", "attention.attn.v"),
+                  attn_out="attention.attn.o", ffn_in="intermediate.dense",
+                  ffn_out="output.dense", norms=("attention.LayerNorm", "output.LayerNorm")),
+    "distilbert": dict(per_head=("attention.q_lin", "attention.k_lin", "attention.v_lin"),
+                       attn_out="attention.out_lin", ffn_in="ffn.lin1", ffn_out="ffn.lin2",
+                       norms=("sa_layer_norm", "output_layer_norm")),
+    # share_att_key off: the relative embeddings have their own per-head projections
+    "deberta-v2": dict(_DEBERTA_LAYER, per_head=(
+        *_DEBERTA_LAYER["per_head"], "attention.self.pos_key_proj",
+        "attention.self.pos_query_proj")),
+    "deberta-v3": _DEBERTA_LAYER,  # share_att_key: Q and K project the positions too
+}
+# Heads from both layers of the pair 1-2, out of order; MPNet's heads keep their slot.
+MIXED_HEADS = ((2, 1), (1, 3), (2, 0), (1, 0))
+SLOT_HEADS = ((2, 0), (1, 1), (2, 2), (1, 3))
+BIAS, NORM = {1: 0.25, 2: 0.75}, {1: 0.625, 2: 0.375}
+
+
+def weighted(layers, weights, name):
+    total = 0
+    for layer, weight in weights.items():
+        total = total + weight * layers[layer][name]
+    return total
+
+
+def hand_made_graft(layers, heads, neurons, hand):
+    """The state of the new layer, parameter by parameter, straight from the source layers."""
+    out = {}
+    for name, tensor in layers[0].items():
+        module, _, kind = name.rpartition(".")
+        if module in hand["per_head"]:
+            size = tensor.shape[0] // HEADS
+            out[name] = torch.cat([layers[layer][name][h * size:(h + 1) * size]
+                                   for layer, h in heads])
+        elif module == hand["attn_out"] and kind == "weight":
+            size = tensor.shape[1] // HEADS
+            out[name] = torch.cat([layers[layer][name][:, h * size:(h + 1) * size]
+                                   for layer, h in heads], dim=1)
+        elif module == hand["ffn_in"]:
+            out[name] = torch.stack([layers[layer][name][n] for layer, n in neurons])
+        elif module == hand["ffn_out"] and kind == "weight":
+            out[name] = torch.stack([layers[layer][name][:, n] for layer, n in neurons], dim=1)
+        elif module in (hand["attn_out"], hand["ffn_out"]):
+            out[name] = weighted(layers, BIAS, name)
+        elif module in hand["norms"]:
+            out[name] = weighted(layers, NORM, name)
+        else:
+            raise AssertionError(f"{name}: a parameter the hand-written layer does not know")
+    return out
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_mixed_graft_equals_a_reference_built_by_hand_from_the_weights(family):
+    import re
+
+    from layergraft.surgery.recipes import LayerRecipe, apply_recipes, keep_recipe
+
+    model = make_tiny_model(family, num_layers=LAYERS)
+    generator = torch.Generator().manual_seed(4)
+    with torch.no_grad():  # random init leaves biases 0 and LayerNorms 1: any mix would fit
+        for parameter in model.parameters():
+            parameter.add_(0.1 * torch.randn(parameter.shape, generator=generator))
+    heads = SLOT_HEADS if family == "mpnet" else MIXED_HEADS
+    order = torch.randperm(2 * FFN, generator=torch.Generator().manual_seed(5))[:FFN]
+    neurons = tuple((1 + int(k) // FFN, int(k) % FFN) for k in order)
+    assert {layer for layer, _ in neurons} == {1, 2} and list(neurons) != sorted(neurons)
+    recipes = [keep_recipe(0, HEADS, FFN),
+               LayerRecipe(sources=(1, 2), heads=heads, neurons=neurons, bias=BIAS, norm=NORM),
+               keep_recipe(3, HEADS, FFN)]
+    student = apply_recipes(model, recipes)
+
+    pattern = re.compile(r"^(.+\.layer)\.(\d+)\.(.+)$")
+    state = model.state_dict()
+    layers = [{} for _ in range(LAYERS)]
+    expected = {}
+    for name, tensor in state.items():
+        match = pattern.match(name)
+        if match is None:
+            expected[name] = tensor
+        else:
+            prefix = match[1]
+            layers[int(match[2])][match[3]] = tensor
+    new_layers = [layers[0], hand_made_graft(layers, heads, neurons, HAND_LAYERS[family]),
+                  layers[3]]
+    for index, layer in enumerate(new_layers):
+        expected.update({f"{prefix}.{index}.{name}": t for name, t in layer.items()})
+
+    got = student.state_dict()
+    assert got.keys() == expected.keys()
+    unequal = [name for name in got if not torch.equal(got[name], expected[name])]
+    assert not unequal, unequal
+
+    config = copy.deepcopy(model.config)
+    config.num_hidden_layers = 3
+    reference = type(model)(config).eval()
+    reference.load_state_dict(expected, strict=True)
+    batches = make_tiny_batches(model)
+    assert torch.equal(logits(student, batches), logits(reference, batches))

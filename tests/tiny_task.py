@@ -27,14 +27,15 @@ def one_thread():
 
 
 def save_tiny_teacher(directory, num_layers: int = 4, num_labels: int = 2, seed: int = 0,
-                      **overrides) -> str:
-    """A tiny random BERT classifier and a WordPiece tokenizer over WORDS, saved to a folder."""
+                      head: bool = True, **overrides) -> str:
+    """A tiny random BERT classifier and a WordPiece tokenizer over WORDS, saved to a folder.
+    `head=False` saves the bare encoder (a `BertModel`, as a pretrained base model is)."""
     directory = Path(directory)
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     tokenizer = BertTokenizer(vocab={w: i for i, w in enumerate(specials + WORDS)})
     model = make_tiny_model("bert", num_labels=num_labels, num_layers=num_layers, seed=seed,
                             **overrides)
-    model.save_pretrained(directory)
+    (model if head else model.base_model).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return str(directory)
 

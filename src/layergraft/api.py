@@ -31,25 +31,29 @@ __all__ = ["analyze", "graft", "finetune", "evaluate", "compress", "compare", "b
 
 
 def analyze(model: str, task: str | TaskSource, *, out: str | os.PathLike,
-            device: str = "auto", precision: str = "auto", **settings) -> Analysis:
+            device: str = "auto", precision: str = "auto",
+            allow_untrained_head: bool = False, **settings) -> Analysis:
     """`layergraft analyze`: head / neuron importance and layer similarity of `model` on a
     sample of `task`, saved to `out` (scores, JSON, plots). `settings` are fields of
     `AnalysisSettings`: samples, importance, loss, normalize (store L2-normalised scores),
-    seed, ..."""
+    seed, ... A model whose classification head was never trained is refused unless
+    `allow_untrained_head` (so are graft, evaluate, compress and compare)."""
     from layergraft.data.tasks import as_source
     from layergraft.pipeline.workflows import analyze_path
     from layergraft.runtime import Runtime
     from layergraft.scoring.analysis import AnalysisSettings
 
     return analyze_path(model, as_source(task), out, AnalysisSettings(**settings),
-                        runtime=Runtime.resolve(device, precision))
+                        runtime=Runtime.resolve(device, precision),
+                        allow_untrained_head=allow_untrained_head)
 
 
 def graft(model: str, *, out: str | os.PathLike, layers: int | None = None,
           pairs: str | None = None, method: str = "graft", task: str | TaskSource | None = None,
           analysis: str | os.PathLike | None = None, options: GraftOptions | None = None,
           settings: AnalysisSettings | None = None, refit: int = 0, seed: int = 0,
-          overwrite: bool = False, device: str = "auto", precision: str = "auto") -> Path:
+          overwrite: bool = False, device: str = "auto", precision: str = "auto",
+          allow_untrained_head: bool = False) -> Path:
     """`layergraft graft`: surgery only. Merge adjacent layers of `model` down to `layers` (or
     the spans `pairs`, e.g. "0-1,2-3") by `method` and save the student and its manifest to
     `out`. Methods that need scores read them from `analysis` (a folder of `analyze`) or
@@ -64,7 +68,8 @@ def graft(model: str, *, out: str | os.PathLike, layers: int | None = None,
                       task_source=as_source(task) if task is not None else None,
                       analysis_dir=analysis, settings=settings or AnalysisSettings(),
                       options=options, seed=seed, refit_samples=refit, overwrite=overwrite,
-                      runtime=Runtime.resolve(device, precision))
+                      runtime=Runtime.resolve(device, precision),
+                      allow_untrained_head=allow_untrained_head)
 
 
 def finetune(model: str, task: str | TaskSource, *, out: str | os.PathLike,
@@ -84,7 +89,8 @@ def finetune(model: str, task: str | TaskSource, *, out: str | os.PathLike,
 
 
 def evaluate(model: str, task: str | TaskSource, *, splits: Sequence[str] | None = None,
-             device: str = "auto", precision: str = "auto") -> list[dict]:
+             device: str = "auto", precision: str = "auto",
+             allow_untrained_head: bool = False) -> list[dict]:
     """`layergraft evaluate`: one record per split of `task` (default: its evaluation splits;
     'ood' adds the task's out-of-domain sets) with the metrics, model size and versions."""
     from layergraft.data.tasks import as_source
@@ -94,7 +100,8 @@ def evaluate(model: str, task: str | TaskSource, *, splits: Sequence[str] | None
 
     runtime = Runtime.resolve(device, precision)
     loaded = as_source(task).load()
-    classifier, tokenizer = load_for_task(model, loaded)
+    classifier, tokenizer = load_for_task(model, loaded,
+                                          allow_untrained_head=allow_untrained_head)
     classifier.to(runtime.device)
     splits = splits or list(loaded.spec.eval_splits)
     targets = [(loaded, name) for name in splits if name != "ood"]
@@ -110,8 +117,8 @@ def compress(teacher: str, task: str | TaskSource, *, layers: int, out: str | os
     and speed; the student, its manifest and results.json are saved to `out` (resumable).
     `options` are those of `layergraft.pipeline.compress.compress`: method, strategy, budget,
     seed, precision, device, distill, graft_options, analysis, training, refit_samples, pairs,
-    ood, speed, overwrite, ...; `dry_run=True` runs nothing and returns the run's status
-    ("done", "stale" or "to do")."""
+    ood, speed, overwrite, allow_untrained_head, ...; `dry_run=True` runs nothing and returns
+    the run's status ("done", "stale" or "to do")."""
     from layergraft.pipeline.compress import compress as run_compress
 
     return run_compress(teacher, task, layers=layers, out_dir=out, **options)

@@ -29,6 +29,7 @@ from layergraft.cli_options import (
     RefitOpt,
     SeedOpt,
     TaskOpt,
+    UntrainedHeadOpt,
     analysis_options,
     compress_options,
     graft_options,
@@ -58,6 +59,7 @@ def analyze(
         "--normalize/--raw", help="Store each layer's scores divided by their L2 norm.")]
     = False,
     seed: SeedOpt = 0,
+    untrained_head: UntrainedHeadOpt = False,
     device: str = "auto",
     precision: str = "auto",
 ) -> None:
@@ -67,6 +69,7 @@ def analyze(
     from layergraft import api
 
     result = api.analyze(model, task, out=out, device=device, precision=precision,
+                         allow_untrained_head=untrained_head,
                          **asdict(replace(analysis, normalize=normalize)))
     cosine = ", ".join(f"{v:.3f}" for v in result.adjacent_cosine.tolist())
     typer.echo(f"adjacent cosine (layer input vs output): {cosine}")
@@ -96,6 +99,7 @@ def graft(
     refit: RefitOpt = 0,
     seed: SeedOpt = 0,
     overwrite: OverwriteOpt = False,
+    untrained_head: UntrainedHeadOpt = False,
     device: str = "auto",
     precision: str = "auto",
 ) -> None:
@@ -105,7 +109,7 @@ def graft(
     path = api.graft(model, out=out, layers=layers, pairs=pairs, method=method, task=task,
                      analysis=analysis_dir, seed=seed, refit=refit, overwrite=overwrite,
                      settings=analysis, options=graft_options, device=device,
-                     precision=precision)
+                     precision=precision, allow_untrained_head=untrained_head)
     typer.echo(f"saved the grafted model to {path}")
 
 
@@ -150,6 +154,7 @@ def evaluate(
         "--split", help="Split(s) to score (default: the task's evaluation splits); 'ood' "
         "adds the task's out-of-domain sets.")] = None,
     json_path: JsonOpt = None,
+    untrained_head: UntrainedHeadOpt = False,
     device: str = "auto",
     precision: str = "auto",
 ) -> None:
@@ -157,7 +162,8 @@ def evaluate(
     from layergraft import api
     from layergraft.pipeline.evaluation import format_table, save_results
 
-    records = api.evaluate(model, task, splits=split, device=device, precision=precision)
+    records = api.evaluate(model, task, splits=split, device=device, precision=precision,
+                           allow_untrained_head=untrained_head)
     typer.echo(format_table(records))
     if json_path is not None:
         save_results(records if len(records) > 1 else records[0], json_path)
@@ -179,6 +185,7 @@ def compress(
     budget: BudgetOpt = "3 epochs",
     seed: SeedOpt = 0,
     overwrite: OverwriteOpt = False,
+    untrained_head: UntrainedHeadOpt = False,
     device: str = "auto",
     precision: str = "auto",
 ) -> None:
@@ -187,7 +194,7 @@ def compress(
 
     record = api.compress(teacher, task, layers=layers, out=out, method=method,
                           strategy=strategy, budget=budget, seed=seed, device=device,
-                          precision=precision,
+                          precision=precision, allow_untrained_head=untrained_head,
                           overwrite=overwrite, **options)
     _print_scores(record["task"], {s: record[s]["metrics"] for s in ("dev", "test")
                                    if s in record})
@@ -224,6 +231,7 @@ def compare(
     config: ConfigOpt = None,
     *,
     options,
+    untrained_head: UntrainedHeadOpt = False,
     device: str = "auto",
     precision: str = "auto",
 ) -> None:
@@ -238,7 +246,7 @@ def compare(
     grid = dict(layers=split_list(layers, int, "--layers"), methods=split_list(methods),
                 strategies=split_list(strategies), graft_strategies=split_list(graft_strategies),
                 seeds=split_list(seeds, int, "--seeds"), budget=budget, device=device,
-                precision=precision,
+                precision=precision, allow_untrained_head=untrained_head,
                 replace_other_runs=replace_stale, **options)
     if dry_run:
         from layergraft.pipeline.compare import format_status

@@ -11,7 +11,6 @@ the flag's would be. Paths are relative to the current folder, as on the command
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -73,10 +72,7 @@ def _flag_value(ctx: typer.Context, path: Path, key: str, param, value):
 
 
 def _load_toml(path: Path) -> dict:
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - the package depends on tomli there
-        import tomli as tomllib
+    import tomllib
     try:
         with open(path, "rb") as handle:
             return tomllib.load(handle)

@@ -36,6 +36,10 @@ SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]
 BudgetOpt = Annotated[str, typer.Option(
     "--budget", help="Training budget shared by every method and strategy, e.g. '3 epochs' "
     "or '500 steps'.")]
+UntrainedHeadOpt = Annotated[bool, typer.Option(
+    "--untrained-head", help="Go on with a model whose classification head was never trained "
+    "(a base encoder such as 'minilm'): its task scores mean nothing; train a head with "
+    "`layergraft finetune` first.")]
 GroupByLengthOpt = Annotated[bool, typer.Option(
     "--group-by-length", help="Batch examples of similar length: less padding, faster "
     "training on CPU (changes which examples share a batch).")]

@@ -1,17 +1,21 @@
 """Loading models with clear errors, and saving them atomically without silent overwrite.
 
 `load_classifier` (public as `layergraft.load`) gives a sequence classifier and its tokenizer;
+`load_trained` refuses a model whose classification head was never trained, and
 `load_for_task` also checks that the model's head fits a task.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import shutil
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import torch
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
@@ -28,6 +32,10 @@ if TYPE_CHECKING:
     from layergraft.data.tasks import Task
 
 MODEL_FILES = ("config.json", "model.safetensors", "pytorch_model.bin")
+UNTRAINED_HEAD_SEED = 0  # the new head of a base encoder, the same for every command
+
+logger = logging.getLogger(__name__)
+_warned_untrained: set[str] = set()
 
 
 def default_model_path() -> str:
@@ -85,6 +93,58 @@ def load_classifier(
     return model.eval(), tokenizer
 
 
+def untrained_head(name_or_path: str, allow_untrained_head: bool = False) -> bool:
+    """Whether the model's classification head was never trained (none of its config's
+    `architectures` is a *ForSequenceClassification: a base encoder, `minilm` as installed).
+    Such a model is refused unless `allow_untrained_head`; then one warning line is logged,
+    once per model and process."""
+    config = load_config(name_or_path)
+    if has_classifier(config):
+        return False
+    name = str(name_or_path)
+    if not allow_untrained_head:
+        raise LayergraftError(
+            f"'{name}' has no trained classification head (its config lists "
+            f"{', '.join(getattr(config, 'architectures', None) or ()) or 'no architectures'}): "
+            f"train one first with `layergraft finetune {name} --task TASK --out DIR` and use "
+            "DIR, or pass --untrained-head (Python: allow_untrained_head=True) to go on with a "
+            "random head"
+        )
+    if name not in _warned_untrained:
+        _warned_untrained.add(name)
+        logger.warning(f"warning: '{name}' has no trained classification head: going on with "
+                       "a random one (--untrained-head), so its task scores mean nothing; "
+                       "train one with `layergraft finetune` first")
+    return True
+
+
+def load_trained(
+    name_or_path: str, num_labels: int | None = None, *, allow_untrained_head: bool = False
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """`load_classifier` for a model whose head was trained; a base encoder is refused
+    unless `allow_untrained_head` (`untrained_head`). Its new head is then seeded with
+    UNTRAINED_HEAD_SEED, so every command sees the same one, and transformers' load report
+    (which lists that head's missing weights) is not printed."""
+    if not untrained_head(name_or_path, allow_untrained_head):
+        return load_classifier(name_or_path, num_labels)
+    with _transformers_quiet(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(UNTRAINED_HEAD_SEED)
+        return load_classifier(name_or_path, num_labels)
+
+
+@contextlib.contextmanager
+def _transformers_quiet():
+    """transformers' logging at ERROR level for the duration (no warnings, no load report)."""
+    from transformers.utils import logging as transformers_logging
+
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+
+
 def holds_model(directory: str | os.PathLike) -> bool:
     return any((Path(directory) / name).exists() for name in MODEL_FILES)
 
@@ -129,10 +189,13 @@ def save_model(
     return target
 
 
-def load_for_task(model_path: str, task: Task) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Model (with a head sized for the task when it has none yet) and tokenizer, checked."""
+def load_for_task(model_path: str, task: Task, *, allow_untrained_head: bool = False
+                  ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Model and tokenizer, checked against the task; a model without a trained head is
+    refused unless `allow_untrained_head` (then its new head is sized for the task)."""
     from layergraft.data.tasks import check_model_fits
 
-    model, tokenizer = load_classifier(model_path, num_labels=task.spec.num_labels)
+    model, tokenizer = load_trained(model_path, task.spec.num_labels,
+                                    allow_untrained_head=allow_untrained_head)
     check_model_fits(task.spec, model.config)
     return model, tokenizer

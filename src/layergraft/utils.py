@@ -1,5 +1,5 @@
 """Small helpers every layer shares: atomic file writes, the versions a record carries,
-parameter counts and the cache folder.
+parameter counts, a model's fingerprint and the cache folder.
 
 Atomic writes: a crash leaves the old file or the new one, never half of either. Everything
 layergraft saves (JSON records, safetensors, arrays, plots, reports, data files) goes through
@@ -64,6 +64,19 @@ def versions() -> dict[str, str]:
 def num_parameters(module) -> int:
     """Parameters of a model or module (tied weights counted once)."""
     return sum(p.numel() for p in module.parameters())
+
+
+def model_fingerprint(model) -> str:
+    """Hash of the config (minus its path and version) and every weight, bit for bit."""
+    import torch
+
+    config = {k: v for k, v in model.config.to_dict().items()
+              if k not in ("_name_or_path", "transformers_version")}
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()[:16]
 
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:

@@ -30,6 +30,7 @@ from layergraft.models import (
     load_for_task,
     resolve_model,
     save_model,
+    untrained_head,
 )
 from layergraft.pipeline.assess import (
     evaluation_sets,
@@ -108,6 +109,7 @@ def compress(
     overwrite: bool = False,
     replace_other_runs: bool = False,
     dry_run: bool = False,
+    allow_untrained_head: bool = False,
 ) -> dict:
     """Compress `teacher_path` to `layers` layers on `task`; save the student and results.
 
@@ -129,8 +131,11 @@ def compress(
     (a teacher re-trained into the same folder makes a finished run stale, never returned).
     `dry_run` loads and runs nothing: it returns `{"status": "done" | "stale" | "to do",
     "out": ..., "settings": ...}`, what a call would do with `out_dir` (`runs.run_status`).
+    A teacher whose classification head was never trained is refused unless
+    `allow_untrained_head` (it needs `layergraft finetune` first).
     """
     check_request(method, strategy, pairs)
+    untrained_head(teacher_path, allow_untrained_head)  # refused before anything else
     source = as_source(task)
     run = _Run(teacher_path=str(teacher_path), source=source, layers=int(layers), method=method,
                strategy=strategy, budget=Budget.parse(budget), seed=seed,
@@ -139,7 +144,8 @@ def compress(
                analysis=replace(analysis or AnalysisSettings(), progress=progress),
                training=training or student_training(), out=Path(out_dir),
                cache=cache_root(cache_dir), speed=speed, ood=ood, progress=progress,
-               refit_samples=refit_samples, pairs=_spans(pairs))
+               refit_samples=refit_samples, pairs=_spans(pairs),
+               allow_untrained_head=allow_untrained_head)
     if dry_run:
         return {"status": run_status(run), "out": str(run.out), "settings": run.settings()}
     state = process_state(run.runtime)
@@ -197,6 +203,7 @@ class _Run:
     progress: bool
     refit_samples: int = 0
     pairs: str | None = None
+    allow_untrained_head: bool = False  # a gate, not a setting: no part of the run's identity
 
     def settings(self) -> dict:
         """What identifies the run: a finished run with equal settings is not redone."""
@@ -224,7 +231,8 @@ class _Run:
     def execute(self, state: PartialState) -> dict:
         start = time.perf_counter()
         task = self.source.load()
-        teacher, tokenizer = load_for_task(self.teacher_path, task)
+        teacher, tokenizer = load_for_task(self.teacher_path, task,
+                                           allow_untrained_head=self.allow_untrained_head)
         teacher.to(state.device)
         encoded = encode(task, tokenizer, self.training.max_length)
         depth = num_layers(teacher.config)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from layergraft.errors import LayergraftError
-from layergraft.models import check_output_dir, load_classifier, load_for_task, save_model
+from layergraft.models import check_output_dir, load_for_task, load_trained, save_model
 from layergraft.runtime import Runtime
 from layergraft.scoring.analysis import (
     Analysis,
@@ -28,7 +28,7 @@ from layergraft.scoring.analysis import (
 from layergraft.surgery.graft import graft_model
 from layergraft.surgery.manifest import GraftStep, Manifest
 from layergraft.surgery.methods import NEEDS_SCORES, NEEDS_SIMILARITY, GraftOptions
-from layergraft.surgery.plan import Plan
+from layergraft.surgery.plan import Plan, check_target_depth
 
 if TYPE_CHECKING:
     from layergraft.data.tasks import Task, TaskSource
@@ -36,11 +36,14 @@ if TYPE_CHECKING:
 
 def analyze_path(model_path: str, task_source: TaskSource, out_dir: str | os.PathLike,
                  settings: AnalysisSettings = AnalysisSettings(), *,
-                 runtime: Runtime | None = None) -> Analysis:
-    """Measure importance and similarity of a model on a task and save them to `out_dir`."""
+                 runtime: Runtime | None = None,
+                 allow_untrained_head: bool = False) -> Analysis:
+    """Measure importance and similarity of a model on a task and save them to `out_dir`.
+    Whatever the loss or importance, scores of a head that was never trained say nothing
+    about the task, so such a model is refused unless `allow_untrained_head`."""
     runtime = runtime or Runtime.resolve()
     task = task_source.load()
-    model, tokenizer = load_for_task(model_path, task)
+    model, tokenizer = load_for_task(model_path, task, allow_untrained_head=allow_untrained_head)
     analysis = measure(model.to(runtime.device), tokenizer, task, settings,
                        precision=runtime.precision)
     save_analysis(analysis, out_dir)
@@ -62,6 +65,7 @@ def graft_path(
     refit_samples: int = 0,
     overwrite: bool = False,
     runtime: Runtime | None = None,
+    allow_untrained_head: bool = False,
 ) -> Path:
     """Graft (or drop / average) a saved model down to `layers` and save the student.
 
@@ -71,6 +75,8 @@ def graft_path(
     `refit_samples` > 0 then refits the new layers' FFN output projections to the input
     model's hidden states on that many examples of the task (`layergraft.surgery.refit`).
     Measuring and refitting run on `runtime`'s device (default: resolved from the hardware).
+    A model whose classification head was never trained is refused unless
+    `allow_untrained_head` (it needs `layergraft finetune` first).
     """
     runtime = runtime or Runtime.resolve()
     check_output_dir(out_dir, overwrite)
@@ -79,14 +85,17 @@ def graft_path(
                               "data file)")
     if task_source is not None:
         task = task_source.load()
-        model, tokenizer = load_for_task(model_path, task)
+        model, tokenizer = load_for_task(model_path, task,
+                                         allow_untrained_head=allow_untrained_head)
     else:
         task = None
-        model, tokenizer = load_classifier(model_path)
+        model, tokenizer = load_trained(model_path, allow_untrained_head=allow_untrained_head)
     model.to(runtime.device)
+    plan = Plan.from_spans(model.config.num_hidden_layers, pairs) if pairs else None
+    if plan is None and layers is not None:  # before measuring anything
+        check_target_depth(model.config.num_hidden_layers, layers)
     analysis = _analysis_for(model, tokenizer, method, task, analysis_dir, settings,
                              runtime.precision)
-    plan = Plan.from_spans(model.config.num_hidden_layers, pairs) if pairs else None
     scores = analysis.graft_inputs() if analysis is not None else {}
     student, manifest = graft_model(
         model, layers=layers, plan=plan, method=method, options=options, seed=seed,
@@ -116,7 +125,9 @@ def _analysis_for(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, me
                   settings: AnalysisSettings, precision: str) -> Analysis | None:
     """Load or measure the analysis a method needs; None when it needs none and has none."""
     if analysis_dir is not None:
-        return load_analysis(analysis_dir)
+        analysis = load_analysis(analysis_dir)
+        analysis.check_fits(model, analysis_dir)
+        return analysis
     if task is None:
         if method in NEEDS_SCORES or method in NEEDS_SIMILARITY:
             raise LayergraftError(

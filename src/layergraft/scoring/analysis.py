@@ -25,7 +25,7 @@ from layergraft.scoring import plots
 from layergraft.scoring.importance import Batch, ImportanceScores, score_importance
 from layergraft.scoring.similarity import LayerSimilarity
 from layergraft.surgery.arch import ArchSpec, ffn_width, num_heads, num_layers
-from layergraft.utils import atomic_write, versions, write_json_atomic
+from layergraft.utils import atomic_write, model_fingerprint, versions, write_json_atomic
 
 if TYPE_CHECKING:
     from layergraft.data.tasks import Task
@@ -63,6 +63,27 @@ class Analysis:
     adjacent_cosine: torch.Tensor
     info: dict = field(default_factory=dict)
 
+    def check_fits(self, model: PreTrainedModel, where: str | os.PathLike,
+                   spec: ArchSpec | None = None) -> None:
+        """Refuse to apply this analysis to a model it was not measured on: the layers, heads
+        and FFN width of its scores must be the model's, and so must the fingerprint it
+        recorded (analyses from before fingerprints were recorded are checked by shape)."""
+        fix = "run `layergraft analyze` on this model and pass that folder"
+        head, neuron = self.scores.head, self.scores.neuron
+        depths = {head.shape[0], neuron.shape[0], self.cka.shape[0] - 1,
+                  self.adjacent_cosine.shape[0]}
+        measured = (head.shape[0], head.shape[1], neuron.shape[1])
+        actual = (num_layers(model.config), num_heads(model.config), ffn_width(model, spec))
+        if depths != {actual[0]} or measured != actual:
+            raise LayergraftError(
+                f"the analysis in '{where}' was measured on a model with {_shape(*measured)}, "
+                f"but this model has {_shape(*actual)}: {fix}")
+        recorded = (self.info.get("model") or {}).get("fingerprint")
+        if recorded is not None and recorded != (found := model_fingerprint(model)):
+            raise LayergraftError(
+                f"the analysis in '{where}' was measured on another model (fingerprint "
+                f"{recorded}; this model's is {found}), although of the same shape: {fix}")
+
     def graft_inputs(self) -> dict:
         """The keyword arguments `layergraft.surgery.graft.graft_model` takes from an analysis."""
         return dict(head_scores=self.scores.head, neuron_scores=self.scores.neuron,
@@ -81,6 +102,7 @@ def analyze_model(
     spec: ArchSpec | None = None,
 ) -> Analysis:
     """Score heads and neurons and measure layer similarity on `batches`, in one pass."""
+    fingerprint = model_fingerprint(model)  # before a forward pass sets config.problem_type
     similarity = LayerSimilarity()
     scores = score_importance(model, batches, method=importance, loss=loss, normalize=normalize,
                               progress=progress, spec=spec, observe=similarity.update)
@@ -89,12 +111,17 @@ def analyze_model(
                   "model_type": model.config.model_type,
                   "num_layers": num_layers(model.config),
                   "num_heads": num_heads(model.config),
-                  "ffn_width": ffn_width(model, spec)},
+                  "ffn_width": ffn_width(model, spec),
+                  "fingerprint": fingerprint},
         "examples": scores.info["examples"],
         "tokens": similarity.tokens,
     }
     return Analysis(scores=scores, cka=similarity.cka(),
                     adjacent_cosine=similarity.adjacent_cosine(), info=info)
+
+
+def _shape(layers: int, heads: int, ffn: int) -> str:
+    return f"{layers} layers, {heads} heads, FFN width {ffn}"
 
 
 def analysis_batches(task: Task, tokenizer: PreTrainedTokenizerBase,

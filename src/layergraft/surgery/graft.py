@@ -8,7 +8,7 @@ from layergraft.errors import LayergraftError
 from layergraft.surgery.arch import ArchSpec, ffn_width, num_heads, num_layers, spec_for
 from layergraft.surgery.manifest import GraftStep, Manifest
 from layergraft.surgery.methods import NEEDS_SCORES, GraftOptions, MethodInput, get_method
-from layergraft.surgery.plan import Plan
+from layergraft.surgery.plan import Plan, check_target_depth
 from layergraft.surgery.recipes import apply_recipes
 
 
@@ -38,6 +38,8 @@ def graft_model(
     depth = num_layers(model.config)
     if plan is None and layers is None:
         raise LayergraftError("say how deep the new model is: give --layers N or --pairs")
+    if plan is None:
+        check_target_depth(depth, int(layers))
     target = plan.target_layers if plan is not None else int(layers)
     if plan is not None and layers is not None and plan.target_layers != layers:
         raise LayergraftError(

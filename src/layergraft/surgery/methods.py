@@ -191,10 +191,21 @@ def drop_bottom(inp: MethodInput) -> tuple[Plan, list[LayerRecipe]]:
     return _keep(inp, range(inp.num_layers - inp.target_layers, inp.num_layers))
 
 
+def alternate_layers(num_layers: int, target_layers: int) -> list[int]:
+    """The layers keep-alternate keeps: layer ceil((i + 1) * L / N) - 1 for i in 0..N-1.
+
+    Evenly spaced and always ending with the top layer: the N gaps (counting the one below
+    the first kept layer) differ by at most one. 6 -> 3 keeps 1, 3, 5; 6 -> 4 keeps 1, 2,
+    4, 5; 12 -> 4 keeps 2, 5, 8, 11. Integer arithmetic, so no rounding rule (such as
+    round-half-to-even) can move a layer.
+    """
+    return [((i + 1) * num_layers + target_layers - 1) // target_layers - 1
+            for i in range(target_layers)]
+
+
 def drop_alternate(inp: MethodInput) -> tuple[Plan, list[LayerRecipe]]:
-    """Keep evenly spaced layers ending with the top one (6 -> 3 keeps 1, 3, 5)."""
-    step = inp.num_layers / inp.target_layers
-    return _keep(inp, [round((i + 1) * step) - 1 for i in range(inp.target_layers)])
+    """Keep evenly spaced layers ending with the top one (`alternate_layers`)."""
+    return _keep(inp, alternate_layers(inp.num_layers, inp.target_layers))
 
 
 def drop_similar(inp: MethodInput) -> tuple[Plan, list[LayerRecipe]]:

@@ -84,7 +84,7 @@ class Plan:
     @classmethod
     def uniform(cls, num_layers: int, target_layers: int) -> Plan:
         """Contiguous groups of near-equal size, larger groups at the top (no data needed)."""
-        _check_target(num_layers, target_layers)
+        check_target_depth(num_layers, target_layers)
         base, extra = divmod(num_layers, target_layers)
         sizes = [base + (1 if i >= target_layers - extra else 0) for i in range(target_layers)]
         groups, start = [], 0
@@ -103,7 +103,7 @@ class Plan:
         6 -> 3 merges pairs and similarity decides where the slack goes (6 -> 4).
         """
         num_layers = cka.shape[0] - 1
-        _check_target(num_layers, target_layers)
+        check_target_depth(num_layers, target_layers)
         largest = -(-num_layers // target_layers)
         gain = [float(cka[i + 1, i + 2]) for i in range(num_layers - 1)]
 
@@ -124,9 +124,12 @@ class Plan:
         return cls.from_groups(num_layers, [tuple(range(a, b)) for a, b in spans])
 
 
-def _check_target(num_layers: int, target_layers: int) -> None:
-    if not 1 <= target_layers <= num_layers:
+def check_target_depth(num_layers: int, target_layers: int) -> None:
+    """A compressed model keeps at least one layer and loses at least one."""
+    if num_layers < 2:
+        raise LayergraftError(f"a {num_layers}-layer model cannot be made shallower")
+    if not 1 <= target_layers < num_layers:
         raise LayergraftError(
-            f"cannot reach {target_layers} layers from a model with {num_layers}: "
-            f"choose --layers between 1 and {num_layers}"
+            f"--layers must be between 1 and {num_layers - 1} for this {num_layers}-layer "
+            f"model, not {target_layers}"
         )

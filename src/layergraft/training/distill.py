@@ -25,7 +25,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from layergraft.errors import LayergraftError
 from layergraft.surgery.manifest import Manifest
 from layergraft.training.parallel import process_state
-from layergraft.utils import atomic_write, cache_root
+from layergraft.utils import atomic_write, cache_root, model_fingerprint
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 CACHE_FORMAT = "layergraft-teacher-cache/1"
@@ -201,7 +201,7 @@ def distill_loss(student_logits: torch.Tensor, student_hidden: Sequence[torch.Te
                             log_target=True, reduction="batchmean") * t * t
         loss = loss + config.logit_weight * soft
     if config.hidden_weight:
-        loss = loss + config.hidden_weight * _hidden_mse(student_hidden, teacher.hidden,
+        loss = loss + config.hidden_weight * hidden_mse(student_hidden, teacher.hidden,
                                                          attention_mask)
     if config.task_weight:
         if labels is None:
@@ -212,7 +212,7 @@ def distill_loss(student_logits: torch.Tensor, student_hidden: Sequence[torch.Te
     return loss
 
 
-def _hidden_mse(student: Sequence[torch.Tensor], teacher: Sequence[torch.Tensor],
+def hidden_mse(student: Sequence[torch.Tensor], teacher: Sequence[torch.Tensor],
                 attention_mask: torch.Tensor) -> torch.Tensor:
     """Mean over layers and examples of each example's MSE over its real tokens.
 
@@ -262,17 +262,6 @@ def cache_path(teacher: PreTrainedModel, dataset,
     """The cache folder of this teacher on this encoded data (content-hashed names)."""
     return (cache_root(cache_dir) / "teacher" / f"model-{model_fingerprint(teacher)}"
             / f"data-{dataset_fingerprint(dataset)}")
-
-
-def model_fingerprint(model: PreTrainedModel) -> str:
-    """Hash of the config (minus its path and version) and every weight, bit for bit."""
-    config = {k: v for k, v in model.config.to_dict().items()
-              if k not in ("_name_or_path", "transformers_version")}
-    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
-    return digest.hexdigest()[:16]
 
 
 def dataset_fingerprint(dataset) -> str:
