@@ -181,7 +181,8 @@ def compress(
     options,
     method: Annotated[str, typer.Option("--method", help="Surgery method.")] = "graft",
     strategy: Annotated[str, typer.Option(
-        "--strategy", help="none, finetune, distill or progressive.")] = "distill",
+        "--strategy", help="none, heal (with --heal), finetune, distill or progressive.")]
+    = "distill",
     budget: BudgetOpt = "3 epochs",
     seed: SeedOpt = 0,
     overwrite: OverwriteOpt = False,

@@ -159,6 +159,18 @@ TRAINING_FLAGS = _options(
         "evaluation and the analysis.")], 128),
 )
 
+# Local healing of the new layers after surgery (`HealConfig`).
+HEAL_FLAGS = _options(
+    heal_steps=(Annotated[int, typer.Option(
+        "--heal", help="Heal each new layer on cached teacher states for this many steps after "
+        "surgery (0: off); charged against --budget. With --strategy heal it is all the "
+        "training.")], 0),
+    heal_lr=(Annotated[float, typer.Option("--heal-lr", help="Peak learning rate of healing.")],
+             1e-4),
+    heal_batch_size=(Annotated[int, typer.Option(
+        "--heal-batch-size", help="Examples per healing step.")], 32),
+)
+
 # What else a compress run takes: refit, a fixed plan, what is measured.
 RUN_FLAGS = _options(
     refit=(RefitOpt, 0),
@@ -190,6 +202,7 @@ def _build_compress_options(flags: dict, arguments: dict) -> None:
     from layergraft.scoring.analysis import AnalysisSettings
     from layergraft.surgery.methods import GraftOptions
     from layergraft.training.distill import DistillConfig
+    from layergraft.training.heal import HealConfig
     from layergraft.training.train import student_training
 
     def take(group: Sequence[inspect.Parameter]) -> dict:
@@ -204,6 +217,8 @@ def _build_compress_options(flags: dict, arguments: dict) -> None:
         "training": training, "distill": DistillConfig(**take(DISTILL_FLAGS)),
         "graft_options": GraftOptions(**take(GRAFT_FLAGS)),
         "analysis": AnalysisSettings(**take(ANALYSIS_FLAGS), max_length=training.max_length),
+        "heal": HealConfig(steps=flags.pop("heal_steps"), learning_rate=flags.pop("heal_lr"),
+                           batch_size=flags.pop("heal_batch_size")),
         "refit_samples": flags.pop("refit"), **flags}
 
 
@@ -212,9 +227,9 @@ analysis_options = _option_group(ANALYSIS_FLAGS, _build_analysis, fills=("analys
 # graft: `graft_options` arrives as GraftOptions.
 graft_options = _option_group(GRAFT_FLAGS, _build_graft_options, fills=("graft_options",))
 # compress and compare: `options` arrives as the keyword arguments of `layergraft.compress`
-# (training, distill, graft_options, analysis, refit_samples, pairs, ood, speed).
+# (training, distill, graft_options, analysis, heal, refit_samples, pairs, ood, speed).
 compress_options = _option_group(
-    [*DISTILL_FLAGS, *TRAINING_FLAGS, *GRAFT_FLAGS, *ANALYSIS_FLAGS, *RUN_FLAGS],
+    [*DISTILL_FLAGS, *TRAINING_FLAGS, *GRAFT_FLAGS, *ANALYSIS_FLAGS, *HEAL_FLAGS, *RUN_FLAGS],
     _build_compress_options, fills=("options",))
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from layergraft.errors import LayergraftError
-from layergraft.pipeline.compress import STRATEGIES
+from layergraft.pipeline.strategies import GRAFT_GRID, STRATEGIES
 from layergraft.surgery.methods import METHODS
 from layergraft.training.budget import Budget
 from layergraft.utils import write_json_atomic
@@ -51,7 +51,7 @@ def plan_runs(
     layers: Sequence[int],
     methods: Sequence[str] = tuple(METHODS),
     strategies: Sequence[str] = ("distill",),
-    graft_strategies: Sequence[str] = STRATEGIES,
+    graft_strategies: Sequence[str] = GRAFT_GRID,
     seeds: Sequence[int] = (0,),
 ) -> list[RunKey]:
     """Every method with `strategies`, plus `graft` with `graft_strategies`, per depth/seed."""
@@ -150,13 +150,14 @@ def _cells(teacher_path: str, task, out_dir: str | os.PathLike, runs: Sequence[R
     first run, not after hours of others: a stale run (finished with other settings) is
     refused unless `replace_other_runs`."""
     from layergraft.data.tasks import as_source
-    from layergraft.pipeline.compress import check_request, compress
+    from layergraft.pipeline.compress import compress
     from layergraft.pipeline.runs import STALE
+    from layergraft.pipeline.strategies import check_request
 
     if not runs:
         raise LayergraftError("nothing to compare: give at least one method and depth")
     for key in runs:
-        check_request(key.method, key.strategy, options.get("pairs"))
+        check_request(key.method, key.strategy, options.get("pairs"), options.get("heal"))
     source = as_source(task)
     options = dict(options)
     full = Budget.parse(options.pop("budget", "3 epochs"))

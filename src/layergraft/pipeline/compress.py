@@ -38,15 +38,22 @@ from layergraft.pipeline.assess import (
     teacher_predictions,
     time_student,
 )
+from layergraft.pipeline.healing import heal_stage
 from layergraft.pipeline.runs import (
     CHECKPOINTS,
     FORMAT,
     PREDICTIONS_NAME,
     PROGRESSIVE,
     RESULTS_NAME,
+    WORK_FOLDERS,
     finished_results,
     run_status,
     start_fresh_or_resume,
+)
+from layergraft.pipeline.strategies import (
+    check_request,
+    normalized_spans,
+    steps_after_heal,
 )
 from layergraft.pipeline.workflows import refit_after_surgery
 from layergraft.runtime import Runtime
@@ -60,7 +67,7 @@ from layergraft.scoring.analysis import (
 from layergraft.surgery.arch import num_layers
 from layergraft.surgery.graft import graft_model
 from layergraft.surgery.manifest import Manifest
-from layergraft.surgery.methods import NEEDS_SCORES, GraftOptions, get_method
+from layergraft.surgery.methods import NEEDS_SCORES, GraftOptions
 from layergraft.surgery.plan import Plan
 from layergraft.training.budget import Budget, split_steps
 from layergraft.training.distill import (
@@ -71,6 +78,7 @@ from layergraft.training.distill import (
     make_distill_loss,
     model_fingerprint,
 )
+from layergraft.training.heal import HealConfig
 from layergraft.training.parallel import process_state
 from layergraft.training.train import TrainConfig, student_training, train
 from layergraft.utils import (
@@ -80,8 +88,6 @@ from layergraft.utils import (
     versions,
     write_json_atomic,
 )
-
-STRATEGIES = ("none", "finetune", "distill", "progressive")
 
 
 def compress(
@@ -105,6 +111,7 @@ def compress(
     ood: bool = True,
     progress: bool = True,
     refit_samples: int = 0,
+    heal: HealConfig | None = None,
     pairs: str | None = None,
     overwrite: bool = False,
     replace_other_runs: bool = False,
@@ -122,6 +129,8 @@ def compress(
     `refit_samples` > 0 refits each surgery's new layers by least squares on that many
     examples of the analysis split before training (`layergraft.surgery.refit`). `ood=False` skips
     the task's out-of-domain sets (dev and test only: a quick look, as in the demo).
+    `heal` (`layergraft.training.heal`) heals every new layer on cached teacher states right
+    after surgery; its cost is charged against `budget` (strategy `heal`: healing alone).
     `pairs` (spans that merge, e.g. "0-1,2-3") is the plan of a one-shot surgery instead of
     the method's own (not for progressive, nor for the drop-* methods).
     `replace_other_runs` lets a run replace an earlier compress run of other settings in
@@ -134,7 +143,8 @@ def compress(
     A teacher whose classification head was never trained is refused unless
     `allow_untrained_head` (it needs `layergraft finetune` first).
     """
-    check_request(method, strategy, pairs)
+    heal = heal or HealConfig()
+    check_request(method, strategy, pairs, heal)
     untrained_head(teacher_path, allow_untrained_head)  # refused before anything else
     source = as_source(task)
     run = _Run(teacher_path=str(teacher_path), source=source, layers=int(layers), method=method,
@@ -144,7 +154,7 @@ def compress(
                analysis=replace(analysis or AnalysisSettings(), progress=progress),
                training=training or student_training(), out=Path(out_dir),
                cache=cache_root(cache_dir), speed=speed, ood=ood, progress=progress,
-               refit_samples=refit_samples, pairs=_spans(pairs),
+               refit_samples=refit_samples, heal=heal, pairs=normalized_spans(pairs),
                allow_untrained_head=allow_untrained_head)
     if dry_run:
         return {"status": run_status(run), "out": str(run.out), "settings": run.settings()}
@@ -156,27 +166,6 @@ def compress(
         start_fresh_or_resume(run, overwrite, replace_other_runs)
     state.wait_for_everyone()
     return run.execute(state)
-
-
-def check_request(method: str, strategy: str, pairs: str | None = None) -> None:
-    """Refuse an unknown method or strategy, and a fixed plan (`pairs`) where none applies:
-    progressive picks one pair at a time, and the drop-* methods pick their own layers."""
-    if strategy not in STRATEGIES:
-        raise LayergraftError(f"unknown strategy '{strategy}': choose one of "
-                              f"{', '.join(STRATEGIES)}")
-    get_method(method)
-    if pairs and strategy == "progressive":
-        raise LayergraftError("--pairs is a plan for one-shot surgery, but progressive merges "
-                              "the most similar pair at a time: use another strategy")
-    if pairs and method.startswith("drop-"):
-        raise LayergraftError(f"method '{method}' chooses its own layers: give --layers, "
-                              "not --pairs")
-
-
-def _spans(pairs: str | None) -> str | None:
-    """`pairs` without spaces or empty parts, so equal plans give equal run settings."""
-    spans = ",".join(part.strip() for part in (pairs or "").split(",") if part.strip())
-    return spans or None
 
 
 @dataclass
@@ -202,6 +191,7 @@ class _Run:
     ood: bool
     progress: bool
     refit_samples: int = 0
+    heal: HealConfig = HealConfig()
     pairs: str | None = None
     allow_untrained_head: bool = False  # a gate, not a setting: no part of the run's identity
 
@@ -211,7 +201,8 @@ class _Run:
                     if k not in ("output_dir", "epochs", "max_steps", "seed", "precision",
                                  "device", "progress", "resume")
                     and (k, v) != ("group_by_length", False)}  # runs from before it stay valid
-        trains, distils = self.strategy != "none", self.strategy in ("distill", "progressive")
+        trains = self.strategy not in ("none", "heal")
+        distils = self.strategy in ("distill", "progressive")
         return {"teacher": self.teacher_path, "task": asdict(self.source), "layers": self.layers,
                 "teacher_content": content_fingerprint(resolve_model(self.teacher_path)),
                 "data_content": content_fingerprint(self.source.name),
@@ -226,6 +217,7 @@ class _Run:
                 # absent at their defaults, so that runs from before the options stay valid
                 **({"refit_samples": self.refit_samples} if self.refit_samples else {}),
                 **({"pairs": self.pairs} if self.pairs else {}),
+                **({"heal": self.heal.to_dict()} if self.heal.steps else {}),
                 **({} if self.ood else {"ood": False})}
 
     def execute(self, state: PartialState) -> dict:
@@ -243,16 +235,21 @@ class _Run:
             raise LayergraftError(f"batch size {self.training.batch_size} does not divide "
                                   f"among {state.num_processes} processes: choose a multiple")
         total = (self.budget.steps(len(encoded["train"]), self.training.batch_size)
-                 if self.strategy != "none" else 0)
+                 if self.strategy not in ("none", "heal") else 0)
+        budget_steps = total  # healing, if any, is charged against it
         plan = Plan.from_spans(depth, self.pairs) if self.pairs else None
         ctx = _Context(self, state, task, teacher, tokenizer, encoded)
         analysis, analysis_dir, analysis_seconds = ctx.teacher_analysis()
         manifest = Manifest.for_teacher(teacher)
+        healed = None
         if self.strategy == "progressive":
             student, manifest, stages = ctx.progressive(analysis, manifest, total)
         else:
             student, manifest = ctx.surgery(teacher, manifest, self.layers, analysis, plan)
-            stages = [] if self.strategy == "none" else [ctx.train_stage(
+            if self.heal.steps:
+                student, healed = ctx.heal(student, manifest)
+                total = steps_after_heal(total, healed["charge"], self.strategy)
+            stages = [] if self.strategy in ("none", "heal") else [ctx.train_stage(
                 student, manifest, total, self.out / CHECKPOINTS)]
             student = stages[-1].pop("model") if stages else student
         record = {"format": FORMAT, "settings": self.settings(), "task": task.spec.name,
@@ -264,10 +261,11 @@ class _Run:
                               "fingerprint": model_fingerprint(teacher)},
                   "student": {"layers": num_layers(student.config),
                               "parameters": num_parameters(student)},
-                  "train": {"budget": str(self.budget), "budget_steps": total,
+                  "train": {"budget": str(self.budget), "budget_steps": budget_steps,
                             "steps": sum(s["steps"] for s in stages),
                             "seconds": round(sum(s["seconds"] for s in stages), 2),
                             "stages": stages},
+                  "heal": healed,
                   "analysis_seconds": round(analysis_seconds, 2),
                   "analysis_dir": str(analysis_dir)}
         sets = evaluation_sets(task, encoded, tokenizer, self.training.max_length, self.ood)
@@ -286,7 +284,7 @@ class _Run:
             record["versions"] = versions()
             save_model(student.eval(), tokenizer, self.out, manifest=manifest, overwrite=True)
             write_json_atomic(self.out / RESULTS_NAME, record)
-            for work in (CHECKPOINTS, PROGRESSIVE):
+            for work in WORK_FOLDERS:
                 shutil.rmtree(self.out / work, ignore_errors=True)
         state.wait_for_everyone()
         return json.loads((self.out / RESULTS_NAME).read_text())
@@ -329,6 +327,15 @@ class _Context:
             refit_after_surgery(student, model, manifest.steps[-1], self.task, self.tokenizer,
                                 replace(self.run.analysis, samples=self.run.refit_samples))
         return student, manifest
+
+    def heal(self, student, manifest: Manifest):
+        """Local healing of the fresh student (kept in the run folder for a resume)."""
+        run = self.run
+        return heal_stage(student, manifest, self.teacher, self.encoded["train"],
+                          self.tokenizer, run.heal, out=run.out, runtime=run.runtime,
+                          train_batch=run.training.batch_size, cache_dir=run.cache,
+                          seed=run.seed, progress=run.progress,
+                          is_main=self.state.is_main_process)
 
     def progressive(self, analysis: Analysis, manifest: Manifest, total: int):
         """Merge one pair at a time (most similar first), distilling after each merge."""

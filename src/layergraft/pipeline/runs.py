@@ -24,6 +24,8 @@ PREDICTIONS_NAME = "predictions.npz"
 # Work folders, removed once the student is saved.
 CHECKPOINTS = "checkpoints"
 PROGRESSIVE = "progressive"
+HEALED = "healed"
+WORK_FOLDERS = (CHECKPOINTS, PROGRESSIVE, HEALED)
 # What a call would do with a run's folder (`run_status`).
 DONE, STALE, TO_DO = "done", "stale", "to do"
 
@@ -56,7 +58,7 @@ def start_fresh_or_resume(run, overwrite: bool, replace_other_runs: bool) -> Non
                             or (run.out / RESULTS_NAME).exists()):
         raise LayergraftError(f"'{run.out}' holds another run or model: choose another --out "
                               "or pass --overwrite")
-    for work in (CHECKPOINTS, PROGRESSIVE):
+    for work in WORK_FOLDERS:
         shutil.rmtree(run.out / work, ignore_errors=True)
     for name in (RESULTS_NAME, PREDICTIONS_NAME):
         (run.out / name).unlink(missing_ok=True)

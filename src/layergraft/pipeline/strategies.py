@@ -1,0 +1,59 @@
+"""The strategies of `compress` and which requests each accepts, checked before any work.
+
+- `none`: surgery only.
+- `heal`: surgery, then local healing alone (`layergraft.training.heal`): retraining-free.
+- `finetune`: surgery, then training on the task labels.
+- `distill`: one-shot surgery, then distillation from the teacher.
+- `progressive`: one pair at a time (most similar first), distilling after each merge.
+
+Healing (`--heal`) can precede the training of any one-shot strategy; its cost comes out of
+the same budget, so every method and strategy is compared at equal compute.
+"""
+
+from __future__ import annotations
+
+from layergraft.errors import LayergraftError
+from layergraft.surgery.methods import get_method
+from layergraft.training.heal import HealConfig
+
+STRATEGIES = ("none", "heal", "finetune", "distill", "progressive")
+# what `compare` runs for graft unless told: `heal` needs a number of healing steps
+GRAFT_GRID = ("none", "finetune", "distill", "progressive")
+
+
+def check_request(method: str, strategy: str, pairs: str | None = None,
+                  heal: HealConfig | None = None) -> None:
+    """Refuse an unknown method or strategy, and a fixed plan (`pairs`) where none applies:
+    progressive picks one pair at a time, and the drop-* methods pick their own layers."""
+    if strategy not in STRATEGIES:
+        raise LayergraftError(f"unknown strategy '{strategy}': choose one of "
+                              f"{', '.join(STRATEGIES)}")
+    get_method(method)
+    steps = heal.steps if heal else 0
+    if strategy == "heal" and not steps:
+        raise LayergraftError("strategy 'heal' needs healing steps: give --heal STEPS")
+    if steps and strategy == "progressive":
+        raise LayergraftError("healing is for one-shot surgery; progressive merges one pair "
+                              "at a time: use --strategy distill (or heal) with --heal")
+    if pairs and strategy == "progressive":
+        raise LayergraftError("--pairs is a plan for one-shot surgery, but progressive merges "
+                              "the most similar pair at a time: use another strategy")
+    if pairs and method.startswith("drop-"):
+        raise LayergraftError(f"method '{method}' chooses its own layers: give --layers, "
+                              "not --pairs")
+
+
+def steps_after_heal(total: int, charge: int, strategy: str) -> int:
+    """The distillation steps left once healing is charged (by `training.heal`'s rule)."""
+    if strategy == "heal" or not total:
+        return total
+    if charge >= total:
+        raise LayergraftError(f"healing costs {charge} of the budget's {total} steps: give "
+                              "fewer --heal steps or a larger --budget")
+    return total - charge
+
+
+def normalized_spans(pairs: str | None) -> str | None:
+    """`pairs` without spaces or empty parts, so equal plans give equal run settings."""
+    spans = ",".join(part.strip() for part in (pairs or "").split(",") if part.strip())
+    return spans or None

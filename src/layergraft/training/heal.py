@@ -1,0 +1,201 @@
+"""Local healing: each new layer learns to map its span's input to its span's output.
+
+A graft (or a kept layer standing in for dropped neighbours) is a local approximation of the
+teacher layers it replaces. Healing trains every such layer, all of its weights LayerNorms
+included, on cached teacher states: its input is the teacher's hidden state at the start of
+its span and its target the teacher's hidden state at the end (block-wise reconstruction, as
+in post-training quantisation and LLM-Streamline's replacement training). Every layer's input
+is a teacher state, so the layers train at once and independently, in one forward of the
+student whose layer inputs are swapped by hooks. Layers that stand for one teacher layer
+(a copy) are already exact and stay as they are. `--refit` (least squares on the FFN output
+projection alone) is the closed-form special case.
+
+Cost rule (how healing is charged against a run's budget, so compute comparisons stay fair):
+a heal step over b examples runs the student's n layers forward and h of them backward, so it
+costs (b / B) * (n + 2h) / (3n) of a distillation step over B examples (forward about one
+third of a step, backward two thirds); `heal_charge` rounds the total up to whole steps.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from itertools import islice
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, get_linear_schedule_with_warmup
+
+from layergraft.data.encoding import loader
+from layergraft.errors import LayergraftError
+from layergraft.runtime import Runtime
+from layergraft.surgery.arch import ArchSpec, encoder_layers, spec_for
+from layergraft.training.distill import MODEL_INPUTS, TeacherCache, hidden_mse
+
+
+@dataclass(frozen=True)
+class HealConfig:
+    """How long and how fast the new layers heal. `steps` 0 turns healing off."""
+
+    steps: int = 0
+    learning_rate: float = 1e-4
+    batch_size: int = 32
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.steps < 0 or self.batch_size < 1 or self.learning_rate <= 0:
+            raise LayergraftError("--heal needs steps >= 0, a positive learning rate and batch "
+                                  f"size (got {self.steps}, {self.learning_rate}, "
+                                  f"{self.batch_size})")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def heal_spans(span_ends: Sequence[int]) -> list[tuple[int, int]]:
+    """(input, target) teacher hidden-state indices of each student layer (0 = embeddings):
+    layer k reads what ends layer k-1's span and stands for what ends its own."""
+    starts = [0, *span_ends[:-1]]
+    return list(zip(starts, span_ends, strict=True))
+
+
+def healable(span_ends: Sequence[int]) -> list[int]:
+    """The student layers that stand for more than one teacher layer (the others are copies)."""
+    return [k for k, (start, end) in enumerate(heal_spans(span_ends)) if end - start > 1]
+
+
+def heal_charge(config: HealConfig, student_layers: int, healed_layers: int,
+                train_batch: int) -> int:
+    """Distillation steps that `config.steps` heal steps cost by the module's rule."""
+    if not config.steps or not healed_layers:
+        return 0
+    share = (config.batch_size / train_batch) * (student_layers + 2 * healed_layers) / (
+        3 * student_layers)
+    return math.ceil(config.steps * share - 1e-9)
+
+
+class _SwappedInputs:
+    """Context manager: layer k of the student reads `inputs[k]` instead of the layer below's
+    output, and its output is kept in `outputs[k]`, for the layers in `layers`."""
+
+    def __init__(self, student: PreTrainedModel, layers: Sequence[int], spec: ArchSpec):
+        self.modules = encoder_layers(student, spec)
+        self.layers = list(layers)
+        self.inputs: dict[int, torch.Tensor] = {}
+        self.outputs: dict[int, torch.Tensor] = {}
+        self.handles: list = []
+
+    def __enter__(self) -> _SwappedInputs:
+        for k in self.layers:
+            module: nn.Module = self.modules[k]
+            self.handles.append(module.register_forward_pre_hook(self._swap(k)))
+            self.handles.append(module.register_forward_hook(self._keep(k)))
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+    def _swap(self, k: int):
+        def hook(module, args):
+            return (self.inputs[k].to(args[0].dtype), *args[1:])
+        return hook
+
+    def _keep(self, k: int):
+        def hook(module, args, output):
+            self.outputs[k] = output[0] if isinstance(output, tuple) else output
+        return hook
+
+
+def _padded(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Real-token rows [tokens, hidden] back into a [batch, seq, hidden] tensor (zero padding)."""
+    out = states.new_zeros((*mask.shape, states.shape[-1]))
+    out[mask] = states
+    return out
+
+
+def span_errors(student: PreTrainedModel, teacher: TeacherCache, batches: Sequence[Mapping],
+                span_ends: Sequence[int], spec: ArchSpec | None = None) -> list[float]:
+    """Each student layer's token MSE to the end of its span, fed the start of its span."""
+    spec = spec or spec_for(student)
+    layers = list(range(len(span_ends)))
+    spans = heal_spans(span_ends)
+    totals = [0.0] * len(layers)
+    student.eval()
+    with torch.no_grad():
+        for batch in batches:
+            losses = _layer_losses(student, teacher, batch, layers, spans, spec)
+            totals = [t + float(v) for t, v in zip(totals, losses, strict=True)]
+    return [t / max(1, len(batches)) for t in totals]
+
+
+def _layer_losses(student, teacher: TeacherCache, batch: Mapping, layers: Sequence[int],
+                  spans: Sequence[tuple[int, int]], spec: ArchSpec) -> list[torch.Tensor]:
+    device = next(student.parameters()).device
+    inputs = {k: batch[k].to(device) for k in MODEL_INPUTS if k in batch}
+    mask = inputs["attention_mask"].bool()
+    wanted = sorted({i for k in layers for i in spans[k]})
+    states = dict(zip(wanted, teacher.outputs({**inputs, "example_id": batch["example_id"]},
+                                              wanted).hidden, strict=True))
+    with _SwappedInputs(student, layers, spec) as swap:
+        swap.inputs = {k: _padded(states[spans[k][0]], mask) for k in layers}
+        student.base_model(**inputs)
+    return [hidden_mse([swap.outputs[k]], [states[spans[k][1]]], inputs["attention_mask"])
+            for k in layers]
+
+
+def heal(student: PreTrainedModel, teacher_model: PreTrainedModel, train, tokenizer,
+         span_ends: Sequence[int], config: HealConfig, *, runtime: Runtime,
+         cache_dir=None, seed: int = 0, progress: bool = False) -> dict:
+    """Heal `student` in place; returns what was done (layers, steps, seconds, span MSE on
+    the first batches before and after)."""
+    spec = spec_for(student)
+    layers = healable(span_ends)
+    spans = heal_spans(span_ends)
+    indices = sorted({i for span in spans for i in span})  # every layer's error is reported
+    record = {"config": config.to_dict(), "layers": layers, "spans": spans, "steps": 0}
+    if not layers or not config.steps:
+        return record
+    teacher = TeacherCache.build(teacher_model, train, tokenizer, layers=indices,
+                                 cache_dir=cache_dir)
+    student.to(runtime.device)
+    params = [p for k in layers for p in encoder_layers(student, spec)[k].parameters()]
+    frozen = {p: p.requires_grad for p in student.parameters()}
+    for p in student.parameters():
+        p.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
+    probe = list(islice(loader(train, tokenizer, config.batch_size), 4))
+    record["mse_before"] = span_errors(student, teacher, probe, span_ends, spec)
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate,
+                                  weight_decay=config.weight_decay)
+    schedule = get_linear_schedule_with_warmup(
+        optimizer, math.ceil(config.warmup_ratio * config.steps), config.steps)
+    start = time.perf_counter()
+    student.train()
+    step = 0
+    with tqdm(total=config.steps, desc="heal", disable=not progress) as bar:
+        while step < config.steps:
+            for batch in loader(train, tokenizer, config.batch_size, shuffle=True,
+                                seed=seed + step):
+                with runtime.autocast():
+                    losses = _layer_losses(student, teacher, batch, layers, spans, spec)
+                torch.stack(losses).sum().backward()  # layers are independent: sum = each
+                optimizer.step()
+                schedule.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                bar.update()
+                if step == config.steps:
+                    break
+    record["seconds"] = round(time.perf_counter() - start, 2)
+    record["steps"] = step
+    for p, flag in frozen.items():
+        p.requires_grad_(flag)
+    record["mse_after"] = span_errors(student, teacher, probe, span_ends, spec)
+    student.eval()
+    return record
