@@ -121,8 +121,8 @@ def suite_rows(record: Mapping, planned: Planned, run_dir: Path) -> list[dict]:
     return [{**row, **extra} for row in record_rows(record, planned.key.budget)]
 
 
-def ensure_teacher(suite: Suite, task: str, store: Store) -> str:
-    """Fine-tune the task's teacher if missing (resumes from its checkpoints) and record it."""
+def make_teacher(suite: Suite, task: str) -> Path:
+    """The task's teacher, fine-tuned if missing (resumes from its checkpoints)."""
     folder = suite.teacher(task)
     with claim(suite.claim_file(task, "teacher"), wait=True):  # another process may train it
         if not (folder / TEACHER_RESULTS).is_file():
@@ -130,6 +130,12 @@ def ensure_teacher(suite: Suite, task: str, store: Store) -> str:
                                  precision=suite.precision, early_stopping_patience=2,
                                  group_by_length=suite.group_by_length)
             finetune(resolve_model(suite.model), load_task(task), str(folder), config)
+    return folder
+
+
+def ensure_teacher(suite: Suite, task: str, store: Store) -> str:
+    """Fine-tune the task's teacher if missing (resumes from its checkpoints) and record it."""
+    folder = make_teacher(suite, task)
     record = json.loads((folder / TEACHER_RESULTS).read_text())
     rows = [{"kind": "teacher", "task": task, "split": split, "metric": metric, "value": value,
              "train_seconds": record["train_seconds"], "global_step": record["global_step"],

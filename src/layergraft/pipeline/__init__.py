@@ -3,8 +3,9 @@
 - `workflows`: path-level analyze and graft (load, run the pure piece, save)
 - `finetune`: make a teacher
 - `evaluation`: score a model on a task split; agreement with a teacher
-- `compress`: surgery + one of four strategies + evaluation + speed, resumable
-  (`runs`: a run's files and when it resumes; `assess`: the student against its teacher)
+- `compress`: surgery + one strategy + evaluation + speed, resumable (`strategies`: which
+  requests each strategy takes; `healing`: the healing stage; `runs`: a run's files and when
+  it resumes; `assess`: the student against its teacher)
 - `compare`: methods x strategies x depths (x seeds) of `compress`, then the report
 - `bench`: throughput, latency and size of models measured in one run
 - `demo`: the built-in offline demo
