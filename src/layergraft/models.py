@@ -79,16 +79,19 @@ def load_classifier(
 
     `num_labels` sizes a new head for a base encoder that has none yet; a model that
     already has a head keeps it (the caller checks that it fits the task), so a
-    fine-tuned teacher is never silently re-initialised.
+    fine-tuned teacher is never silently re-initialised. A new head is expected, so
+    transformers' load report (which lists its missing weights) is not printed.
     """
     name_or_path = resolve_model(name_or_path)
     config = load_config(name_or_path)
     kwargs = {}
-    if num_labels is not None and not has_classifier(config) and num_labels != config.num_labels:
+    new_head = not has_classifier(config)
+    if num_labels is not None and new_head and num_labels != config.num_labels:
         kwargs = {"num_labels": num_labels}
         if num_labels == 1:
             kwargs["problem_type"] = "regression"
-    model = AutoModelForSequenceClassification.from_pretrained(name_or_path, **kwargs)
+    with _transformers_quiet() if new_head else contextlib.nullcontext():
+        model = AutoModelForSequenceClassification.from_pretrained(name_or_path, **kwargs)
     tokenizer = AutoTokenizer.from_pretrained(name_or_path)
     return model.eval(), tokenizer
 
@@ -123,11 +126,10 @@ def load_trained(
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """`load_classifier` for a model whose head was trained; a base encoder is refused
     unless `allow_untrained_head` (`untrained_head`). Its new head is then seeded with
-    UNTRAINED_HEAD_SEED, so every command sees the same one, and transformers' load report
-    (which lists that head's missing weights) is not printed."""
+    UNTRAINED_HEAD_SEED, so every command sees the same one."""
     if not untrained_head(name_or_path, allow_untrained_head):
         return load_classifier(name_or_path, num_labels)
-    with _transformers_quiet(), torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(UNTRAINED_HEAD_SEED)
         return load_classifier(name_or_path, num_labels)
 
