@@ -53,13 +53,13 @@ class LayerSimilarity:
         count, dim = states.shape[1], states.shape[2]
         if count == 0:
             return
-        cosine = F.cosine_similarity(states[:-1], states[1:], dim=-1).double().sum(1).cpu()
-        mean = states.double().mean(1)
-        centred = states - mean.to(states.dtype)[:, None]
+        work = states.device if states.device.type != "mps" else torch.device("cpu")  # float64
+        cosine = F.cosine_similarity(states[:-1], states[1:], dim=-1).to(work, torch.float64).sum(1)
+        mean = states.to(work, torch.float64).mean(1)
+        centred = states - mean.to(states.device, states.dtype)[:, None]
         flat = centred.transpose(0, 1).flatten(1)  # [n, S * d]
-        comoment = [(centred[a].T @ flat[:, a * dim:]).double().cpu()
+        comoment = [(centred[a].T @ flat[:, a * dim:]).to(work, torch.float64)
                     for a in range(states.shape[0])]
-        mean = mean.cpu()
         if self._mean is None:
             self._mean, self._comoment, self._cosine = mean, comoment, cosine
         else:
@@ -85,12 +85,12 @@ class LayerSimilarity:
         for a in range(size):
             for b in range(a, size):
                 out[a, b] = out[b, a] = _cka(covariance(a, b), covariance(a, a),
-                                             covariance(b, b))
+                                             covariance(b, b)).cpu()
         return out
 
     def adjacent_cosine(self) -> torch.Tensor:
         self._check()
-        return self._cosine / self.tokens
+        return (self._cosine / self.tokens).cpu()
 
     def _check(self) -> None:
         if self.tokens == 0:

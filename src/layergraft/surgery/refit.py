@@ -38,6 +38,7 @@ def refit_outputs(student: PreTrainedModel, teacher: PreTrainedModel, targets: S
     hidden state `targets[i]`; returns each layer's token MSE before and after."""
     spec = spec or spec_for(student)
     device = next(student.parameters()).device
+    work = _float64_device(device)
     batches = [{k: v.to(device) for k, v in b.items() if k != "labels"} for b in batches]
     student.eval()
     teacher.eval()
@@ -45,29 +46,36 @@ def refit_outputs(student: PreTrainedModel, teacher: PreTrainedModel, targets: S
     if len(targets) != len(layers):
         raise LayergraftError(f"{len(targets)} targets for a {len(layers)}-layer student: give "
                               "one teacher hidden-state index per student layer")
-    wanted = [_real_tokens(teacher(**b, output_hidden_states=True).hidden_states, b, targets)
+    wanted = [_real_tokens(teacher(**b, output_hidden_states=True).hidden_states, b, targets,
+                           work)
               for b in tqdm(batches, desc="teacher states", disable=not progress)]
     report = []
     for index, layer in enumerate(tqdm(layers, desc="refit", disable=not progress)):
         linear = layer.get_submodule(spec.ffn_out)
         norm = layer.get_submodule(spec.ffn_norm)
-        system = _System(linear)
+        system = _System(linear, work)
         for batch, states in zip(batches, wanted, strict=True):
-            reads, pre_norm = _capture(student, linear, norm, batch)
+            reads, pre_norm = _capture(student, linear, norm, batch, work)
             system.add(reads, pre_norm, states[index], norm)
         report.append({"layer": index, "teacher_layer": targets[index], **system.solve(ridge)})
     return report
 
 
-def _real_tokens(states: tuple[torch.Tensor, ...], batch: Batch,
-                 keep: Sequence[int]) -> list[torch.Tensor]:
+def _float64_device(device: torch.device) -> torch.device:
+    """Where the float64 normal equations accumulate: the model's device, so only the
+    solution moves, except on MPS, which has no float64."""
+    return torch.device("cpu") if device.type == "mps" else device
+
+
+def _real_tokens(states: tuple[torch.Tensor, ...], batch: Batch, keep: Sequence[int],
+                 work: torch.device) -> list[torch.Tensor]:
     """The kept hidden states on real tokens (only those: a deep teacher's would not fit)."""
     mask = batch["attention_mask"].bool()
-    return [states[i][mask].double().cpu() for i in keep]
+    return [states[i][mask].to(work, torch.float64) for i in keep]
 
 
 def _capture(model: PreTrainedModel, linear: nn.Linear, norm: nn.LayerNorm,
-             batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+             batch: Batch, work: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """What the projection reads and what the LayerNorm receives, on real tokens."""
     seen: dict[str, torch.Tensor] = {}
     hooks = [linear.register_forward_hook(lambda m, i, o: seen.__setitem__("reads", i[0])),
@@ -78,17 +86,18 @@ def _capture(model: PreTrainedModel, linear: nn.Linear, norm: nn.LayerNorm,
         for hook in hooks:
             hook.remove()
     mask = batch["attention_mask"].bool()
-    return seen["reads"][mask].double().cpu(), seen["pre"][mask].double().cpu()
+    return (seen["reads"][mask].to(work, torch.float64),
+            seen["pre"][mask].to(work, torch.float64))
 
 
 class _System:
     """Normal equations of `[reads, 1] @ B ~ target`, accumulated over batches."""
 
-    def __init__(self, linear: nn.Linear):
+    def __init__(self, linear: nn.Linear, work: torch.device):
         self.linear = linear
-        self.current = torch.cat([linear.weight.T, linear.bias[None]]).double().cpu()
+        self.current = torch.cat([linear.weight.T, linear.bias[None]]).to(work, torch.float64)
         width = self.current.shape[0]
-        self.gram = torch.zeros(width, width, dtype=torch.float64)
+        self.gram = torch.zeros(width, width, dtype=torch.float64, device=work)
         self.cross = torch.zeros_like(self.current)
         self.target_sq = 0.0
         self.tokens = 0
@@ -97,9 +106,10 @@ class _System:
             norm: nn.LayerNorm) -> None:
         mean = pre_norm.mean(-1, keepdim=True)
         scale = (pre_norm.var(-1, unbiased=False, keepdim=True) + norm.eps).sqrt()
-        shift, gain = norm.bias.double().cpu(), norm.weight.double().cpu()
+        shift, gain = (norm.bias.to(reads.device, torch.float64),
+                       norm.weight.to(reads.device, torch.float64))
         wanted = (teacher - shift) / gain * scale + mean
-        x = torch.cat([reads, torch.ones(len(reads), 1, dtype=reads.dtype)], dim=1)
+        x = torch.cat([reads, reads.new_ones(len(reads), 1)], dim=1)
         target = wanted - pre_norm + x @ self.current  # the residual stays as it is
         self.gram += x.T @ x
         self.cross += x.T @ target
@@ -114,7 +124,7 @@ class _System:
 
     def solve(self, ridge: float) -> dict:
         penalty = ridge * self.gram.diagonal()[:-1].mean() * torch.eye(
-            len(self.gram), dtype=torch.float64)
+            len(self.gram), dtype=torch.float64, device=self.gram.device)
         penalty[-1, -1] = 0.0  # the bias is not shrunk
         solution = torch.linalg.solve(self.gram + penalty,
                                       self.cross + penalty @ self.current)
