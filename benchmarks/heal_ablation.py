@@ -89,6 +89,7 @@ def run_cell(task: str, name: str, layers: int, seed: int, teacher: Path) -> lis
             if r["split"] == "dev" and r["metric"] == TASKS[task]]
     heal = record.get("heal") or {}
     return [{**r, "ablation": "healing", "variant": name, "heal_charge": heal.get("charge", 0),
+             "precision": record["runtime"]["precision"],
              "heal_seconds": heal.get("seconds"), "train_seconds": record["train"]["seconds"]}
             for r in rows]
 

@@ -70,11 +70,15 @@ Retention = student / teacher on the same split; agreement = share of the teache
 predicted classes the student reproduces (Pearson with the teacher for regression)."""
 
 
+# rows of the dev-only ablation scripts (graft_ablation.py, heal_ablation.py)
+ABLATION_FILES = ("ablations.json", "heal_ablations.json")
+
+
 def write(results: Path, markdown: Path) -> Path:
     """Render `markdown` (figures beside `results`) from the saved rows; atomic."""
     rows = json.loads(results.read_text()) if results.is_file() else []
-    ablations = results.with_name("ablations.json")
-    extra = json.loads(ablations.read_text()) if ablations.is_file() else []
+    extra = [row for name in ABLATION_FILES if results.with_name(name).is_file()
+             for row in json.loads(results.with_name(name).read_text())]
     figures = results.parent / "figures"
     text = render(rows, extra, figures, os.path.relpath(figures, markdown.parent))
     write_bytes_atomic(markdown, text.encode())
@@ -291,6 +295,16 @@ def _ablations(rows: Sequence[Mapping]) -> list[str]:
     parts = ["## Ablations (what was tried to meet the targets; chosen on dev)"]
     if not rows:
         return parts + ["None recorded yet (benchmarks/results/ablations.json)."]
+    # one table per precision, never mixed (rows from before precisions were recorded: bf16)
+    by_precision: dict[str, list[Mapping]] = {}
+    for row in rows:
+        by_precision.setdefault(row.get("precision", "bf16"), []).append(row)
+    for precision, group in by_precision.items():
+        parts += [f"### Ablations in {precision}", _ablation_table(group)]
+    return parts
+
+
+def _ablation_table(rows: Sequence[Mapping]) -> str:
     keys = ("ablation", "variant", "task", "layers", "metric", "split")
     summary = summary_table(rows, group_by=keys, fields=("retention", "agreement"))
     index = {tuple(e[k] for k in keys): e for e in summary}
@@ -306,8 +320,8 @@ def _ablations(rows: Sequence[Mapping]) -> list[str]:
                       else "—",
                       format_cell(test, "retention") if test else "—",
                       notes.get((e["ablation"], e["variant"]), "")])
-    return parts + [_table(["ablation", "variant", "task", "layers", "seeds", "dev retention %",
-                            "dev agreement %", "test retention %", "note"], cells)]
+    return _table(["ablation", "variant", "task", "layers", "seeds", "dev retention %",
+                   "dev agreement %", "test retention %", "note"], cells)
 
 
 def _failures(rows) -> list[str]:
