@@ -181,7 +181,7 @@ def compress(
     options,
     method: Annotated[str, typer.Option("--method", help="Surgery method.")] = "graft",
     strategy: Annotated[str, typer.Option(
-        "--strategy", help="none, heal (with --heal), finetune, distill or progressive.")]
+        "--strategy", help="none, heal (with --heal), finetune, distill, progressive or replace.")]
     = "distill",
     budget: BudgetOpt = "3 epochs",
     seed: SeedOpt = 0,

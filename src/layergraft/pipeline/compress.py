@@ -80,6 +80,7 @@ from layergraft.training.distill import (
 )
 from layergraft.training.heal import HealConfig
 from layergraft.training.parallel import process_state
+from layergraft.training.replace import REPLACE, ScheduleCallback, unwrap, wrap
 from layergraft.training.train import TrainConfig, student_training, train
 from layergraft.utils import (
     cache_root,
@@ -168,6 +169,7 @@ def compress(
     return run.execute(state)
 
 
+
 @dataclass
 class _Run:
     """One compress run: what identifies it (`settings`, compared by `runs`) and how it
@@ -202,7 +204,7 @@ class _Run:
                                  "device", "progress", "resume")
                     and (k, v) != ("group_by_length", False)}  # runs from before it stay valid
         trains = self.strategy not in ("none", "heal")
-        distils = self.strategy in ("distill", "progressive")
+        distils = self.strategy in ("distill", "progressive", "replace")
         return {"teacher": self.teacher_path, "task": asdict(self.source), "layers": self.layers,
                 "teacher_content": content_fingerprint(resolve_model(self.teacher_path)),
                 "data_content": content_fingerprint(self.source.name),
@@ -218,6 +220,7 @@ class _Run:
                 **({"refit_samples": self.refit_samples} if self.refit_samples else {}),
                 **({"pairs": self.pairs} if self.pairs else {}),
                 **({"heal": self.heal.to_dict()} if self.heal.steps else {}),
+                **({"replace": REPLACE.to_dict()} if self.strategy == "replace" else {}),
                 **({} if self.ood else {"ood": False})}
 
     def execute(self, state: PartialState) -> dict:
@@ -380,9 +383,13 @@ class _Context:
                          batch_size=run.training.batch_size // self.state.num_processes,
                          seed=run.seed, precision=run.runtime.precision,
                          device=str(self.state.device), progress=run.progress, resume=True)
+        callbacks = []
+        if run.strategy == "replace":  # each span: the teacher's layers, then the graft alone
+            groups = Plan.from_dict(manifest.steps[-1].plan).groups
+            callbacks = [ScheduleCallback(wrap(student, self.teacher, groups), REPLACE, steps)]
         result = train(student, self.tokenizer, self.encoded, config, loss_fn=loss_fn,
-                       spec=self.task.spec)
-        return {"model": result.model, "layers": num_layers(student.config), "steps": steps,
+                       callbacks=callbacks, spec=self.task.spec)
+        return {"model": unwrap(result.model), "layers": num_layers(student.config), "steps": steps,
                 "global_step": result.global_step, "seconds": round(result.train_seconds, 2),
                 "dev": result.metrics}
 

@@ -5,6 +5,9 @@
 - `finetune`: surgery, then training on the task labels.
 - `distill`: one-shot surgery, then distillation from the teacher.
 - `progressive`: one pair at a time (most similar first), distilling after each merge.
+- `replace`: module replacement (BERT-of-Theseus): each teacher span and its new layer take
+  turns inside the teacher, the new layer ever more often, then the compact student alone
+  (`layergraft.training.replace`), all distilled within the same budget.
 
 Healing (`--heal`) can precede the training of any one-shot strategy; its cost comes out of
 the same budget, so every method and strategy is compared at equal compute.
@@ -16,7 +19,7 @@ from layergraft.errors import LayergraftError
 from layergraft.surgery.methods import get_method
 from layergraft.training.heal import HealConfig
 
-STRATEGIES = ("none", "heal", "finetune", "distill", "progressive")
+STRATEGIES = ("none", "heal", "finetune", "distill", "progressive", "replace")
 # what `compare` runs for graft unless told: `heal` needs a number of healing steps
 GRAFT_GRID = ("none", "finetune", "distill", "progressive")
 
