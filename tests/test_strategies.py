@@ -177,9 +177,10 @@ def test_distillation_weights_pass_through_to_the_loss(inputs, tmp_path, monkeyp
     seen = []
     make = strategies.make_distill_loss
     monkeypatch.setattr(strategies, "make_distill_loss",
-                        lambda teacher, config, layer_map: seen.append(
+                        lambda teacher, config, layer_map, attention=None: seen.append(
                             (config, list(layer_map))) or make(teacher, config,
-                                                               layer_map=layer_map))
+                                                               layer_map=layer_map,
+                                                               attention=attention))
     config = DistillConfig(temperature=4.0, hidden_weight=0.5, task_weight=0.2)
     run(inputs, tmp_path / "run", strategy="distill", method="drop-alternate", distill=config,
         budget="2 steps")

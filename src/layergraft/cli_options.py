@@ -147,6 +147,10 @@ DISTILL_FLAGS = _options(
         "--hidden-weight", help="Weight of the hidden-state MSE to the teacher (0: off).")], 0.0),
     task_weight=(Annotated[float, typer.Option(
         "--task-weight", help="Weight of the gold-label loss during distillation.")], 0.0),
+    attention_weight=(Annotated[float, typer.Option(
+        "--attention-weight", help="Weight of attention transfer: each student head towards "
+        "the attention of its source head in the manifest (0: off; the teacher runs live).")],
+        0.0),
 )
 TRAINING_FLAGS = _options(
     learning_rate=(Annotated[float | None, typer.Option(

@@ -154,3 +154,8 @@ def file_sha256(path: str | os.PathLike) -> str:
     digest = hashlib.sha256()
     _hash_into(digest, path)
     return digest.hexdigest()
+
+
+def short_hash(text: str) -> str:
+    """16 hex digits of the SHA-256 of `text`: a folder name for settings or content."""
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

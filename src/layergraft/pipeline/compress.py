@@ -11,7 +11,6 @@ its checkpoints. The student is then scored against its teacher and timed (`asse
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -69,6 +68,7 @@ from layergraft.surgery.graft import graft_model
 from layergraft.surgery.manifest import Manifest
 from layergraft.surgery.methods import NEEDS_SCORES, GraftOptions
 from layergraft.surgery.plan import Plan
+from layergraft.training.attention import attention_teacher
 from layergraft.training.budget import Budget, split_steps
 from layergraft.training.distill import (
     DistillConfig,
@@ -86,6 +86,7 @@ from layergraft.utils import (
     cache_root,
     content_fingerprint,
     num_parameters,
+    short_hash,
     versions,
     write_json_atomic,
 )
@@ -307,7 +308,7 @@ class _Context:
         settings = {k: v for k, v in asdict(self.run.analysis).items() if k != "progress"}
         key = json.dumps({**settings, "precision": self.run.runtime.precision}, sort_keys=True)
         folder = (self.run.cache / "analysis" / f"model-{model_fingerprint(self.teacher)}"
-                  / f"data-{self.train_fingerprint}" / _short_hash(key))
+                  / f"data-{self.train_fingerprint}" / short_hash(key))
         start = time.perf_counter()
         with self.state.local_main_process_first():
             if not (folder / "analysis.json").is_file():
@@ -378,7 +379,10 @@ class _Context:
             teacher = TeacherCache.build(self.teacher, self.encoded["train"], self.tokenizer,
                                          layers=layer_map, cache_dir=run.cache,
                                          batch_size=run.training.eval_batch_size)
-            loss_fn = make_distill_loss(teacher, run.distill, layer_map=layer_map)
+            attention = attention_teacher(run.distill.attention_weight, self.teacher, student,
+                                          manifest)
+            loss_fn = make_distill_loss(teacher, run.distill, layer_map=layer_map,
+                                        attention=attention)
         config = replace(run.training, output_dir=str(output_dir), max_steps=steps,
                          batch_size=run.training.batch_size // self.state.num_processes,
                          seed=run.seed, precision=run.runtime.precision,
@@ -392,7 +396,3 @@ class _Context:
         return {"model": unwrap(result.model), "layers": num_layers(student.config), "steps": steps,
                 "global_step": result.global_step, "seconds": round(result.train_seconds, 2),
                 "dev": result.metrics}
-
-
-def _short_hash(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:16]

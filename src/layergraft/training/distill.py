@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +26,9 @@ from layergraft.errors import LayergraftError
 from layergraft.surgery.manifest import Manifest
 from layergraft.training.parallel import process_state
 from layergraft.utils import atomic_write, cache_root, model_fingerprint
+
+if TYPE_CHECKING:
+    from layergraft.training.attention import AttentionTeacher
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 CACHE_FORMAT = "layergraft-teacher-cache/1"
@@ -39,7 +42,9 @@ class DistillConfig:
     loss = logit_weight * KL(teacher_T || student_T) * T^2   (MSE on the output for
            regression) + hidden_weight * mean over student layers and examples of the
            MSE over real tokens to the teacher layer ending the student layer's span
-           + task_weight * CE (MSE) on gold labels.
+           + task_weight * CE (MSE) on gold labels
+           + attention_weight * KL of each student head's attention to its source head's
+           (`layergraft.training.attention`; the teacher then runs live).
 
     Defaults by measurement (MiniLM-L6 movie-sentiment teacher, dev 86.0 / test 86.1%,
     graft 6 -> 3, 1 epoch, bf16, seed 0; dev / test accuracy): T=2 82.7 / 83.8,
@@ -56,11 +61,13 @@ class DistillConfig:
     logit_weight: float = 1.0
     hidden_weight: float = 0.0
     task_weight: float = 0.0
+    attention_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.temperature <= 0:
             raise LayergraftError(f"--temperature must be positive, not {self.temperature}")
-        weights = (self.logit_weight, self.hidden_weight, self.task_weight)
+        weights = (self.logit_weight, self.hidden_weight, self.task_weight,
+                   self.attention_weight)
         if min(weights) < 0 or max(weights) == 0:
             raise LayergraftError(
                 "distillation weights must be >= 0 with at least one positive "
@@ -72,8 +79,16 @@ class DistillConfig:
     def uses_hidden(self) -> bool:
         return self.hidden_weight > 0
 
+    @property
+    def uses_attention(self) -> bool:
+        return self.attention_weight > 0
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The settings; the attention term only when on, so older runs stay valid."""
+        data = asdict(self)
+        if not self.uses_attention:
+            del data["attention_weight"]
+        return data
 
 
 def layer_map_from_manifest(manifest: Manifest) -> list[int]:
@@ -231,28 +246,36 @@ def hidden_mse(student: Sequence[torch.Tensor], teacher: Sequence[torch.Tensor],
 
 
 def make_distill_loss(teacher: Teacher | PreTrainedModel, config: DistillConfig, *,
-                      layer_map: Sequence[int] | None = None) -> Callable:
+                      layer_map: Sequence[int] | None = None,
+                      attention: AttentionTeacher | None = None) -> Callable:
     """A `loss_fn(model, inputs) -> loss` for `layergraft.training.train.train`.
 
     `teacher` is a TeacherCache, a LiveTeacher or a teacher model (run live).
-    `layer_map` (see layer_map_from_manifest) is needed when the hidden loss is on.
+    `layer_map` (see layer_map_from_manifest) is needed when the hidden loss is on, and
+    `attention` (`layergraft.training.attention.attention_teacher`) when the attention one is.
     """
     if isinstance(teacher, PreTrainedModel):
         teacher = LiveTeacher(teacher)
     layers = list(layer_map or ()) if config.uses_hidden else []
     if config.uses_hidden and not layers:
         raise LayergraftError("the hidden-state loss needs a layer map from the graft manifest")
+    if config.uses_attention and attention is None:
+        raise LayergraftError("the attention loss needs the graft manifest's head map")
 
     def loss_fn(model, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         batch = {k: inputs[k] for k in MODEL_INPUTS if k in inputs}
-        out = model(**batch, output_hidden_states=bool(layers))
+        out = model(**batch, output_hidden_states=bool(layers),
+                    output_attentions=config.uses_attention)
         hidden = out.hidden_states[1:] if layers else ()
         if layers and len(hidden) != len(layers):
             raise LayergraftError(f"layer map has {len(layers)} entries but the student has "
                                   f"{len(hidden)} layers")
         target = teacher.outputs({**batch, "example_id": inputs["example_id"]}, layers)
-        return distill_loss(out.logits, hidden, target, batch["attention_mask"],
+        loss = distill_loss(out.logits, hidden, target, batch["attention_mask"],
                             inputs.get("labels"), config)
+        if config.uses_attention:
+            loss = loss + config.attention_weight * attention.loss(out.attentions, batch)
+        return loss
 
     return loss_fn
 
