@@ -157,3 +157,9 @@ def test_unknown_quantization_is_refused(tmp_path):
     source = save_tiny_teacher(tmp_path / "model")
     with pytest.raises(LayergraftError, match="--quantize must be one of int8"):
         layergraft.export(source, out=tmp_path / "o", quantize="int4")
+
+
+def test_the_public_function_survives_importing_the_subpackage():
+    import layergraft.deploy.export  # noqa: F401  (named deploy so as not to shadow it)
+
+    assert callable(layergraft.export)
