@@ -13,7 +13,8 @@ from transformers import AutoModelForSequenceClassification
 import layergraft
 from layergraft.cli import main
 
-COMMANDS = ["analyze", "graft", "finetune", "evaluate", "compress", "compare", "bench", "load"]
+COMMANDS = ["analyze", "graft", "finetune", "evaluate", "compress", "compare", "bench", "export",
+            "load"]
 
 
 def run_cli(monkeypatch, *args: str) -> int:

@@ -26,13 +26,18 @@ def one_thread():
         yield
 
 
+def tiny_tokenizer() -> BertTokenizer:
+    """A WordPiece tokenizer over WORDS (its vocabulary fits every tiny family's VOCAB)."""
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    return BertTokenizer(vocab={w: i for i, w in enumerate(specials + WORDS)})
+
+
 def save_tiny_teacher(directory, num_layers: int = 4, num_labels: int = 2, seed: int = 0,
                       head: bool = True, **overrides) -> str:
     """A tiny random BERT classifier and a WordPiece tokenizer over WORDS, saved to a folder.
     `head=False` saves the bare encoder (a `BertModel`, as a pretrained base model is)."""
     directory = Path(directory)
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tokenizer = BertTokenizer(vocab={w: i for i, w in enumerate(specials + WORDS)})
+    tokenizer = tiny_tokenizer()
     model = make_tiny_model("bert", num_labels=num_labels, num_layers=num_layers, seed=seed,
                             **overrides)
     (model if head else model.base_model).save_pretrained(directory)

@@ -11,6 +11,7 @@ one above it:
     scoring/        importance, similarity, the analysis that records them, its plots
     models          loading and saving classifiers
     training/       Trainer glue, distillation, the shared budget, data parallelism
+    deploy/         ONNX export (fp32, dynamic int8) and its check against PyTorch
     report/         result rows -> statistics, tables, figures, Markdown / HTML
     pipeline/       the commands' work: workflows, finetune, evaluation, compress, compare,
                     bench, demo
@@ -22,7 +23,8 @@ from __future__ import annotations
 import importlib
 
 __version__ = "0.1.0"
-__all__ = ["analyze", "graft", "finetune", "evaluate", "compress", "compare", "bench", "load"]
+__all__ = ["analyze", "graft", "finetune", "evaluate", "compress", "compare", "bench", "export",
+           "load"]
 
 
 def __getattr__(name: str):

@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from layergraft.scoring.analysis import Analysis, AnalysisSettings
     from layergraft.surgery.methods import GraftOptions
 
-__all__ = ["analyze", "graft", "finetune", "evaluate", "compress", "compare", "bench", "load"]
+__all__ = ["analyze", "graft", "finetune", "evaluate", "compress", "compare", "bench", "export",
+           "load"]
 
 
 def analyze(model: str, task: str | TaskSource, *, out: str | os.PathLike,
@@ -171,3 +172,20 @@ def load(model: str, num_labels: int | None = None
     from layergraft.models import load_classifier
 
     return load_classifier(model, num_labels)
+
+
+def export(model: str, *, out: str | os.PathLike, quantize: str | None = None,
+           task: str | TaskSource | None = None, split: str | None = None,
+           overwrite: bool = False, allow_untrained_head: bool = False) -> dict:
+    """`layergraft export`: `model` as ONNX in `out` (model.onnx; model.int8.onnx with
+    `quantize="int8"`, ONNX Runtime dynamic int8) with its tokenizer, config and graft
+    manifest, verified against PyTorch: on `task`'s dev split (or `split`) when given, else on
+    built-in sentences. Returns the report, also written to `out/export_report.json`; a failed
+    check raises LayergraftError after the report is written."""
+    from layergraft.data.tasks import as_source
+    from layergraft.deploy.export import export_model
+    from layergraft.models import resolve_model
+
+    loaded = as_source(task).load() if task is not None else None
+    return export_model(resolve_model(model), out, quantize=quantize, task=loaded, split=split,
+                        overwrite=overwrite, allow_untrained_head=allow_untrained_head)

@@ -26,6 +26,7 @@ from layergraft.cli_options import (
     OutOpt,
     OverwriteOpt,
     PairsOpt,
+    QuantizeOpt,
     RefitOpt,
     SeedOpt,
     TaskOpt,
@@ -290,6 +291,36 @@ def bench(
     typer.echo(format_speed_table(rows))
     if json_path is not None:
         save_results(rows, json_path)
+
+
+@app.command()
+@task_source
+def export(
+    model: ModelArg,
+    out: OutOpt,
+    quantize: QuantizeOpt = None,
+    task: Annotated[str | None, typer.Option(
+        "--task", help="Check the ONNX logits on this task's dev set (default: built-in "
+        "sentences) and score int8 against fp32 on it.")] = None,
+    overwrite: OverwriteOpt = False,
+    untrained_head: UntrainedHeadOpt = False,
+) -> None:
+    """ONNX export (fp32, and int8 with --quantize int8), verified against PyTorch."""
+    from layergraft import api
+
+    report = api.export(model, out=out, quantize=quantize, task=task, overwrite=overwrite,
+                        allow_untrained_head=untrained_head)
+    fp32 = report["fp32"]
+    typer.echo(f"fp32 ONNX vs PyTorch on {fp32['data']} ({fp32['rows']} rows): max abs "
+               f"logit difference {fp32['max_abs_diff']:.2e}")
+    if "int8" in report:
+        int8, ratio = report["int8"], report["files"]["int8_size_ratio"]
+        scores = (f"{int8['metric']} {100 * int8['int8']:.2f} vs fp32 {100 * int8['fp32']:.2f}, "
+                  if int8["checked"] else "")
+        typer.echo(f"int8: {scores}agreement {100 * int8['agreement']:.1f}%, "
+                   f"{100 * ratio:.0f}% of the fp32 file")
+    graphs = [name for name in report["files"] if name.endswith(".onnx")]
+    typer.echo(f"wrote {', '.join(graphs)} and export_report.json to {out}")
 
 
 @app.command()

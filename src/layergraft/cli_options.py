@@ -47,6 +47,9 @@ BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="Training batch 
 PairsOpt = Annotated[str | None, typer.Option(
     "--pairs", help="Explicit spans that merge, e.g. 0-1,2-3 (a fixed plan instead of the "
     "method's own).")]
+QuantizeOpt = Annotated[str | None, typer.Option(
+    "--quantize", help="Also write a quantised graph: int8 (ONNX Runtime dynamic int8, "
+    "model.int8.onnx).")]
 RefitOpt = Annotated[int, typer.Option(
     "--refit", help="Then refit the new layers' FFN output projections to the input model by "
     "least squares on this many task examples (0: off).")]
