@@ -219,3 +219,7 @@ def test_bad_input_is_one_line_and_a_nonzero_exit(st_folder, texts_file, tmp_pat
     assert "no text column" in line
     _one_line_error(_cli(["compress", str(st_folder), "--task", str(labels),
                           "--out", str(tmp_path / "d"), *common]))
+    done = _cli(["compress", str(st_folder), "--texts", str(texts_file), "--strategy", "none",
+                 "--method", "drop-alternate", "--eval-task", "none",
+                 "--out", str(tmp_path / "e"), *common])
+    assert done.returncode == 0 and "mean cosine to the teacher" in done.stdout, done.stderr

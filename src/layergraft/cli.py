@@ -186,6 +186,10 @@ def compress(
     texts: Annotated[Path | None, typer.Option(
         "--texts", help="With --objective embedding: unlabeled training text, one sentence a "
         "line, or a CSV/TSV/JSONL file's text column.")] = None,
+    eval_task: Annotated[str, typer.Option(
+        "--eval-task", help="With --objective embedding: the task of the neighbour corpus "
+        "(dev + test) and the frozen-embedding probe (train -> test), or 'none'.")]
+    = "movie-sentiment",
     method: Annotated[str, typer.Option("--method", help="Surgery method.")] = "graft",
     strategy: Annotated[str, typer.Option(
         "--strategy", help="none, heal (with --heal), finetune, distill or progressive.")]
@@ -204,6 +208,7 @@ def compress(
         text_column = task.text_column if task is not None else None
         record = api.compress(teacher, task, layers=layers, out=out, objective=objective,
                               texts=texts, text_column=text_column, method=method,
+                              eval_task=None if eval_task == "none" else eval_task,
                               strategy=strategy, budget=budget, seed=seed, device=device,
                               precision=precision, overwrite=overwrite, **options)
         typer.echo(_embedding_headline(record))
