@@ -112,14 +112,32 @@ def evaluate(model: str, task: str | TaskSource, *, splits: Sequence[str] | None
             for target, name in targets]
 
 
-def compress(teacher: str, task: str | TaskSource, *, layers: int, out: str | os.PathLike,
-             **options) -> dict:
+def compress(teacher: str, task: str | TaskSource | None = None, *, layers: int,
+             out: str | os.PathLike, objective: str = "task",
+             texts: str | os.PathLike | None = None, **options) -> dict:
     """`layergraft compress`: surgery, training by one strategy, evaluation against the teacher
     and speed; the student, its manifest and results.json are saved to `out` (resumable).
     `options` are those of `layergraft.pipeline.compress.compress`: method, strategy, budget,
     seed, precision, device, distill, graft_options, analysis, training, refit_samples, pairs,
     ood, speed, overwrite, allow_untrained_head, ...; `dry_run=True` runs nothing and returns
-    the run's status ("done", "stale" or "to do")."""
+    the run's status ("done", "stale" or "to do").
+
+    `objective="embedding"` compresses a sentence-transformers model instead (`teacher` a
+    sentence-transformers folder, 'minilm' or 'mpnet'), trained on the teacher's embeddings
+    of unlabeled `texts` (a file) or of `task`'s training texts:
+    `layergraft.embeddings.compress.compress_embedding` takes the options."""
+    if objective == "embedding":
+        from layergraft.embeddings.compress import compress_embedding
+
+        return compress_embedding(teacher, layers=layers, out=out, texts=texts, task=task,
+                                  **options)
+    from layergraft.errors import LayergraftError
+
+    if objective != "task":
+        raise LayergraftError(f"unknown objective '{objective}': choose task or embedding")
+    if task is None or texts is not None:
+        raise LayergraftError("--objective task trains on a labelled --task (and takes no "
+                              "--texts; that is --objective embedding)")
     from layergraft.pipeline.compress import compress as run_compress
 
     return run_compress(teacher, task, layers=layers, out_dir=out, **options)

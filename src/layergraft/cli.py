@@ -176,10 +176,21 @@ def evaluate(
 @runtime_options
 def compress(
     teacher: ModelArg,
-    task: TaskOpt,
     layers: Annotated[int, typer.Option("--layers", help="Depth of the student.")],
     out: OutOpt,
     options,
+    task: OptionalTaskOpt = None,
+    objective: Annotated[str, typer.Option(
+        "--objective", help="task (a classifier on a labelled --task) or embedding (a "
+        "sentence-transformers model on the teacher's embeddings of --texts or the task's "
+        "training texts).")] = "task",
+    texts: Annotated[Path | None, typer.Option(
+        "--texts", help="With --objective embedding: unlabeled training text, one sentence a "
+        "line, or a CSV/TSV/JSONL file's text column.")] = None,
+    eval_task: Annotated[str, typer.Option(
+        "--eval-task", help="With --objective embedding: the task of the neighbour corpus "
+        "(dev + test) and the frozen-embedding probe (train -> test), or 'none'.")]
+    = "movie-sentiment",
     method: Annotated[str, typer.Option("--method", help="Surgery method.")] = "graft",
     strategy: Annotated[str, typer.Option(
         "--strategy", help="none, heal (with --heal), finetune, distill, progressive or replace.")]
@@ -194,7 +205,19 @@ def compress(
     """Surgery + training + evaluation + speed: a student, its manifest and results.json."""
     from layergraft import api
 
-    record = api.compress(teacher, task, layers=layers, out=out, method=method,
+    if objective == "embedding":
+        text_column = task.text_column if task is not None else None
+        record = api.compress(teacher, task, layers=layers, out=out, objective=objective,
+                              texts=texts, text_column=text_column, method=method,
+                              eval_task=None if eval_task == "none" else eval_task,
+                              strategy=strategy, budget=budget, seed=seed, device=device,
+                              precision=precision, overwrite=overwrite, **options)
+        typer.echo(_embedding_headline(record))
+        typer.echo(f"saved the {layers}-layer sentence-transformers model and results.json "
+                   f"to {out}")
+        return
+    record = api.compress(teacher, task, layers=layers, out=out, objective=objective,
+                          texts=texts, method=method,
                           strategy=strategy, budget=budget, seed=seed, device=device,
                           precision=precision, allow_untrained_head=untrained_head,
                           overwrite=overwrite, **options)
@@ -362,6 +385,18 @@ def _print_scores(task: str, by_split: dict) -> None:
     for split, metrics in by_split.items():
         scores = ", ".join(f"{name} {100 * value:.2f}" for name, value in metrics.items())
         typer.echo(f"{task} {split}: {scores}")
+
+
+def _embedding_headline(record: dict) -> str:
+    parts = [f"mean cosine to the teacher {record['mean_cosine']:.4f}"]
+    if "neighbours" in record:
+        parts.append(f"top-{record['neighbours']['k']} neighbour agreement "
+                     f"{100 * record['neighbours']['agreement']:.1f}%")
+    if "probe" in record:
+        probe = record["probe"]
+        parts.append(f"{probe['task']} probe {100 * probe['student']:.2f} (teacher "
+                     f"{100 * probe['teacher']:.2f}, retention {100 * probe['retention']:.1f}%)")
+    return ", ".join(parts)
 
 
 def _headline(record: dict) -> str:

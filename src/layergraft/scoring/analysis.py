@@ -22,7 +22,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from layergraft.errors import LayergraftError
 from layergraft.runtime import Runtime
 from layergraft.scoring import plots
-from layergraft.scoring.importance import Batch, ImportanceScores, score_importance
+from layergraft.scoring.importance import Batch, ImportanceScores, Pool, score_importance
 from layergraft.scoring.similarity import LayerSimilarity
 from layergraft.surgery.arch import ArchSpec, ffn_width, num_heads, num_layers
 from layergraft.utils import atomic_write, model_fingerprint, versions, write_json_atomic
@@ -100,12 +100,15 @@ def analyze_model(
     normalize: bool = False,
     progress: bool = True,
     spec: ArchSpec | None = None,
+    pool: Pool | None = None,
 ) -> Analysis:
-    """Score heads and neurons and measure layer similarity on `batches`, in one pass."""
+    """Score heads and neurons and measure layer similarity on `batches`, in one pass
+    (`pool`: the sentence embedding, for loss "embedding")."""
     fingerprint = model_fingerprint(model)  # before a forward pass sets config.problem_type
     similarity = LayerSimilarity()
     scores = score_importance(model, batches, method=importance, loss=loss, normalize=normalize,
-                              progress=progress, spec=spec, observe=similarity.update)
+                              progress=progress, spec=spec, observe=similarity.update,
+                              pool=pool)
     info = {
         "model": {"name_or_path": str(getattr(model.config, "_name_or_path", "") or ""),
                   "model_type": model.config.model_type,

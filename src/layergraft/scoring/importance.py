@@ -20,6 +20,12 @@ Losses:
   diag(F), "michel" gives E_{y~p} |g_y|. For regression we read the output as the mean
   of a unit-variance Gaussian, whose Fisher is (∂f/∂ξ)^2: the sensitivity of the
   prediction itself (the Hessian of ½ (f_ξ - f)^2), one backward pass.
+- "embedding": no labels, for sentence-embedding models. The distortion ½ ||e_ξ - e||^2 of
+  the pooled, L2-normalised embedding e (given by the caller's `pool`) against the unmasked
+  model's has zero gradient at ξ = 1 and Hessian J^T J (J = ∂e/∂ξ), the same Gaussian
+  Fisher as for regression but over many output dimensions. Its diagonal is estimated with
+  EMBEDDING_PROBES fixed random directions v (E[v v^T] = I): g_v = ∂(v·e)/∂ξ, one backward
+  pass each; "fisher" gives E_v g_v^2 (unbiased for diag J^T J), "michel" E_v |g_v|.
 """
 
 from __future__ import annotations
@@ -46,12 +52,15 @@ from layergraft.surgery.arch import (
     spec_for,
 )
 
-LOSSES = ("task", "kl")
+LOSSES = ("task", "kl", "embedding")
+EMBEDDING_PROBES = 16  # random directions per example for the "embedding" loss
 GROUP_ROWS = 16  # examples per forward pass after regrouping a batch by length
 Batch = Mapping[str, torch.Tensor]
 # Called once per batch with the detached hidden states (embeddings first) and the
 # attention mask, so a caller can measure similarity on the same forward pass.
 Observer = Callable[[tuple[torch.Tensor, ...], torch.Tensor], None]
+# The "embedding" loss: (model output, model inputs) -> the pooled embedding [batch, dim].
+Pool = Callable[[object, Mapping[str, torch.Tensor]], torch.Tensor]
 
 
 @dataclass
@@ -211,19 +220,27 @@ def score_importance(
     progress: bool = False,
     spec: ArchSpec | None = None,
     observe: Observer | None = None,
+    pool: Pool | None = None,
 ) -> ImportanceScores:
     """Score every head and FFN neuron of `model` on `batches` (the model is left unchanged).
 
     `normalize` divides each layer's head scores and neuron scores by their L2 norm.
     `observe`, if given, sees every batch's hidden states from the same forward pass.
+    `pool` (needed by, and only by, loss "embedding") maps the model's output to the
+    sentence embedding whose distortion is scored.
     """
     scorer = get_scorer(method)
     if loss not in LOSSES:
-        raise LayergraftError(f"unknown importance loss '{loss}': choose one of task, kl")
+        raise LayergraftError(f"unknown importance loss '{loss}': choose one of "
+                              f"{', '.join(LOSSES)}")
+    if (loss == "embedding") != (pool is not None):
+        raise LayergraftError("importance loss 'embedding' needs a pooling function (and only "
+                              "it takes one): score an embedding model through "
+                              "layergraft.embeddings")
     spec = spec or spec_for(model)
     evidence = Evidence()
     if scorer.needs != "weights" or observe is not None:
-        evidence = _collect(model, batches, spec, scorer.needs, loss, progress, observe)
+        evidence = _collect(model, batches, spec, scorer.needs, loss, progress, observe, pool)
     units = scorer.score(evidence, model, spec)
     heads = num_heads(model.config)
     head, neuron = units[:, :heads].contiguous(), units[:, heads:].contiguous()
@@ -260,7 +277,7 @@ def evaluating(model: nn.Module) -> Iterator[None]:
 
 def _collect(
     model: PreTrainedModel, batches: Iterable[Batch], spec: ArchSpec, needs: str, loss: str,
-    progress: bool, observe: Observer | None,
+    progress: bool, observe: Observer | None, pool: Pool | None = None,
 ) -> Evidence:
     if getattr(model.config, "problem_type", None) == "multi_label_classification":
         raise LayergraftError("importance scoring supports single-label classification and "
@@ -287,7 +304,8 @@ def _collect(
                 with torch.set_grad_enabled(gradients):
                     output = model(**group, output_hidden_states=observe is not None)
                 if gradients:
-                    grads, weights = _unit_gradients(model, output.logits, group_labels,
+                    target = output.logits if pool is None else pool(output, group)
+                    grads, weights = _unit_gradients(model, target, group_labels,
                                                      hooks.mask, loss)
                     weights = weights[:, :, None, None]
                     evidence.grad_abs += (weights * grads.abs()).sum((0, 1)).double().cpu()
@@ -332,6 +350,8 @@ def _unit_gradients(
     k = 1 for gold labels; for "kl" there is one gradient per candidate label y,
     weighted by the model's probability of y (regression: k = 1, weight 1).
     """
+    if loss == "embedding":
+        return _embedding_gradients(logits, mask)
     regression = model.config.num_labels == 1
     if loss == "task":
         labels = labels.to(logits.device)
@@ -353,3 +373,19 @@ def _unit_gradients(
     expected = torch.einsum("bc,bclu->blu", probs, jacobian)
     # ∂(-log p_y)/∂ξ = Σ_c p_c J_c - J_y, for every candidate label y
     return expected[:, None] - jacobian, probs
+
+
+def _embedding_gradients(embedding: torch.Tensor, mask: torch.Tensor
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients of v·e along EMBEDDING_PROBES fixed random directions v, each of weight 1/k,
+    for the L2-normalised embedding e (see the module docstring)."""
+    unit = F.normalize(embedding.float(), dim=-1)
+    generator = torch.Generator().manual_seed(0)
+    directions = torch.randn(EMBEDDING_PROBES, unit.shape[-1], generator=generator)
+    directions = directions.to(unit.device)
+    last = len(directions) - 1
+    grads = torch.stack([
+        torch.autograd.grad((unit @ v).sum(), mask, retain_graph=i < last)[0]
+        for i, v in enumerate(directions)
+    ], dim=1)  # [batch, probes, layers, units]
+    return grads, torch.full(grads.shape[:2], 1 / len(directions), device=grads.device)

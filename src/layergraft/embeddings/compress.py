@@ -1,0 +1,212 @@
+"""`compress_embedding`: graft a sentence-embedding model, train it on the teacher's
+embeddings of unlabeled text, and measure how close it stays (behind
+`layergraft compress --objective embedding`).
+
+A run folder follows the classifier runs' rules (`layergraft.pipeline.runs`): a finished
+results.json with equal settings is returned as is, other settings are refused without
+--overwrite. The student is saved in the folder itself (sentence-transformers layout plus
+the graft manifest). Training is not checkpointed: an interrupted run trains again (the
+teacher's embeddings are cached).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from layergraft.errors import LayergraftError
+
+STRATEGIES = ("none", "distill")
+HELD_OUT_MAX = 1000  # held-out sentences for the mean cosine
+CORPUS_MAX = 10000  # corpus sentences for the neighbour agreement
+NEIGHBOURS = 10
+NEEDS_ANALYSIS = ("graft", "drop-similar")
+
+
+@dataclass
+class EmbeddingRun:
+    out: Path
+    identity: dict = field(default_factory=dict)
+
+    def settings(self) -> dict:
+        return self.identity
+
+
+def compress_embedding(
+    teacher: str, *, layers: int, out: str | os.PathLike, texts: str | os.PathLike | None = None,
+    task=None, text_column: str | None = None, method: str = "graft",
+    strategy: str = "distill", budget: str = "1 epoch", seed: int = 0, device: str = "auto",
+    precision: str = "auto", graft_options=None, analysis=None, training=None,
+    cosine_weight: float = 0.0, pairs: str | None = None,
+    eval_task: str | None = "movie-sentiment", cache_dir: str | os.PathLike | None = None,
+    overwrite: bool = False, refit_samples: int = 0, heal=None, **ignored,
+) -> dict:
+    """Compress the sentence-transformers model `teacher` to `layers` layers; save the student
+    to `out` and return the results record (also `out/results.json`).
+
+    Training text is `texts` (a file: one sentence a line, or the `text_column` of a CSV /
+    TSV / JSONL file) or the train split of `task`. `method` is any surgery method; graft
+    and drop-similar are measured on the teacher with the "embedding" importance loss.
+    `strategy` "distill" trains with the embedding MSE (plus `cosine_weight` times the
+    cosine distance) for `budget`; "none" is surgery only. The record holds the mean cosine
+    to the teacher on held-out texts and, with `eval_task`, the top-10 neighbour agreement
+    on its dev + test texts and a frozen-embedding probe (train -> test) with retention.
+    `training` (a TrainConfig) supplies learning rate, batch size and max length; the
+    classifier-only options (distill, ood, speed, ...) are ignored.
+    """
+    from layergraft.embeddings.objective import EmbeddingTraining
+    from layergraft.models import resolve_model
+    from layergraft.pipeline.runs import finished_results, start_fresh_or_resume
+    from layergraft.pipeline.strategies import normalized_spans
+    from layergraft.runtime import Runtime
+    from layergraft.scoring.analysis import AnalysisSettings
+    from layergraft.surgery.methods import GraftOptions, get_method
+    from layergraft.training.budget import Budget
+    from layergraft.utils import content_fingerprint
+
+    if strategy not in STRATEGIES:
+        raise LayergraftError(f"strategy '{strategy}' does not apply to --objective embedding: "
+                              f"choose {' or '.join(STRATEGIES)}")
+    if refit_samples or (heal is not None and heal.steps):
+        raise LayergraftError("--refit and --heal are not available with --objective embedding")
+    get_method(method)
+    from layergraft.embeddings.model import read_folder
+
+    path = resolve_model(teacher)
+    read_folder(path)  # a one-line refusal before anything loads
+    corpus, source = _training_texts(texts, task, text_column)
+    runtime = Runtime.resolve(device, precision)
+    options = graft_options or GraftOptions()
+    analysis = analysis or AnalysisSettings()
+    config = EmbeddingTraining(cosine_weight=cosine_weight, **(
+        {"learning_rate": training.learning_rate, "batch_size": training.batch_size,
+         "max_length": training.max_length} if training is not None else {}))
+    budget = Budget.parse(budget)
+    identity = {
+        "objective": "embedding", "teacher": str(teacher),
+        "teacher_content": content_fingerprint(path), "texts": source,
+        "layers": int(layers), "method": method, "strategy": strategy, "seed": seed,
+        "precision": runtime.precision, "budget": str(budget) if strategy != "none" else None,
+        "graft_options": options.to_dict() if method in ("graft", "random") else None,
+        "analysis": ({"importance": analysis.importance, "samples": analysis.samples,
+                      "normalize": analysis.normalize} if method in NEEDS_ANALYSIS else None),
+        "training": config.to_dict() if strategy != "none" else None,
+        "pairs": normalized_spans(pairs), "eval_task": eval_task,
+    }
+    run = EmbeddingRun(Path(out), identity)
+    finished = finished_results(run, overwrite)
+    if finished is not None:
+        return finished
+    run.out.mkdir(parents=True, exist_ok=True)
+    start_fresh_or_resume(run, overwrite, replace_other_runs=False)
+    return _execute(run, path, corpus, runtime, options, analysis, config, budget, cache_dir)
+
+
+def _training_texts(texts, task, text_column) -> tuple[list[str], dict]:
+    from layergraft.embeddings.texts import read_texts, task_texts
+    from layergraft.utils import content_fingerprint
+
+    if texts is not None:
+        return (read_texts(texts, text_column),
+                {"file": str(texts), "column": text_column,
+                 "content": content_fingerprint(texts)})
+    if task is None:
+        raise LayergraftError("--objective embedding needs training text: give --texts FILE "
+                              "or --task TASK")
+    from layergraft.data.tasks import as_source
+
+    source = as_source(task)
+    return (task_texts(source.load()),
+            {"task": asdict(source), "content": content_fingerprint(source.name)})
+
+
+def _execute(run: EmbeddingRun, path: str, corpus: list[str], runtime, options, analysis,
+             config, budget, cache_dir) -> dict:
+    from layergraft.embeddings.model import (
+        analyze_embedding_model,
+        graft_embedding_model,
+        load_embedding_model,
+        save_embedding_model,
+        transformer_of,
+    )
+    from layergraft.embeddings.objective import teacher_embeddings, train_embedding
+    from layergraft.pipeline.runs import CHECKPOINTS
+    from layergraft.surgery.arch import num_layers
+    from layergraft.surgery.plan import Plan
+    from layergraft.utils import num_parameters, versions, write_json_atomic
+
+    settings = run.settings()
+    teacher, folder = load_embedding_model(path, runtime.device)
+    train, held_out = _split(corpus)
+    transformer = transformer_of(teacher)
+    depth = num_layers(transformer.config)
+    graft_inputs = {}
+    if settings["method"] in NEEDS_ANALYSIS:
+        graft_inputs = analyze_embedding_model(teacher, train, analysis,
+                                               config.max_length).graft_inputs()
+    plan = Plan.from_spans(depth, settings["pairs"]) if settings["pairs"] else None
+    student, manifest = graft_embedding_model(
+        teacher, layers=settings["layers"], plan=plan, method=settings["method"],
+        options=options, seed=settings["seed"], **graft_inputs)
+    trained = None
+    if settings["strategy"] == "distill":
+        targets = teacher_embeddings(teacher, train, max_length=config.max_length,
+                                     cache_dir=cache_dir)
+        steps = budget.steps(len(train), config.batch_size)
+        trained = train_embedding(student, train, targets, steps=steps, config=config,
+                                  work_dir=run.out / CHECKPOINTS, seed=settings["seed"],
+                                  device=str(runtime.device), precision=runtime.precision)
+    shutil.rmtree(run.out / CHECKPOINTS, ignore_errors=True)
+    save_embedding_model(student, manifest, run.out)
+    record = {
+        "settings": settings, "objective": "embedding", "teacher_layers": depth,
+        "layers": settings["layers"], "modules": list(folder.modules),
+        "pooling": folder.pooling, "dimension": student.get_embedding_dimension(),
+        "parameters": {"teacher": num_parameters(transformer),
+                       "student": num_parameters(transformer_of(student))},
+        "training": trained, "runtime": runtime.record(), "versions": versions(),
+        **_fidelity(teacher, student, held_out, settings["eval_task"]),
+    }
+    write_json_atomic(run.out / "results.json", record)
+    return record
+
+
+def _split(corpus: list[str]) -> tuple[list[str], list[str]]:
+    """(train, held-out): a fixed tenth of the texts (1 to HELD_OUT_MAX) is held out."""
+    if len(corpus) < 2:
+        raise LayergraftError("--objective embedding needs at least 2 texts (one is held out)")
+    order = list(range(len(corpus)))
+    random.Random(0).shuffle(order)
+    held = min(max(1, len(corpus) // 10), HELD_OUT_MAX)
+    return ([corpus[i] for i in sorted(order[held:])], [corpus[i] for i in sorted(order[:held])])
+
+
+def _fidelity(teacher, student, held_out: list[str], eval_task: str | None) -> dict:
+    """Mean cosine on the held-out texts; neighbours and the probe on `eval_task`."""
+    from layergraft.embeddings.evaluate import mean_cosine, neighbour_agreement, probe_accuracy
+    from layergraft.embeddings.model import embed
+    from layergraft.embeddings.texts import task_texts
+
+    record = {"held_out": len(held_out),
+              "mean_cosine": mean_cosine(embed(student, held_out), embed(teacher, held_out))}
+    if eval_task is None:
+        return record
+    from layergraft.data.tasks import as_source
+
+    task = as_source(eval_task).load()
+    corpus = task_texts(task, tuple(s for s in ("dev", "test") if s in task.splits))[:CORPUS_MAX]
+    record["neighbours"] = {"corpus": len(corpus), "k": NEIGHBOURS,
+                            "agreement": neighbour_agreement(embed(student, corpus),
+                                                             embed(teacher, corpus), NEIGHBOURS)}
+    if task.spec.is_regression or not (task.labeled("train") and task.labeled("test")):
+        return record
+    train, test = task.splits["train"], task.splits["test"]
+    accuracy = {name: probe_accuracy(embed(model, train["text"]), train["label"],
+                                     embed(model, test["text"]), test["label"])
+                for name, model in (("teacher", teacher), ("student", student))}
+    record["probe"] = {"task": task.spec.name, **accuracy,
+                       "retention": accuracy["student"] / max(accuracy["teacher"], 1e-12)}
+    return record
