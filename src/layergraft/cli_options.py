@@ -20,6 +20,13 @@ import typer
 
 from layergraft.errors import LayergraftError
 
+# The `layergraft` command: `layergraft.cli` and `layergraft.cli_tools` add its subcommands.
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Compress fine-tuned BERT-family encoders by grafting adjacent layers, then distilling.",
+)
+
 ModelArg = Annotated[str, typer.Argument(
     help="Model folder, hub name, or a built-in offline model: 'minilm' (all-MiniLM-L6-v2) or "
     "'mpnet' (all-mpnet-base-v2, after `layergraft assets mpnet`).")]
