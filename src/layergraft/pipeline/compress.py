@@ -55,6 +55,7 @@ from layergraft.pipeline.strategies import (
     steps_after_heal,
 )
 from layergraft.pipeline.workflows import refit_after_surgery
+from layergraft.report.model_card import write_card
 from layergraft.runtime import Runtime
 from layergraft.scoring.analysis import (
     Analysis,
@@ -288,6 +289,7 @@ class _Run:
             record["versions"] = versions()
             save_model(student.eval(), tokenizer, self.out, manifest=manifest, overwrite=True)
             write_json_atomic(self.out / RESULTS_NAME, record)
+            write_card(self.out, manifest.to_dict(), record)
             for work in WORK_FOLDERS:
                 shutil.rmtree(self.out / work, ignore_errors=True)
         state.wait_for_everyone()

@@ -16,6 +16,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from layergraft.errors import LayergraftError
 from layergraft.models import check_output_dir, load_for_task, load_trained, save_model
+from layergraft.report.model_card import write_card
 from layergraft.runtime import Runtime
 from layergraft.scoring.analysis import (
     Analysis,
@@ -104,7 +105,9 @@ def graft_path(
     if refit_samples:
         refit_after_surgery(student, model, manifest.steps[-1], task, tokenizer,
                             replace(settings, samples=refit_samples))
-    return save_model(student, tokenizer, out_dir, manifest=manifest, overwrite=overwrite)
+    saved = save_model(student, tokenizer, out_dir, manifest=manifest, overwrite=overwrite)
+    write_card(saved, manifest.to_dict())
+    return saved
 
 
 def refit_after_surgery(student: PreTrainedModel, source: PreTrainedModel, step: GraftStep,
