@@ -27,8 +27,7 @@ import argparse
 from collections.abc import Sequence
 
 import measure
-from jsonstore import claim
-from offline import ROOT, Store, Suite, ensure_teacher, of_kind, run_one
+from offline import ROOT, Store, Suite, of_kind, run_planned
 from stages import Planned, dev_retention
 
 from layergraft.pipeline.compare import RunKey
@@ -89,16 +88,6 @@ def plan(stage: str, rows: Sequence[dict]) -> list[Planned]:
     return planned
 
 
-def run_stage(stage: str, store: Store) -> None:
-    for planned in plan(stage, store.rows):
-        if planned.pending:
-            continue
-        teacher = ensure_teacher(SUITE, TASK, store)
-        with claim(SUITE.claim_file(TASK, planned.key.name)) as mine:
-            if mine:
-                run_one(SUITE, planned, teacher, store)
-
-
 def dry_run(stages: Sequence[str], rows: Sequence[dict]) -> str:
     present = (SUITE.teacher(TASK) / TEACHER_RESULTS).is_file()
     lines = [f"teacher: {'present' if present else 'to fine-tune'}"]
@@ -124,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(dry_run(stages, store.rows))
         return
     for stage in stages:
-        run_stage(stage, store)
+        run_planned(SUITE, plan(stage, store.rows), store)
         store.put([measure.environment()], of_kind("environment"))
 
 

@@ -157,7 +157,12 @@ def run_stage(suite: Suite, stage: str, store: Store, remeasure: bool = False) -
         for task in TASKS:
             time_students(suite, task, store, remeasure)
         return
-    for planned in plan_stage(stage, store.rows):
+    run_planned(suite, plan_stage(stage, store.rows), store)
+
+
+def run_planned(suite: Suite, planned_runs: Sequence[Planned], store: Store) -> None:
+    """Every planned run that is not waiting, each claimed so that processes share them."""
+    for planned in planned_runs:
         if planned.pending:
             continue
         teacher = ensure_teacher(suite, planned.task, store)
