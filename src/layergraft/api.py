@@ -168,19 +168,34 @@ def compare(teacher: str, task: str | TaskSource, *, out: str | os.PathLike,
 def bench(models: Sequence[str], task: str | TaskSource, *, split: str = "dev",
           batch_sizes: Sequence[int] = (32, 1), seq_lens: Sequence[int] = (),
           device: str = "auto", precision: str = "auto",
+          backends: Sequence[str] | None = None, score: bool = True,
+          score_split: str | None = None, out: str | os.PathLike | None = None,
           **options) -> list[dict]:
     """`layergraft bench`: throughput, latency, parameters and size of `models` measured in one
     run on the real lengths of a `task` split, then on batches of each fixed length in
     `seq_lens` (each record's `lengths`: "real" or the length); the first model is the
-    reference of the speed ratios. `options` go to `layergraft.pipeline.bench.measure_speed`."""
+    reference of the speed ratios. `backends` (torch-fp32, torch-bf16, torch-int8, onnx-fp32,
+    onnx-int8; default PyTorch in the run's precision) times every model on each, all in the
+    same run (each record's `backend`; torch-bf16 is skipped where bf16 is not native). With
+    `score`, every (model, backend) is scored on `score_split` (default: test where labelled,
+    else dev) with its retention vs the first model on the first backend. `out` receives
+    bench.json, bench.csv, pareto.png and bench.md (and the onnx exports, in out/onnx).
+    `options` go to `layergraft.pipeline.bench.measure_speed`."""
     from layergraft.data.tasks import as_source
     from layergraft.models import resolve_model
-    from layergraft.pipeline.bench import bench_models
+    from layergraft.pipeline.bench_quality import default_split
+    from layergraft.pipeline.bench_run import bench_models
+    from layergraft.report.bench_report import write_outputs
 
     loaded = as_source(task).load()
-    return bench_models([resolve_model(m) for m in models], loaded, split=split,
+    rows = bench_models([resolve_model(m) for m in models], loaded, split=split,
                         batch_sizes=batch_sizes, seq_lens=seq_lens, device=device,
-                        precision=precision, **options)
+                        precision=precision, backends=backends,
+                        score_split=(score_split or default_split(loaded)) if score else None,
+                        cache_dir=Path(out) / "onnx" if out is not None else None, **options)
+    if out is not None:
+        write_outputs(rows, out)
+    return rows
 
 
 def load(model: str, num_labels: int | None = None
