@@ -20,6 +20,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import deploy
 import targets
 from measure import SPEED_REPEATS
 from stages import (
@@ -91,7 +92,8 @@ def render(rows: Sequence[Mapping], ablations: Sequence[Mapping], figures: Path,
     parts += _targets(rows) + _environment(rows) + _teachers(rows)
     for task in TASKS:
         parts += _task(rows, task, figures, link)
-    parts += _speed(rows) + _pipeline(rows) + _ablations(ablations) + _failures(rows)
+    parts += _speed(rows) + [deploy.section(figures.parent / deploy.RESULTS.name, link)]
+    parts += _pipeline(rows) + _ablations(ablations) + _failures(rows)
     return "\n\n".join(parts) + "\n"
 
 
