@@ -14,7 +14,8 @@ budget (one epoch), fp32 on every machine (the CPU changes between sessions); se
 every run, seeds 1 and 2 for graft and the strongest baseline, which is the baseline with
 the highest held-out mean cosine after seed-0 distillation at that depth.
 drop-alternate with distillation is the sentence-transformers layer-reduction recipe
-(evenly spaced layers, then embedding MSE).
+(evenly spaced layers, then embedding MSE). Several processes may share the plan (one per
+core, `OMP_NUM_THREADS=1`): each run is claimed by a lock under benchmarks/work/embeddings/.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pathlib import Path
 
 import measure
 import render
-from jsonstore import read_rows, update_rows
+from jsonstore import claim, read_rows, update_rows
 
 from layergraft.embeddings.report import record_row, teacher_row
 from layergraft.pipeline.compare import RunKey
@@ -147,14 +148,25 @@ def main(argv: Sequence[str] | None = None) -> None:
     update_rows(RESULTS, lambda rows: [*[r for r in rows if r.get("run") != "environment"],
                                        environment()])
     for stage in stages:
-        while True:  # the plan grows once the seed-0 baselines are in
-            todo = [p for p in plan(stage, read_rows(RESULTS)) if not p.pending
-                    and not _stored(p, read_rows(RESULTS))]
-            if not todo:
-                break
-            run_one(todo[0])
+        while (planned := _next_run(stage)) is not None:  # the plan grows as rows land
+            with claim(WORK / "claims" / f"{planned.model}-{planned.name}.lock") as mine:
+                if mine and not _stored(planned, read_rows(RESULTS)):
+                    run_one(planned)
             render.write(render.ROOT / "benchmarks" / "results" / "offline.json",
                          render.ROOT / "BENCHMARKS.md")
+
+
+def _next_run(stage: str) -> Planned | None:
+    """The first planned run that is neither stored nor being run by another process (one
+    process per core may share the plan)."""
+    rows = read_rows(RESULTS)
+    for planned in plan(stage, rows):
+        if planned.pending or _stored(planned, rows):
+            continue
+        with claim(WORK / "claims" / f"{planned.model}-{planned.name}.lock") as free:
+            if free:
+                return planned
+    return None
 
 
 def _stored(planned: Planned, rows: Sequence[Mapping]) -> bool:

@@ -171,7 +171,7 @@ def _execute(run: EmbeddingRun, path: str, corpus: list[str], runtime, options, 
         "heal": healed, "training": trained, "runtime": runtime.record(),
         "versions": versions(),
         **evaluate_embeddings(student, teacher, held_out=held_out,
-                              eval_tasks=settings["eval_tasks"]),
+                              eval_tasks=settings["eval_tasks"], cache_dir=cache_dir),
     }
     if settings["speed"]:
         record["speed"] = embedding_speed(teacher, student, held_out,

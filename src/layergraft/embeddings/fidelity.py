@@ -12,6 +12,7 @@ once per model: movie-sentiment and movie-rating share their splits, so they sha
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import torch
@@ -23,29 +24,37 @@ TEACHER, STUDENT = "teacher", "student"
 
 
 class EmbeddingMemo:
-    """Each model's embeddings of each list of texts, computed once."""
+    """Each model's embeddings of each list of texts, computed once; the teacher's are also
+    kept on disk, under `cache_dir` or the default cache folder (every run of a grid
+    evaluates against the same teacher on the same ~25k sentences)."""
 
-    def __init__(self, models: dict):
-        self.models = models
+    def __init__(self, models: dict, cache_dir: str | os.PathLike | None = None):
+        self.models, self.cache_dir = models, cache_dir
         self.done: dict[tuple[str, tuple[str, ...]], torch.Tensor] = {}
 
     def __call__(self, name: str, texts: Sequence[str]) -> torch.Tensor:
         from layergraft.embeddings.model import embed
+        from layergraft.embeddings.objective import teacher_embeddings
 
         key = (name, tuple(texts))
         if key not in self.done:
-            self.done[key] = embed(self.models[name], list(texts))
+            model = self.models[name]
+            self.done[key] = (
+                teacher_embeddings(model, list(texts), max_length=model.max_seq_length,
+                                   cache_dir=self.cache_dir)
+                if name == TEACHER else embed(model, list(texts)))
         return self.done[key]
 
 
 def evaluate_embeddings(student, teacher=None, *, held_out: Sequence[str] | None = None,
-                        eval_tasks: Sequence[str] = DEFAULT_EVAL_TASKS) -> dict:
+                        eval_tasks: Sequence[str] = DEFAULT_EVAL_TASKS,
+                        cache_dir: str | os.PathLike | None = None) -> dict:
     """The record described above; without a `teacher` only the student's own downstream
-    values (nothing to be faithful to)."""
+    values (nothing to be faithful to). `cache_dir` keeps the teacher's embeddings."""
     from layergraft.data.tasks import as_source
 
     models = {STUDENT: student, **({TEACHER: teacher} if teacher is not None else {})}
-    memo = EmbeddingMemo(models)
+    memo = EmbeddingMemo(models, cache_dir)
     record: dict = {}
     if held_out and teacher is not None:
         record["held_out"] = len(held_out)
