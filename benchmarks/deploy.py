@@ -1,7 +1,14 @@
 """Issue 15's deployment benchmark: the movie-sentiment MiniLM teacher and graft students timed
 on five backends in one run, each scored on the test split.
 
+    python benchmarks/deploy.py                     # make the teacher and students, then bench
     python benchmarks/deploy.py --student PATH [--student PATH ...] [--teacher PATH]
+
+Without --student, the teacher is the offline suite's (benchmarks/work/teachers/, made by its
+recipe when missing) and the students are graft at 3 and 2 layers, seed 0, trained by the
+suite's recipe: its full budget, and the strategy the suite chose for graft on dev at that
+depth (benchmarks/results/offline.json; progressive where it has not chosen), each a
+resumable compress run under benchmarks/work/deploy/students/.
 
 One `layergraft bench` (torch-fp32, torch-bf16, torch-int8, onnx-fp32, onnx-int8; batch 32
 and 1 on the test split's real lengths; the teacher in torch-fp32 is the reference) writes
@@ -55,6 +62,30 @@ def run(teacher: str, students: Sequence[str], repeats: int = REPEATS) -> dict:
     write_json_atomic(RESULTS, record)
     write_bytes_atomic(FIGURE, pareto_png(rows))
     return record
+
+
+def make_students(depths: Sequence[int] = tuple(SPEED_TARGETS)) -> tuple[str, list[str]]:
+    """The suite's teacher and graft students (see the module docstring); resumable."""
+    from jsonstore import read_rows
+    from offline import Suite, make_teacher
+    from stages import best_strategy
+
+    from layergraft.pipeline.compress import compress
+    from layergraft.training.budget import Budget
+    from layergraft.training.train import student_training
+
+    suite = Suite()
+    teacher = make_teacher(suite, TASK)
+    rows, students = read_rows(suite.results), []
+    for depth in sorted(depths, reverse=True):
+        strategy = (best_strategy(rows, TASK, depth, "graft") or ("progressive",))[0]
+        out = WORK / "students" / f"L{depth}-graft-{strategy}-s0"
+        compress(str(teacher), TASK, layers=depth, method="graft", strategy=strategy, seed=0,
+                 budget=Budget.parse(suite.full_budget), out_dir=out,
+                 precision=suite.precision, cache_dir=suite.work / "cache",
+                 training=student_training(group_by_length=suite.group_by_length))
+        students.append(str(out))
+    return str(teacher), students
 
 
 def _pick(rows: Sequence[Mapping], model: str, backend: str) -> Mapping | None:
@@ -128,11 +159,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--teacher", type=Path, default=TEACHER)
-    parser.add_argument("--student", type=Path, action="append", required=True,
-                        help="A graft student folder (repeatable: the 3- and 2-layer ones).")
+    parser.add_argument("--student", type=Path, action="append",
+                        help="A graft student folder (repeatable: the 3- and 2-layer ones); "
+                        "default: the suite recipe's, made when missing.")
     parser.add_argument("--repeats", type=int, default=REPEATS)
     args = parser.parse_args(argv)
-    record = run(str(args.teacher), [str(s) for s in args.student], args.repeats)
+    teacher, students = ((str(args.teacher), [str(s) for s in args.student]) if args.student
+                         else make_students())
+    record = run(teacher, students, args.repeats)
     for target, needed, measured, status in targets(record):
         print(f"{status:6} {target}: needed {needed}; measured {measured}")
     print(f"wrote {RESULTS} and {FIGURE}")
