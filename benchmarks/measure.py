@@ -27,7 +27,7 @@ import torch
 from stages import DEPTHS, TASKS, curve_configs
 
 from layergraft.data.tasks import Task, load_task
-from layergraft.pipeline.bench import bench_models
+from layergraft.pipeline.bench_run import bench_models
 from layergraft.pipeline.compare import RunKey
 from layergraft.pipeline.runs import PREDICTIONS_NAME
 from layergraft.report.stats import mcnemar, paired_bootstrap

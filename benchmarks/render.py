@@ -20,6 +20,8 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import deploy
+import embedding_section
 import targets
 from measure import SPEED_REPEATS
 from stages import (
@@ -80,18 +82,20 @@ def write(results: Path, markdown: Path) -> Path:
     extra = [row for name in ABLATION_FILES if results.with_name(name).is_file()
              for row in json.loads(results.with_name(name).read_text())]
     figures = results.parent / "figures"
-    text = render(rows, extra, figures, os.path.relpath(figures, markdown.parent))
+    text = render(rows, extra, figures, os.path.relpath(figures, markdown.parent),
+                  embedding_section.section(results.with_name("embeddings.json")))
     write_bytes_atomic(markdown, text.encode())
     return markdown
 
 
 def render(rows: Sequence[Mapping], ablations: Sequence[Mapping], figures: Path,
-           link: str) -> str:
+           link: str, embeddings: Sequence[str] = ()) -> str:
     parts = ["# layergraft benchmarks: the offline suite", INTRO]
     parts += _targets(rows) + _environment(rows) + _teachers(rows)
     for task in TASKS:
         parts += _task(rows, task, figures, link)
-    parts += _speed(rows) + _pipeline(rows) + _ablations(ablations) + _failures(rows)
+    parts += _speed(rows) + [deploy.section(figures.parent / deploy.RESULTS.name, link)]
+    parts += _pipeline(rows) + list(embeddings) + _ablations(ablations) + _failures(rows)
     return "\n\n".join(parts) + "\n"
 
 

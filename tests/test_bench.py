@@ -16,7 +16,6 @@ from layergraft.errors import LayergraftError
 from layergraft.models import load_classifier
 from layergraft.pipeline.bench import (
     FIRST_WORD_ID,
-    bench_models,
     count_parameters,
     measure_speed,
     padded_batch,
@@ -25,6 +24,7 @@ from layergraft.pipeline.bench import (
     speed_ratio,
     task_lengths,
 )
+from layergraft.pipeline.bench_run import bench_models
 from layergraft.surgery.arch import encoder_layers
 from layergraft.surgery.graft import graft_model
 
@@ -109,6 +109,7 @@ def test_records_hold_counts_ratios_and_restore_state(tmp_path):
         assert row["encoder_params"] == sum(
             p.numel() for p in encoder_layers(model).parameters())
         assert row["threads"] == 1 and row["precision"] == "fp32" and row["device"] == "cpu"
+        assert row["backend"] == "torch-fp32"
         indices = sample_batches(len(LENGTHS), row["batch_size"], row["batches_per_repeat"])
         assert row["mean_length"] == pytest.approx(
             np.mean([LENGTHS[i] for b in indices for i in b]))

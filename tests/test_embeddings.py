@@ -7,33 +7,11 @@ import json
 
 import pytest
 import torch
-from tiny_task import WORDS, save_tiny_teacher, write_tiny_task
+from tiny_task import write_tiny_task
 
 from layergraft.errors import LayergraftError
 
 pytest.importorskip("sentence_transformers")
-
-
-@pytest.fixture(scope="module")
-def st_folder(tmp_path_factory):
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
-
-    root = tmp_path_factory.mktemp("st")
-    base = save_tiny_teacher(root / "base", head=False)
-    transformer = Transformer(base)
-    pooling = Pooling(transformer.get_embedding_dimension(), "mean")
-    model = SentenceTransformer(modules=[transformer, pooling, Normalize()], device="cpu")
-    model.save(str(root / "model"))
-    return root / "model"
-
-
-@pytest.fixture(scope="module")
-def sentences():
-    import random
-
-    rng = random.Random(0)
-    return [" ".join(rng.choices(WORDS, k=rng.randint(2, 9))) for _ in range(40)]
 
 
 def test_folder_is_recognised_with_its_pooling(st_folder):
@@ -141,25 +119,22 @@ def test_embedding_importance_needs_a_pool_and_scores_every_unit(st_folder, sent
     assert scores.info["examples"] == len(sentences)
 
 
-@pytest.fixture(scope="module")
-def texts_file(tmp_path_factory, sentences):
-    path = tmp_path_factory.mktemp("texts") / "sentences.txt"
-    path.write_text("\n".join(sentences) + "\n\n")
-    return path
-
-
 def test_compress_embedding_trains_records_fidelity_and_resumes(st_folder, texts_file, tmp_path):
     import layergraft
 
     task = write_tiny_task(tmp_path / "task", sizes=(48, 16, 16))
     kwargs = dict(layers=2, out=tmp_path / "run", objective="embedding", texts=texts_file,
-                  budget="4 steps", device="cpu", precision="fp32", eval_task=task,
+                  budget="4 steps", device="cpu", precision="fp32", eval_tasks=[task],
                   cache_dir=tmp_path / "cache")
     record = layergraft.compress(str(st_folder), None, **kwargs)
     assert record["layers"] == 2 and record["training"]["steps"] == 4
     assert record["held_out"] == 4 and -1 <= record["mean_cosine"] <= 1
     assert 0 <= record["neighbours"]["agreement"] <= 1 and record["neighbours"]["corpus"] == 32
-    assert set(record["probe"]) == {"task", "teacher", "student", "retention"}
+    (measures,) = record["downstream"].values()
+    assert set(measures) == {"probe_accuracy", "knn_accuracy"}
+    assert set(measures["probe_accuracy"]) == {"teacher", "student", "retention"}
+    speed = record["speed"]
+    assert speed["ideal_ratio"] == 2 and speed["ratio"] > 0 and speed["texts"] == 4
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert saved == json.loads(json.dumps(record))
     (tmp_path / "run" / "model.safetensors").unlink()  # a finished run is not redone
@@ -174,9 +149,9 @@ def test_surgery_only_with_the_similarity_method(st_folder, texts_file, tmp_path
     from layergraft.embeddings.compress import compress_embedding
 
     record = compress_embedding(str(st_folder), layers=3, out=tmp_path / "s", texts=texts_file,
-                                method="drop-similar", strategy="none", eval_task=None,
+                                method="drop-similar", strategy="none", eval_tasks=(),
                                 device="cpu", precision="fp32")
-    assert record["training"] is None and "probe" not in record
+    assert record["training"] is None and "downstream" not in record
     assert SentenceTransformer(str(tmp_path / "s"), device="cpu").encode(["w"]).shape == (1, 32)
 
 

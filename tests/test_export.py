@@ -163,3 +163,31 @@ def test_the_public_function_survives_importing_the_subpackage():
     import layergraft.deploy.export  # noqa: F401  (named deploy so as not to shadow it)
 
     assert callable(layergraft.export)
+
+
+def test_the_export_folder_has_a_card_whose_numbers_are_the_report(tmp_path, trained):
+    from layergraft.report.model_card import read_card_header
+
+    teacher, task, student = trained
+    out = tmp_path / "onnx"
+    report = layergraft.export(student, out=out, quantize="int8", task=task)
+    header = read_card_header(out)
+    assert header["library_name"] == "onnx" and {"layergraft", "onnx", "int8"} <= set(
+        header["tags"])
+    assert header["base_model"] == teacher and header["datasets"] == [report["task"]]
+    values = {m["name"]: m["value"] for m in header["model-index"][0]["results"][0]["metrics"]}
+    int8 = report["int8"]
+    assert values["fp32 ONNX vs PyTorch, max abs logit difference"] == report["fp32"][
+        "max_abs_diff"]
+    assert values[f"{int8['data']} accuracy (int8)"] == round(int8["int8"], 6)
+    assert values[f"{int8['data']} accuracy (fp32)"] == round(int8["fp32"], 6)
+    assert values["int8 vs fp32 prediction agreement"] == round(int8["agreement"], 6)
+    text = (out / "README.md").read_text()
+    assert "| 0 | 1 | 4 of layer 1 |" in text  # the provenance of drop-alternate
+    assert f"{report['files']['model.int8.onnx'] / 1e6:.2f} MB" in text
+    assert "ort.InferenceSession" in text and '"token_type_ids": encoded' in text
+    bare = layergraft.export(teacher, out=tmp_path / "plain")  # no task, no manifest, no int8
+    header = read_card_header(tmp_path / "plain")
+    assert "datasets" not in header and "int8" not in header["tags"]
+    assert "Where each layer came from" not in (tmp_path / "plain" / "README.md").read_text()
+    assert bare["fp32"]["passed"]

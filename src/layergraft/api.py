@@ -89,12 +89,34 @@ def finetune(model: str, task: str | TaskSource, *, out: str | os.PathLike,
                         TrainConfig(output_dir="", **config), overwrite=overwrite)
 
 
-def evaluate(model: str, task: str | TaskSource, *, splits: Sequence[str] | None = None,
-             device: str = "auto", precision: str = "auto",
-             allow_untrained_head: bool = False) -> list[dict]:
+def evaluate(model: str, task: str | TaskSource | None = None, *,
+             splits: Sequence[str] | None = None, device: str = "auto", precision: str = "auto",
+             allow_untrained_head: bool = False, objective: str = "task",
+             teacher: str | None = None, eval_tasks: Sequence[str] | None = None,
+             texts: str | os.PathLike | None = None) -> list[dict]:
     """`layergraft evaluate`: one record per split of `task` (default: its evaluation splits;
-    'ood' adds the task's out-of-domain sets) with the metrics, model size and versions."""
+    'ood' adds the task's out-of-domain sets) with the metrics, model size and versions.
+
+    `objective="embedding"` evaluates a saved sentence-transformers model instead, against
+    `teacher` (default: the one its compress run names): one record with the neighbour
+    agreement, the frozen-embedding probes on `eval_tasks` (default movie-sentiment and
+    movie-rating, or `task`) side by side with the teacher's, and the mean cosine on `texts`
+    (a file), by `layergraft.embeddings.fidelity.evaluate_folder`."""
+    if objective == "embedding":
+        from layergraft.embeddings.fidelity import DEFAULT_EVAL_TASKS, evaluate_folder
+        from layergraft.embeddings.texts import read_texts
+        from layergraft.runtime import Runtime
+
+        tasks = eval_tasks or ([task] if task is not None else DEFAULT_EVAL_TASKS)
+        return [evaluate_folder(model, teacher, eval_tasks=tasks,
+                                texts=read_texts(texts) if texts is not None else None,
+                                device=str(Runtime.resolve(device, precision).device))]
     from layergraft.data.tasks import as_source
+    from layergraft.errors import LayergraftError
+
+    if task is None:
+        raise LayergraftError("give --task to evaluate a classifier (or --objective embedding "
+                              "for a sentence-transformers model)")
     from layergraft.models import load_for_task
     from layergraft.pipeline.evaluation import evaluate_model
     from layergraft.runtime import Runtime
@@ -143,24 +165,37 @@ def compress(teacher: str, task: str | TaskSource | None = None, *, layers: int,
     return run_compress(teacher, task, layers=layers, out_dir=out, **options)
 
 
-def compare(teacher: str, task: str | TaskSource, *, out: str | os.PathLike,
+def compare(teacher: str, task: str | TaskSource | None, *, out: str | os.PathLike,
             layers: Sequence[int] = (3,), methods: Sequence[str] | None = None,
             strategies: Sequence[str] = ("distill",), graft_strategies: Sequence[str] | None = None,
-            seeds: Sequence[int] = (0,), dry_run: bool = False, **options) -> list[dict]:
+            seeds: Sequence[int] = (0,), dry_run: bool = False, objective: str = "task",
+            **options) -> list[dict]:
     """`layergraft compare`: every method with `strategies` plus graft with `graft_strategies`
     (default: all methods; graft with every strategy), per depth and seed, under one budget;
     writes results.csv / .json and report.md / .html to `out` and returns the rows. `options`
     go to every `compress` call (budget, precision, device, distill, training, ...) and
     `run_comparison` (title, on_result). `dry_run=True` runs nothing and returns one row per
-    run with its status instead: "done", "stale" (finished with other settings) or "to do"."""
+    run with its status instead: "done", "stale" (finished with other settings) or "to do".
+
+    `objective="embedding"` runs the grid with `compress(objective="embedding")` (training
+    text: `texts=FILE` or `task`'s train texts) and writes results.json (rows, the teacher's
+    first) and report.md (`layergraft.embeddings.compare`)."""
     from layergraft.pipeline.compare import grid_status, plan_runs, run_comparison
 
+    if objective == "embedding" and graft_strategies is None:
+        graft_strategies = ()  # the classifier's graft extras (finetune, ...) do not apply
     grid = {"methods": methods, "graft_strategies": graft_strategies}
     runs = plan_runs(layers, strategies=strategies, seeds=seeds,
                      **{name: value for name, value in grid.items() if value is not None})
     if dry_run:
         for reporting in ("title", "on_result"):
             options.pop(reporting, None)
+    if objective == "embedding":
+        from layergraft.embeddings.compare import compare_embedding, embedding_grid_status
+
+        run = embedding_grid_status if dry_run else compare_embedding
+        return run(teacher, task, out, runs, **options)
+    if dry_run:
         return grid_status(teacher, task, out, runs, **options)
     return run_comparison(teacher, task, out, runs, **options)
 
@@ -168,19 +203,34 @@ def compare(teacher: str, task: str | TaskSource, *, out: str | os.PathLike,
 def bench(models: Sequence[str], task: str | TaskSource, *, split: str = "dev",
           batch_sizes: Sequence[int] = (32, 1), seq_lens: Sequence[int] = (),
           device: str = "auto", precision: str = "auto",
+          backends: Sequence[str] | None = None, score: bool = True,
+          score_split: str | None = None, out: str | os.PathLike | None = None,
           **options) -> list[dict]:
     """`layergraft bench`: throughput, latency, parameters and size of `models` measured in one
     run on the real lengths of a `task` split, then on batches of each fixed length in
     `seq_lens` (each record's `lengths`: "real" or the length); the first model is the
-    reference of the speed ratios. `options` go to `layergraft.pipeline.bench.measure_speed`."""
+    reference of the speed ratios. `backends` (torch-fp32, torch-bf16, torch-int8, onnx-fp32,
+    onnx-int8; default PyTorch in the run's precision) times every model on each, all in the
+    same run (each record's `backend`; torch-bf16 is skipped where bf16 is not native). With
+    `score`, every (model, backend) is scored on `score_split` (default: test where labelled,
+    else dev) with its retention vs the first model on the first backend. `out` receives
+    bench.json, bench.csv, pareto.png and bench.md (and the onnx exports, in out/onnx).
+    `options` go to `layergraft.pipeline.bench.measure_speed`."""
     from layergraft.data.tasks import as_source
     from layergraft.models import resolve_model
-    from layergraft.pipeline.bench import bench_models
+    from layergraft.pipeline.bench_quality import default_split
+    from layergraft.pipeline.bench_run import bench_models
+    from layergraft.report.bench_report import write_outputs
 
     loaded = as_source(task).load()
-    return bench_models([resolve_model(m) for m in models], loaded, split=split,
+    rows = bench_models([resolve_model(m) for m in models], loaded, split=split,
                         batch_sizes=batch_sizes, seq_lens=seq_lens, device=device,
-                        precision=precision, **options)
+                        precision=precision, backends=backends,
+                        score_split=(score_split or default_split(loaded)) if score else None,
+                        cache_dir=Path(out) / "onnx" if out is not None else None, **options)
+    if out is not None:
+        write_outputs(rows, out)
+    return rows
 
 
 def load(model: str, num_labels: int | None = None

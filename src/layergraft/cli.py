@@ -17,11 +17,14 @@ import typer
 
 from layergraft.cli_config import ConfigOpt
 from layergraft.cli_options import (
+    EVAL_TASKS,
     BatchSizeOpt,
     BudgetOpt,
+    EvalTasksOpt,
     GroupByLengthOpt,
     JsonOpt,
     ModelArg,
+    ObjectiveOpt,
     OptionalTaskOpt,
     OutOpt,
     OverwriteOpt,
@@ -29,10 +32,12 @@ from layergraft.cli_options import (
     RefitOpt,
     SeedOpt,
     TaskOpt,
+    TextsOpt,
     UntrainedHeadOpt,
     analysis_options,
     app,
     compress_options,
+    eval_tasks,
     graft_options,
     runtime_options,
     split_list,
@@ -144,10 +149,16 @@ def finetune(
 @runtime_options
 def evaluate(
     model: ModelArg,
-    task: TaskOpt,
+    task: OptionalTaskOpt = None,
     split: Annotated[list[str] | None, typer.Option(
         "--split", help="Split(s) to score (default: the task's evaluation splits); 'ood' "
         "adds the task's out-of-domain sets.")] = None,
+    objective: ObjectiveOpt = "task",
+    teacher: Annotated[str | None, typer.Option(
+        "--teacher", help="With --objective embedding: the model to compare with (default: "
+        "the teacher its compress run names).")] = None,
+    texts: TextsOpt = None,
+    eval_task: EvalTasksOpt = EVAL_TASKS,
     json_path: JsonOpt = None,
     untrained_head: UntrainedHeadOpt = False,
     device: str = "auto",
@@ -157,9 +168,17 @@ def evaluate(
     from layergraft import api
     from layergraft.pipeline.evaluation import format_table, save_results
 
+    embedding = objective == "embedding"
     records = api.evaluate(model, task, splits=split, device=device, precision=precision,
-                           allow_untrained_head=untrained_head)
-    typer.echo(format_table(records))
+                           allow_untrained_head=untrained_head, objective=objective,
+                           teacher=teacher, texts=texts,
+                           eval_tasks=eval_tasks(eval_task) if embedding else None)
+    if embedding:
+        from layergraft.embeddings.report import headline
+
+        typer.echo(f"{model}: {headline(records[0])}")
+    else:
+        typer.echo(format_table(records))
     if json_path is not None:
         save_results(records if len(records) > 1 else records[0], json_path)
 
@@ -174,17 +193,9 @@ def compress(
     out: OutOpt,
     options,
     task: OptionalTaskOpt = None,
-    objective: Annotated[str, typer.Option(
-        "--objective", help="task (a classifier on a labelled --task) or embedding (a "
-        "sentence-transformers model on the teacher's embeddings of --texts or the task's "
-        "training texts).")] = "task",
-    texts: Annotated[Path | None, typer.Option(
-        "--texts", help="With --objective embedding: unlabeled training text, one sentence a "
-        "line, or a CSV/TSV/JSONL file's text column.")] = None,
-    eval_task: Annotated[str, typer.Option(
-        "--eval-task", help="With --objective embedding: the task of the neighbour corpus "
-        "(dev + test) and the frozen-embedding probe (train -> test), or 'none'.")]
-    = "movie-sentiment",
+    objective: ObjectiveOpt = "task",
+    texts: TextsOpt = None,
+    eval_task: EvalTasksOpt = EVAL_TASKS,
     method: Annotated[str, typer.Option("--method", help="Surgery method.")] = "graft",
     strategy: Annotated[str, typer.Option(
         "--strategy", help="none, heal (with --heal), finetune, distill, progressive or replace.")]
@@ -203,10 +214,12 @@ def compress(
         text_column = task.text_column if task is not None else None
         record = api.compress(teacher, task, layers=layers, out=out, objective=objective,
                               texts=texts, text_column=text_column, method=method,
-                              eval_task=None if eval_task == "none" else eval_task,
+                              eval_tasks=eval_tasks(eval_task),
                               strategy=strategy, budget=budget, seed=seed, device=device,
                               precision=precision, overwrite=overwrite, **options)
-        typer.echo(_embedding_headline(record))
+        from layergraft.embeddings.report import headline
+
+        typer.echo(headline(record))
         typer.echo(f"saved the {layers}-layer sentence-transformers model and results.json "
                    f"to {out}")
         return
@@ -231,14 +244,16 @@ def compare(
         "--task", help="Task name or data file (or task in --config).")] = None,
     out: Annotated[Path | None, typer.Option(
         "--out", help="Output folder (or out in --config).")] = None,
-    layers: Annotated[str, typer.Option("--layers", help="Depths, e.g. 3,2.")] = "3",
+    layers: Annotated[list[str] | None, typer.Option(
+        "--layers", help="Depths, e.g. 3,2 (or --layers 3 --layers 2; default 3).")] = None,
     methods: Annotated[str, typer.Option("--methods", help="Comma-separated methods.")]
     = "graft,random,average,drop-top,drop-bottom,drop-alternate,drop-similar",
-    strategies: Annotated[str, typer.Option(
-        "--strategies", help="Strategies for every method.")] = "distill",
-    graft_strategies: Annotated[str, typer.Option(
-        "--graft-strategies", help="Extra strategies for graft ('' for none).")]
-    = "none,finetune,distill,progressive",
+    strategies: Annotated[str | None, typer.Option(
+        "--strategies", help="Strategies for every method (default: distill; none,distill "
+        "with --objective embedding).")] = None,
+    graft_strategies: Annotated[str | None, typer.Option(
+        "--graft-strategies", help="Extra strategies for graft ('' for none; default: "
+        "none,finetune,distill,progressive, none with --objective embedding).")] = None,
     seeds: Annotated[str, typer.Option("--seeds", help="Seeds, e.g. 0,1,2.")] = "0",
     budget: BudgetOpt = "3 epochs",
     dry_run: Annotated[bool, typer.Option(
@@ -248,6 +263,9 @@ def compare(
         "--replace-stale", help="Redo the runs that finished with other settings (stale) "
         "instead of refusing to start.")] = False,
     config: ConfigOpt = None,
+    objective: ObjectiveOpt = "task",
+    texts: TextsOpt = None,
+    eval_task: EvalTasksOpt = EVAL_TASKS,
     *,
     options,
     untrained_head: UntrainedHeadOpt = False,
@@ -257,25 +275,38 @@ def compare(
     """Every method x strategy x depth under one budget: results.csv/json and a report."""
     from layergraft import api
 
-    missing = [name for name, value in (("TEACHER", teacher), ("--task", task), ("--out", out))
+    embedding = objective == "embedding"
+    data = ("--task or --texts", texts if embedding and task is None else task)
+    missing = [name for name, value in (("TEACHER", teacher), data, ("--out", out))
                if value is None]
     if missing:
         raise LayergraftError(f"give {', '.join(missing)}, on the command line or in a "
                               "--config file")
-    grid = dict(layers=split_list(layers, int, "--layers"), methods=split_list(methods),
-                strategies=split_list(strategies), graft_strategies=split_list(graft_strategies),
+    defaults = ("none,distill", "") if embedding else ("distill", "none,finetune,distill,"
+                                                                  "progressive")
+    grid = dict(layers=[n for value in layers or ["3"] for n in split_list(value, int,
+                                                                           "--layers")],
+                methods=split_list(methods), strategies=split_list(strategies or defaults[0]),
+                graft_strategies=split_list(defaults[1] if graft_strategies is None
+                                            else graft_strategies),
                 seeds=split_list(seeds, int, "--seeds"), budget=budget, device=device,
-                precision=precision, allow_untrained_head=untrained_head,
-                replace_other_runs=replace_stale, **options)
+                precision=precision, replace_other_runs=replace_stale, **options)
+    if embedding:
+        grid.update(objective=objective, texts=texts, eval_tasks=eval_tasks(eval_task))
+    else:
+        grid["allow_untrained_head"] = untrained_head
     if dry_run:
         from layergraft.pipeline.compare import format_status
 
         typer.echo(format_status(api.compare(teacher, task, out=out, dry_run=True, **grid)))
         return
+    if embedding:
+        from layergraft.embeddings.report import headline
     api.compare(teacher, task, out=out, **grid,
-                on_result=lambda key, record: typer.echo(f"done {key.name}: "
-                                                         + _headline(record)))
-    typer.echo(f"wrote results.csv, results.json and report.md/.html to {out}")
+                on_result=lambda key, record: typer.echo(
+                    f"done {key.name}: " + (headline if embedding else _headline)(record)))
+    typer.echo(f"wrote results.json and report.md to {out}" if embedding else
+               f"wrote results.csv, results.json and report.md/.html to {out}")
 
 
 @app.command()
@@ -291,41 +322,50 @@ def bench(
     seq_len: Annotated[list[str] | None, typer.Option(
         "--seq-len", help="Also time batches of exactly this many tokens (repeatable, or "
         "e.g. 64,128), after the split's real lengths.")] = None,
+    backends: Annotated[str | None, typer.Option(
+        "--backends", help="Time every model on each of these, in one run: torch-fp32, "
+        "torch-bf16, torch-int8, onnx-fp32, onnx-int8 (default: PyTorch in --precision).")]
+    = None,
+    score_split: Annotated[str | None, typer.Option(
+        "--score-split", help="Score every model and backend on this split (default: test "
+        "where labelled, else dev).")] = None,
+    score: Annotated[bool, typer.Option(
+        "--score/--no-score", help="Score each model and backend on the task.")] = True,
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Write bench.json, bench.csv, pareto.png and bench.md here.")] = None,
     json_path: JsonOpt = None,
     device: str = "auto",
     precision: str = "auto",
 ) -> None:
-    """Throughput, latency, parameters and size of models measured in one run."""
+    """Throughput, latency, parameters and size (and task quality) of models on one or more
+    backends, measured in one run."""
     from layergraft import api
-    from layergraft.pipeline.bench import format_speed_table
+    from layergraft.pipeline.bench import format_speed_table, skipped_notes
     from layergraft.pipeline.evaluation import save_results
+    from layergraft.report.bench_report import RULE, best_lines
 
     rows = api.bench(models, task, split=split,
                      batch_sizes=split_list(batch_sizes, int, "--batch-sizes"),
                      seq_lens=[n for value in seq_len or () for n in
                                split_list(value, int, "--seq-len")],
-                     device=device, precision=precision)
+                     backends=split_list(backends, flag="--backends") if backends else None,
+                     score=score, score_split=score_split, out=out, device=device,
+                     precision=precision)
+    for note in skipped_notes(rows):
+        typer.echo(note)
     typer.echo(format_speed_table(rows))
+    if backends and any("value" in r for r in rows):
+        typer.echo(f"\n{RULE}:\n" + "\n".join(best_lines(rows)))
     if json_path is not None:
         save_results(rows, json_path)
+    if out is not None:
+        typer.echo(f"wrote bench.json, bench.csv, pareto.png and bench.md to {out}")
 
 
 def _print_scores(task: str, by_split: dict) -> None:
     for split, metrics in by_split.items():
         scores = ", ".join(f"{name} {100 * value:.2f}" for name, value in metrics.items())
         typer.echo(f"{task} {split}: {scores}")
-
-
-def _embedding_headline(record: dict) -> str:
-    parts = [f"mean cosine to the teacher {record['mean_cosine']:.4f}"]
-    if "neighbours" in record:
-        parts.append(f"top-{record['neighbours']['k']} neighbour agreement "
-                     f"{100 * record['neighbours']['agreement']:.1f}%")
-    if "probe" in record:
-        probe = record["probe"]
-        parts.append(f"{probe['task']} probe {100 * probe['student']:.2f} (teacher "
-                     f"{100 * probe['teacher']:.2f}, retention {100 * probe['retention']:.1f}%)")
-    return ", ".join(parts)
 
 
 def _headline(record: dict) -> str:

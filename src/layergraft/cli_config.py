@@ -64,6 +64,8 @@ def _flag_value(ctx: typer.Context, path: Path, key: str, param, value):
                               "key = value lines")
     if isinstance(value, list) and not param.multiple:
         value = ",".join(str(item) for item in value)
+    if param.multiple and not isinstance(value, list):
+        value = [value]  # a repeatable flag (compare's --layers) given once, as on the CLI
     try:
         param.process_value(ctx, value)
     except typer.BadParameter as error:

@@ -61,6 +61,25 @@ RefitOpt = Annotated[int, typer.Option(
     "--refit", help="Then refit the new layers' FFN output projections to the input model by "
     "least squares on this many task examples (0: off).")]
 
+# --objective embedding: sentence-transformers models (compress, evaluate, compare).
+ObjectiveOpt = Annotated[str, typer.Option(
+    "--objective", help="task (a classifier on a labelled --task) or embedding (a "
+    "sentence-transformers model, on the teacher's embeddings of --texts or the task's "
+    "training texts).")]
+TextsOpt = Annotated[Path | None, typer.Option(
+    "--texts", help="With --objective embedding: unlabeled text, one sentence a line, or a "
+    "CSV/TSV/JSONL file's text column.")]
+EvalTasksOpt = Annotated[str, typer.Option(
+    "--eval-task", help="With --objective embedding: tasks of the frozen-embedding probes "
+    "(train -> test; the first's out-of-domain sets, else dev + test, are the neighbour "
+    "corpus), comma-separated, or 'none'.")]
+EVAL_TASKS = "movie-sentiment,movie-rating"
+
+
+def eval_tasks(value: str) -> list[str]:
+    """--eval-task's list ('none': no task)."""
+    return [] if value.strip() == "none" else split_list(value)
+
 
 def split_list(value: str, cast=str, flag: str = "this option") -> list:
     """'3, 2' -> [3, 2]; a part that `cast` refuses is a one-line error naming `flag`."""

@@ -4,12 +4,14 @@
   and sequence axes), ONNX Runtime sessions and int8 dynamic quantisation
 - `verify`: ONNX Runtime logits against PyTorch's, on a task's dev set or built-in sentences
 - `export`: `export_model`, the whole step: a folder with model.onnx (model.int8.onnx), the
-  tokenizer, config, graft manifest and export_report.json
+  tokenizer, config, graft manifest, export_report.json and a model card
+- `backends`: the runners `bench` times a model with (torch fp32 / bf16 / int8, ONNX Runtime
+  fp32 / int8), each running a batch dict
 
 Why not Optimum: `optimum-onnx` 0.1.0 requires transformers<4.58 and layergraft needs
 transformers 5.x, so it cannot be installed beside it (pip: ResolutionImpossible).
 
 (Named `deploy`, not `export`, so that it does not shadow the public function
-`layergraft.export` once imported.) May import data, surgery, models, runtime, utils and
-errors; the pipeline may import it, nothing else does.
+`layergraft.export` once imported.) May import data, surgery, models, report (the card), runtime,
+utils and errors; the pipeline may import it, nothing else does.
 """

@@ -1,14 +1,16 @@
 """`export_model`: a classifier folder -> an ONNX folder that serves without PyTorch, verified.
 
 The folder holds `model.onnx` (fp32), `model.int8.onnx` with `quantize="int8"`, the
-tokenizer, `config.json`, the graft manifest when the model has one, and
-`export_report.json` (inputs, files and sizes, and every check). It is written to a staging
+tokenizer, `config.json`, the graft manifest when the model has one,
+`export_report.json` (inputs, files and sizes, and every check) and a model card
+(`README.md`) generated from the report and the manifest. It is written to a staging
 folder and moved into place; a failed check is recorded in the report, and then raised as one
 line. Export runs on the CPU in fp32.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import uuid
@@ -19,6 +21,7 @@ from layergraft.deploy import onnx as graph
 from layergraft.deploy import verify
 from layergraft.errors import LayergraftError
 from layergraft.models import check_output_dir, load_config, load_for_task, load_trained
+from layergraft.report.export_card import write_export_card
 from layergraft.surgery.arch import num_layers
 from layergraft.surgery.manifest import MANIFEST_NAME
 from layergraft.utils import versions, write_json_atomic
@@ -69,8 +72,12 @@ def export_model(model_path: str, out: str | os.PathLike, *, quantize: str | Non
                               f"{graph.OPSET}",
                   "inputs": names, "outputs": [graph.OUTPUT],
                   "dynamic_axes": {"batch": 0, "sequence": 1},
-                  "files": _files(staging), **report, "versions": _versions()}
+                  "files": _files(staging),
+                  **({"task": task.spec.name, "split": split} if task is not None else {}),
+                  **report, "versions": _versions()}
         write_json_atomic(staging / REPORT_FILE, report)
+        write_export_card(staging, report, json.loads(manifest.read_text())
+                          if manifest.is_file() else None)
         _move_into_place(staging, target)
     finally:
         if staging.exists():

@@ -6,7 +6,8 @@ A run folder follows the classifier runs' rules (`layergraft.pipeline.runs`): a 
 results.json with equal settings is returned as is, other settings are refused without
 --overwrite. The student is saved in the folder itself (sentence-transformers layout plus
 the graft manifest). Training is not checkpointed: an interrupted run trains again (the
-teacher's embeddings are cached).
+teacher's embeddings are cached). Healing (`--heal STEPS`) runs right after surgery,
+as strategy `heal` alone or before `distill` (charged against its budget).
 """
 
 from __future__ import annotations
@@ -14,15 +15,15 @@ from __future__ import annotations
 import os
 import random
 import shutil
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from layergraft.embeddings.fidelity import DEFAULT_EVAL_TASKS
 from layergraft.errors import LayergraftError
 
-STRATEGIES = ("none", "distill")
-HELD_OUT_MAX = 1000  # held-out sentences for the mean cosine
-CORPUS_MAX = 10000  # corpus sentences for the neighbour agreement
-NEIGHBOURS = 10
+STRATEGIES = ("none", "heal", "distill")
+HELD_OUT_MAX = 1000  # held-out sentences for the mean cosine and the speed check
 NEEDS_ANALYSIS = ("graft", "drop-similar")
 
 
@@ -41,8 +42,9 @@ def compress_embedding(
     strategy: str = "distill", budget: str = "1 epoch", seed: int = 0, device: str = "auto",
     precision: str = "auto", graft_options=None, analysis=None, training=None,
     cosine_weight: float = 0.0, pairs: str | None = None,
-    eval_task: str | None = "movie-sentiment", cache_dir: str | os.PathLike | None = None,
-    overwrite: bool = False, refit_samples: int = 0, heal=None, **ignored,
+    eval_tasks: Sequence[str] = DEFAULT_EVAL_TASKS, cache_dir: str | os.PathLike | None = None,
+    overwrite: bool = False, refit_samples: int = 0, heal=None, speed: bool = True,
+    dry_run: bool = False, replace_other_runs: bool = False, **ignored,
 ) -> dict:
     """Compress the sentence-transformers model `teacher` to `layers` layers; save the student
     to `out` and return the results record (also `out/results.json`).
@@ -51,28 +53,29 @@ def compress_embedding(
     TSV / JSONL file) or the train split of `task`. `method` is any surgery method; graft
     and drop-similar are measured on the teacher with the "embedding" importance loss.
     `strategy` "distill" trains with the embedding MSE (plus `cosine_weight` times the
-    cosine distance) for `budget`; "none" is surgery only. The record holds the mean cosine
-    to the teacher on held-out texts and, with `eval_task`, the top-10 neighbour agreement
-    on its dev + test texts and a frozen-embedding probe (train -> test) with retention.
-    `training` (a TrainConfig) supplies learning rate, batch size and max length; the
-    classifier-only options (distill, ood, speed, ...) are ignored.
+    cosine distance) for `budget`; "heal" is surgery + healing only (`heal`, a HealConfig,
+    which may also precede "distill"); "none" is surgery only. The record holds
+    `layergraft.embeddings.fidelity`'s evaluation on `eval_tasks` (teacher side by side)
+    and, with `speed`, the interleaved student / teacher throughput. `training` (a
+    TrainConfig) supplies learning rate, batch size and max length; the classifier-only
+    options (distill, ood, ...) are ignored. `dry_run` returns {"status": ...} only.
     """
     from layergraft.embeddings.objective import EmbeddingTraining
     from layergraft.models import resolve_model
-    from layergraft.pipeline.runs import finished_results, start_fresh_or_resume
-    from layergraft.pipeline.strategies import normalized_spans
+    from layergraft.pipeline.runs import finished_results, run_status, start_fresh_or_resume
+    from layergraft.pipeline.strategies import check_request, normalized_spans
     from layergraft.runtime import Runtime
     from layergraft.scoring.analysis import AnalysisSettings
-    from layergraft.surgery.methods import GraftOptions, get_method
+    from layergraft.surgery.methods import GraftOptions
     from layergraft.training.budget import Budget
     from layergraft.utils import content_fingerprint
 
     if strategy not in STRATEGIES:
         raise LayergraftError(f"strategy '{strategy}' does not apply to --objective embedding: "
                               f"choose {' or '.join(STRATEGIES)}")
-    if refit_samples or (heal is not None and heal.steps):
-        raise LayergraftError("--refit and --heal are not available with --objective embedding")
-    get_method(method)
+    if refit_samples:
+        raise LayergraftError("--refit is not available with --objective embedding: use --heal")
+    check_request(method, strategy, pairs, heal)
     from layergraft.embeddings.model import read_folder
 
     path = resolve_model(teacher)
@@ -89,20 +92,25 @@ def compress_embedding(
         "objective": "embedding", "teacher": str(teacher),
         "teacher_content": content_fingerprint(path), "texts": source,
         "layers": int(layers), "method": method, "strategy": strategy, "seed": seed,
-        "precision": runtime.precision, "budget": str(budget) if strategy != "none" else None,
+        "precision": runtime.precision,
+        "budget": str(budget) if strategy == "distill" else None,
         "graft_options": options.to_dict() if method in ("graft", "random") else None,
         "analysis": ({"importance": analysis.importance, "samples": analysis.samples,
                       "normalize": analysis.normalize} if method in NEEDS_ANALYSIS else None),
-        "training": config.to_dict() if strategy != "none" else None,
-        "pairs": normalized_spans(pairs), "eval_task": eval_task,
+        "training": config.to_dict() if strategy == "distill" else None,
+        "pairs": normalized_spans(pairs), "eval_tasks": list(eval_tasks),
+        "heal": heal.to_dict() if heal is not None and heal.steps else None, "speed": speed,
     }
     run = EmbeddingRun(Path(out), identity)
+    if dry_run:
+        return {"status": run_status(run)}
     finished = finished_results(run, overwrite)
     if finished is not None:
         return finished
     run.out.mkdir(parents=True, exist_ok=True)
-    start_fresh_or_resume(run, overwrite, replace_other_runs=False)
-    return _execute(run, path, corpus, runtime, options, analysis, config, budget, cache_dir)
+    start_fresh_or_resume(run, overwrite, replace_other_runs)
+    return _execute(run, path, corpus, runtime, options, analysis, config, budget, heal,
+                    cache_dir)
 
 
 def _training_texts(texts, task, text_column) -> tuple[list[str], dict]:
@@ -124,7 +132,8 @@ def _training_texts(texts, task, text_column) -> tuple[list[str], dict]:
 
 
 def _execute(run: EmbeddingRun, path: str, corpus: list[str], runtime, options, analysis,
-             config, budget, cache_dir) -> dict:
+             config, budget, heal_config, cache_dir) -> dict:
+    from layergraft.embeddings.fidelity import evaluate_embeddings
     from layergraft.embeddings.model import (
         analyze_embedding_model,
         graft_embedding_model,
@@ -132,8 +141,7 @@ def _execute(run: EmbeddingRun, path: str, corpus: list[str], runtime, options, 
         save_embedding_model,
         transformer_of,
     )
-    from layergraft.embeddings.objective import teacher_embeddings, train_embedding
-    from layergraft.pipeline.runs import CHECKPOINTS
+    from layergraft.embeddings.speed import embedding_speed
     from layergraft.surgery.arch import num_layers
     from layergraft.surgery.plan import Plan
     from layergraft.utils import num_parameters, versions, write_json_atomic
@@ -151,15 +159,8 @@ def _execute(run: EmbeddingRun, path: str, corpus: list[str], runtime, options, 
     student, manifest = graft_embedding_model(
         teacher, layers=settings["layers"], plan=plan, method=settings["method"],
         options=options, seed=settings["seed"], **graft_inputs)
-    trained = None
-    if settings["strategy"] == "distill":
-        targets = teacher_embeddings(teacher, train, max_length=config.max_length,
-                                     cache_dir=cache_dir)
-        steps = budget.steps(len(train), config.batch_size)
-        trained = train_embedding(student, train, targets, steps=steps, config=config,
-                                  work_dir=run.out / CHECKPOINTS, seed=settings["seed"],
-                                  device=str(runtime.device), precision=runtime.precision)
-    shutil.rmtree(run.out / CHECKPOINTS, ignore_errors=True)
+    healed, trained = _train(run, teacher, student, manifest, train, runtime, config, budget,
+                             heal_config, cache_dir)
     save_embedding_model(student, manifest, run.out)
     record = {
         "settings": settings, "objective": "embedding", "teacher_layers": depth,
@@ -167,11 +168,46 @@ def _execute(run: EmbeddingRun, path: str, corpus: list[str], runtime, options, 
         "pooling": folder.pooling, "dimension": student.get_embedding_dimension(),
         "parameters": {"teacher": num_parameters(transformer),
                        "student": num_parameters(transformer_of(student))},
-        "training": trained, "runtime": runtime.record(), "versions": versions(),
-        **_fidelity(teacher, student, held_out, settings["eval_task"]),
+        "heal": healed, "training": trained, "runtime": runtime.record(),
+        "versions": versions(),
+        **evaluate_embeddings(student, teacher, held_out=held_out,
+                              eval_tasks=settings["eval_tasks"], cache_dir=cache_dir),
     }
+    if settings["speed"]:
+        record["speed"] = embedding_speed(teacher, student, held_out,
+                                          max_length=config.max_length,
+                                          precision=runtime.precision)
     write_json_atomic(run.out / "results.json", record)
     return record
+
+
+def _train(run: EmbeddingRun, teacher, student, manifest, train: list[str], runtime, config,
+           budget, heal_config, cache_dir) -> tuple[dict | None, dict | None]:
+    """(heal record, training record) of the student, healed and / or trained in place."""
+    from layergraft.embeddings.heal import heal_embedding
+    from layergraft.embeddings.objective import teacher_embeddings, train_embedding
+    from layergraft.pipeline.runs import CHECKPOINTS
+    from layergraft.pipeline.strategies import steps_after_heal
+
+    settings = run.settings()
+    healed = trained = None
+    charge = 0
+    if settings["heal"] is not None:
+        healed = heal_embedding(student, teacher, train, manifest, heal_config,
+                                runtime=runtime, train_batch=config.batch_size,
+                                max_length=config.max_length, cache_dir=cache_dir,
+                                seed=settings["seed"])
+        charge = healed["charge"]
+    if settings["strategy"] == "distill":
+        targets = teacher_embeddings(teacher, train, max_length=config.max_length,
+                                     cache_dir=cache_dir)
+        steps = steps_after_heal(budget.steps(len(train), config.batch_size), charge,
+                                 settings["strategy"])
+        trained = train_embedding(student, train, targets, steps=steps, config=config,
+                                  work_dir=run.out / CHECKPOINTS, seed=settings["seed"],
+                                  device=str(runtime.device), precision=runtime.precision)
+    shutil.rmtree(run.out / CHECKPOINTS, ignore_errors=True)
+    return healed, trained
 
 
 def _split(corpus: list[str]) -> tuple[list[str], list[str]]:
@@ -182,31 +218,3 @@ def _split(corpus: list[str]) -> tuple[list[str], list[str]]:
     random.Random(0).shuffle(order)
     held = min(max(1, len(corpus) // 10), HELD_OUT_MAX)
     return ([corpus[i] for i in sorted(order[held:])], [corpus[i] for i in sorted(order[:held])])
-
-
-def _fidelity(teacher, student, held_out: list[str], eval_task: str | None) -> dict:
-    """Mean cosine on the held-out texts; neighbours and the probe on `eval_task`."""
-    from layergraft.embeddings.evaluate import mean_cosine, neighbour_agreement, probe_accuracy
-    from layergraft.embeddings.model import embed
-    from layergraft.embeddings.texts import task_texts
-
-    record = {"held_out": len(held_out),
-              "mean_cosine": mean_cosine(embed(student, held_out), embed(teacher, held_out))}
-    if eval_task is None:
-        return record
-    from layergraft.data.tasks import as_source
-
-    task = as_source(eval_task).load()
-    corpus = task_texts(task, tuple(s for s in ("dev", "test") if s in task.splits))[:CORPUS_MAX]
-    record["neighbours"] = {"corpus": len(corpus), "k": NEIGHBOURS,
-                            "agreement": neighbour_agreement(embed(student, corpus),
-                                                             embed(teacher, corpus), NEIGHBOURS)}
-    if task.spec.is_regression or not (task.labeled("train") and task.labeled("test")):
-        return record
-    train, test = task.splits["train"], task.splits["test"]
-    accuracy = {name: probe_accuracy(embed(model, train["text"]), train["label"],
-                                     embed(model, test["text"]), test["label"])
-                for name, model in (("teacher", teacher), ("student", student))}
-    record["probe"] = {"task": task.spec.name, **accuracy,
-                       "retention": accuracy["student"] / max(accuracy["teacher"], 1e-12)}
-    return record

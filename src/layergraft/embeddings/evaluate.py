@@ -5,6 +5,8 @@
   itself excluded) in a corpus, student vs teacher, averaged
 - `probe_accuracy`: a logistic-regression probe on frozen embeddings of a task's train
   split, scored on its test split (scikit-learn)
+- `knn_accuracy`: a cosine k-nearest-neighbour vote among the train embeddings, on test
+- `ridge_spearman`: ridge regression on frozen embeddings (train -> test), Spearman on test
 """
 
 from __future__ import annotations
@@ -50,3 +52,32 @@ def probe_accuracy(train: torch.Tensor, train_labels, test: torch.Tensor, test_l
     probe = LogisticRegression(max_iter=2000, random_state=seed)
     probe.fit(train.float().numpy(), np.asarray(train_labels))
     return float(probe.score(test.float().numpy(), np.asarray(test_labels)))
+
+
+def knn_accuracy(train: torch.Tensor, train_labels, test: torch.Tensor, test_labels,
+                 k: int = 10) -> float:
+    """Test accuracy of a k-nearest-neighbour vote (cosine) among frozen train embeddings:
+    what a retrieval use of the embedding sees, with nothing fitted."""
+    import numpy as np
+    from sklearn.neighbors import KNeighborsClassifier
+
+    k = min(k, len(train))
+    vote = KNeighborsClassifier(n_neighbors=k, metric="cosine")
+    vote.fit(train.float().numpy(), np.asarray(train_labels))
+    return float(vote.score(test.float().numpy(), np.asarray(test_labels)))
+
+
+RIDGE_ALPHAS = tuple(10.0 ** e for e in range(-3, 4))
+
+
+def ridge_spearman(train: torch.Tensor, train_targets, test: torch.Tensor, test_targets,
+                   alphas: tuple[float, ...] = RIDGE_ALPHAS) -> float:
+    """Spearman correlation with the test targets of a ridge regression fitted on frozen train
+    embeddings (the penalty chosen among `alphas` by leave-one-out on train: RidgeCV)."""
+    import numpy as np
+    from scipy.stats import spearmanr
+    from sklearn.linear_model import RidgeCV
+
+    ridge = RidgeCV(alphas=list(alphas)).fit(train.float().numpy(), np.asarray(train_targets))
+    predicted = ridge.predict(test.float().numpy())
+    return float(spearmanr(predicted, np.asarray(test_targets)).statistic)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -143,6 +144,8 @@ def train_embedding(student, texts: list[str], targets: torch.Tensor, *, steps: 
     )
     trainer = SentenceTransformerTrainer(model=student, args=args, train_dataset=data,
                                          loss=make_loss(student, config.cosine_weight))
+    start = time.perf_counter()
     output = trainer.train()
     student.eval()
-    return {"steps": int(output.global_step), "train_loss": float(output.training_loss)}
+    return {"steps": int(output.global_step), "train_loss": float(output.training_loss),
+            "seconds": round(time.perf_counter() - start, 2)}

@@ -7,7 +7,8 @@
   requests each strategy takes; `healing`: the healing stage; `runs`: a run's files and when
   it resumes; `assess`: the student against its teacher)
 - `compare`: methods x strategies x depths (x seeds) of `compress`, then the report
-- `bench`: throughput, latency and size of models measured in one run
+- `bench`: throughput, latency and size of models measured in one run (`bench_run`: models
+  x backends from folders, with ONNX exports; `bench_quality`: each pair scored on a task)
 - `demo`: the built-in offline demo
 
 May import every other layer (data, surgery, scoring, training, report, models, utils);

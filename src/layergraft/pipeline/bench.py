@@ -6,14 +6,14 @@ batches (same sampled examples, dynamic padding to each batch's longest), with t
 threads, after warm-up, and interleaves the models inside every repeat (in rotating
 order) so that noise from other processes hits all of them alike. Batches hold random
 token ids (speed does not depend on them) but real lengths and attention masks (or, for
-`seq_lens`, one fixed length and no padding).
+`seq_lens`, one fixed length and no padding). Each model can run on several backends
+(`layergraft.deploy.backends`): every (model, backend) pair is one runner in the rotation.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -22,9 +22,9 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from layergraft.data.encoding import encode
-from layergraft.data.tasks import Task, load_task
+from layergraft.data.tasks import Task
+from layergraft.deploy.backends import ExportedModel, Runner, TorchRunner, default_backend
 from layergraft.errors import LayergraftError
-from layergraft.models import load_classifier
 from layergraft.report.tables import text_table
 from layergraft.runtime import Runtime
 from layergraft.surgery.arch import encoder_layers, num_layers
@@ -57,8 +57,11 @@ def padded_batch(
     return {"input_ids": ids.masked_fill(mask == 0, pad_token_id), "attention_mask": mask}
 
 
-def count_parameters(model: PreTrainedModel) -> tuple[int, int]:
-    """(all parameters, those in the encoder layers); tied weights are counted once."""
+def count_parameters(model: PreTrainedModel | ExportedModel) -> tuple[int, int | None]:
+    """(all parameters, those in the encoder layers); tied weights are counted once. An
+    export folder counts its graph's weights and cannot tell the encoder's apart."""
+    if isinstance(model, ExportedModel):
+        return model.num_parameters(), None
     return num_parameters(model), num_parameters(encoder_layers(model))
 
 
@@ -84,8 +87,10 @@ def measure_speed(
     precision: str = "fp32",
     seed: int = 0,
     paths: Mapping[str, str | Path] | None = None,
+    runners: Mapping[tuple[str, str], Runner | str] | None = None,
 ) -> list[dict]:
-    """One record per (model, lengths, batch size): throughput, latency, parameters, size.
+    """One record per (model, backend, lengths, batch size): throughput, latency, parameters,
+    size.
 
     `input_lengths` are the real token lengths of the task's examples, one list for all
     models or one per model (different tokenizers: the same examples, their own
@@ -96,6 +101,9 @@ def measure_speed(
     `ideal_ratio` (its depth over this model's depth). After the real lengths, each of
     `seq_lens` times batches of the same examples cut or stretched to that many tokens (no
     padding); a record's `lengths` says which it measured: "real" or the fixed length.
+    `runners` maps (model, backend) to its runner, or to why that backend cannot run here
+    (recorded as `skipped`); by default each model runs in PyTorch in `precision`. The
+    reference of the ratios is then the first pair that runs.
     """
     if not models:
         raise LayergraftError("give at least one model to measure")
@@ -105,8 +113,13 @@ def measure_speed(
     n_examples = len(next(iter(per_model.values())))
     _check_seq_lens(models, seq_lens)
     runtime = Runtime(_common_device(models), precision)
-    device = runtime.device
     paths = paths or {}
+    runners = runners or {(name, default_backend(precision)): TorchRunner(
+        default_backend(precision), model, runtime) for name, model in models.items()}
+    live = {pair: r for pair, r in runners.items() if isinstance(r, Runner)}
+    if not live:
+        raise LayergraftError("no backend can run here: every one was skipped (see the notes)")
+    counts = {name: count_parameters(model) for name, model in models.items()}
     rows = []
     cases = [("real", batch_size) for batch_size in batch_sizes]
     cases += [(int(n), batch_size) for n in seq_lens for batch_size in batch_sizes]
@@ -115,35 +128,50 @@ def measure_speed(
             seen = per_model if lengths == "real" else {m: [lengths] * n_examples for m in models}
             n_batches = max(1, math.ceil(examples_per_repeat / batch_size))
             indices = sample_batches(n_examples, batch_size, n_batches, seed)
-            batches = {name: _batches(model, seen[name], indices, seed, device)
+            batches = {name: _batches(model, seen[name], indices, seed)
                        for name, model in models.items()}
-            seconds = _time_interleaved(models, batches, repeats, warmup, runtime)
+            prepared = {pair: r.prepare(batches[pair[0]]) for pair, r in live.items()}
+            seconds = _time_interleaved(live, prepared, repeats, warmup)
             settings = {"batch_size": batch_size, "lengths": lengths, "threads": used_threads,
-                        **runtime.record(), "warmup": warmup, "seed": seed}
-            rows += [_record(name, model, batches[name], seconds[name],
-                             [seen[name][i] for batch in indices for i in batch],
-                             safetensors_size(paths.get(name)), settings)
-                     for name, model in models.items()]
-    reference = next(iter(models))
+                        "warmup": warmup, "seed": seed}
+            for (name, backend), runner in runners.items():
+                model = models[name]
+                if not isinstance(runner, Runner):
+                    rows.append({"model": name, "backend": backend, "batch_size": batch_size,
+                                 "lengths": lengths, "layers": num_layers(model.config),
+                                 "skipped": runner})
+                    continue
+                size = runner.size_bytes or safetensors_size(paths.get(name))
+                rows.append(_record(name, model, counts[name], batches[name],
+                                    seconds[name, backend],
+                                    [seen[name][i] for batch in indices for i in batch],
+                                    size, {**settings, **runner.record()}))
+    reference, reference_backend = next(iter(live))
     for row in rows:
+        if "skipped" in row:
+            continue
         case = row["batch_size"], row["lengths"]
-        depth = _find(rows, reference, *case)["layers"]
-        row["throughput_ratio"] = speed_ratio(rows, row["model"], reference, *case)
+        depth = _find(rows, reference, *case, reference_backend)["layers"]
+        row["throughput_ratio"] = speed_ratio(rows, row["model"], reference, *case,
+                                              backend=row["backend"],
+                                              reference_backend=reference_backend)
         row["ideal_ratio"] = depth / row["layers"] if row["layers"] else None
     return rows
 
 
 def speed_ratio(rows: Sequence[Mapping], student: str, teacher: str, batch_size: int,
-                lengths: str | int = "real") -> float:
+                lengths: str | int = "real", *, backend: str | None = None,
+                reference_backend: str | None = None) -> float:
     """How many times faster `student` runs than `teacher` at one batch size (and `lengths`:
-    "real" or a fixed length), in one run.
+    "real" or a fixed length), in one run; `backend` and `reference_backend` pick each one's
+    backend (default: its first record).
 
     The median over repeats of teacher time / student time within each repeat: the
     models were interleaved, so each pair ran at nearly the same moment and slow load
     changes from other processes cancel out of the ratio.
     """
-    fast = _find(rows, student, batch_size, lengths)
-    slow = _find(rows, teacher, batch_size, lengths)
+    fast = _find(rows, student, batch_size, lengths, backend)
+    slow = _find(rows, teacher, batch_size, lengths, reference_backend)
     if (len(fast["repeat_seconds"]) != len(slow["repeat_seconds"])
             or fast["examples_per_repeat"] != slow["examples_per_repeat"]):
         raise LayergraftError(f"'{student}' and '{teacher}' were not measured in the same run")
@@ -157,38 +185,6 @@ def task_lengths(
     """Token counts the model really sees on a split (special tokens in, truncated as trained)."""
     return [len(ids) for ids in encode(task, tokenizer, max_length, splits=[split])[split]
             ["input_ids"]]
-
-
-def bench_models(
-    paths: Sequence[str],
-    task: str | Task,
-    *,
-    split: str = "dev",
-    max_length: int = 128,
-    device: str = "auto",
-    precision: str = "auto",
-    **options,
-) -> list[dict]:
-    """Load saved classifiers and measure them on a task split's real length distribution.
-
-    Each model gets the lengths its own tokenizer gives the same examples; the first
-    model is the reference. Models run on `device` in `precision` (see `layergraft.runtime`);
-    `options` go to `measure_speed`.
-    """
-    runtime = Runtime.resolve(device, precision)
-    if len(set(paths)) != len(paths):
-        raise LayergraftError("the same model is named twice: give each model once")
-    task = load_task(task) if isinstance(task, str) else task
-    if split not in task.splits:
-        raise LayergraftError(f"task {task.spec.name} has no '{split}' split; "
-                              f"choose one of {', '.join(task.splits)}")
-    models, lengths = {}, {}
-    for path in paths:
-        model, tokenizer = load_classifier(path)
-        models[path] = model.to(runtime.device)
-        lengths[path] = task_lengths(task, tokenizer, split, max_length)
-    return measure_speed(models, lengths, paths={p: p for p in paths},
-                         precision=runtime.precision, **options)
 
 
 def _lengths_per_model(
@@ -222,49 +218,39 @@ def _check_seq_lens(models: Mapping[str, PreTrainedModel], seq_lens: Sequence[in
 
 
 def _common_device(models: Mapping[str, PreTrainedModel]) -> torch.device:
-    devices = {next(m.parameters()).device for m in models.values()}
+    devices = {m.device for m in models.values()}
     if len(devices) != 1:
         raise LayergraftError("put every model on the same device before measuring speed")
     return devices.pop()
 
 
-def _batches(model, lengths, indices, seed, device) -> list[dict[str, torch.Tensor]]:
+def _batches(model, lengths, indices, seed) -> list[dict[str, torch.Tensor]]:
+    """CPU batches; each runner moves them where it runs (`Runner.prepare`)."""
     config = model.config
     pad = config.pad_token_id if config.pad_token_id is not None else 0
     generator = torch.Generator().manual_seed(seed)
-    return [{k: v.to(device) for k, v in padded_batch(
-        [lengths[i] for i in batch], config.vocab_size, pad, generator).items()}
-        for batch in indices]
+    return [padded_batch([lengths[i] for i in batch], config.vocab_size, pad, generator)
+            for batch in indices]
 
 
-def _time_interleaved(models, batches, repeats, warmup,
-                      runtime: Runtime) -> dict[str, list[float]]:
-    """Seconds per repeat for each model; the model order rotates from repeat to repeat."""
-    names = list(models)
-    for name in names:
+def _time_interleaved(runners: Mapping[tuple[str, str], Runner], batches, repeats,
+                      warmup) -> dict[tuple[str, str], list[float]]:
+    """Seconds per repeat for each (model, backend); the order rotates from repeat to repeat."""
+    pairs = list(runners)
+    for pair in pairs:
         for _ in range(warmup):
-            _run(models[name], batches[name], runtime)
-    seconds: dict[str, list[float]] = {name: [] for name in names}
+            runners[pair].timed(batches[pair])
+    seconds: dict[tuple[str, str], list[float]] = {pair: [] for pair in pairs}
     for r in range(repeats):
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            seconds[name].append(_run(models[name], batches[name], runtime))
+        for pair in pairs[r % len(pairs):] + pairs[:r % len(pairs)]:
+            seconds[pair].append(runners[pair].timed(batches[pair]))
     return seconds
-
-
-def _run(model, batches, runtime: Runtime) -> float:
-    """Seconds for one pass over `batches`; queued GPU work is waited for on both sides."""
-    with torch.inference_mode(), runtime.autocast():
-        runtime.synchronize()
-        start = time.perf_counter()
-        for batch in batches:
-            model(**batch)
-        runtime.synchronize()
-        return time.perf_counter() - start
 
 
 @contextlib.contextmanager
 def _settings(threads: int | None, models: Mapping[str, PreTrainedModel]) -> Iterator[int]:
     """Eval mode and the thread count for the run; both restored afterwards."""
+    models = {name: m for name, m in models.items() if isinstance(m, torch.nn.Module)}
     training = {name: m.training for name, m in models.items()}
     before = torch.get_num_threads()
     try:
@@ -280,18 +266,20 @@ def _settings(threads: int | None, models: Mapping[str, PreTrainedModel]) -> Ite
 
 
 def _find(rows: Sequence[Mapping], name: str, batch_size: int,
-          lengths: str | int = "real") -> Mapping:
+          lengths: str | int = "real", backend: str | None = None) -> Mapping:
     for row in rows:
-        if (row["model"], row["batch_size"], row.get("lengths", "real")) == (name, batch_size,
-                                                                            lengths):
+        if ((row["model"], row["batch_size"], row.get("lengths", "real")) == (name, batch_size,
+                                                                             lengths)
+                and backend in (None, row.get("backend")) and "skipped" not in row):
             return row
-    raise LayergraftError(f"no speed record for '{name}' at batch size {batch_size} "
+    on = f" on {backend}" if backend else ""
+    raise LayergraftError(f"no speed record for '{name}'{on} at batch size {batch_size} "
                           f"({lengths} lengths)")
 
 
-def _record(name, model, batches, seconds, lengths, size_bytes, settings) -> dict:
+def _record(name, model, counts, batches, seconds, lengths, size_bytes, settings) -> dict:
     """`lengths`: the token count of every example in one repeat, in batch order."""
-    total, encoder = count_parameters(model)
+    total, encoder = counts
     median = float(np.median(seconds))
     return {
         "model": name,
@@ -314,11 +302,29 @@ def _record(name, model, batches, seconds, lengths, size_bytes, settings) -> dic
 
 
 def format_speed_table(rows: Sequence[Mapping]) -> str:
-    """Speed records as an aligned plain-text table, one line per model and batch size."""
-    header = ("model", "tokens", "batch", "layers", "params", "MB", "examples/s", "ms/batch",
-              "speed-up", "ideal")
-    return text_table(header, [(
-        str(r["model"]), str(r.get("lengths", "real")), str(r["batch_size"]), str(r["layers"]),
-        f"{r['params'] / 1e6:.1f}M", f"{r['size_bytes'] / 1e6:.1f}" if r.get("size_bytes") else "-",
-        f"{r['throughput']:.1f}", f"{r['latency_ms']:.2f}", f"{r['throughput_ratio']:.2f}x",
-        f"{r['ideal_ratio']:.2f}x" if r.get("ideal_ratio") else "-") for r in rows])
+    """Speed records as an aligned plain-text table, one line per model, backend and batch
+    size (with the task metric and retention where they were scored)."""
+    header = ("model", "backend", "tokens", "batch", "layers", "params", "MB", "examples/s",
+              "ms/batch", "speed-up", "ideal", "metric", "retention")
+    cells = []
+    for r in rows:
+        where = (str(r["model"]), str(r.get("backend", "torch")), str(r.get("lengths", "real")),
+                 str(r["batch_size"]), str(r["layers"]))
+        if "skipped" in r:
+            cells.append((*where, *["-"] * 8))
+            continue
+        cells.append((*where, f"{r['params'] / 1e6:.1f}M",
+                      f"{r['size_bytes'] / 1e6:.1f}" if r.get("size_bytes") else "-",
+                      f"{r['throughput']:.1f}", f"{r['latency_ms']:.2f}",
+                      f"{r['throughput_ratio']:.2f}x",
+                      f"{r['ideal_ratio']:.2f}x" if r.get("ideal_ratio") else "-",
+                      f"{100 * r['value']:.2f}" if "value" in r else "-",
+                      f"{100 * r['retention']:.1f}%" if r.get("retention") is not None else "-"))
+    return text_table(header, cells)
+
+
+def skipped_notes(rows: Sequence[Mapping]) -> list[str]:
+    """One note per skipped (model, backend): why it did not run."""
+    seen = dict.fromkeys(f"note: {r['backend']} skipped for {r['model']}: {r['skipped']}"
+                         for r in rows if "skipped" in r)
+    return list(seen)

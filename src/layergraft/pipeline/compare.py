@@ -111,7 +111,7 @@ def run_comparison(
     graft options, ...), which is what keeps the comparison fair.
     """
     rows: list[dict] = []
-    for key, record in _cells(teacher_path, task, out_dir, runs, compress_options):
+    for key, record in grid_cells(teacher_path, task, out_dir, runs, compress_options):
         rows += record_rows(record, key.budget)
         if on_result is not None:
             on_result(key, record)
@@ -122,14 +122,14 @@ def run_comparison(
 
 
 def grid_status(teacher_path: str, task, out_dir: str | os.PathLike, runs: Sequence[RunKey],
-                **compress_options) -> list[dict]:
+                compress: Callable[..., dict] | None = None, **compress_options) -> list[dict]:
     """What `run_comparison` would do, running nothing: one row per run with its name,
     method, strategy, layers, seed and status, "done", "stale" (a results.json of other
     settings, to be redone) or "to do" (`layergraft.pipeline.runs.run_status`)."""
     return [{"run": key.name, "method": key.method, "strategy": key.strategy,
              "layers": key.layers, "seed": key.seed, "status": record["status"]}
-            for key, record in _cells(teacher_path, task, out_dir, runs,
-                                      {**compress_options, "dry_run": True})]
+            for key, record in grid_cells(teacher_path, task, out_dir, runs,
+                                          {**compress_options, "dry_run": True}, compress)]
 
 
 def format_status(rows: Sequence[Mapping]) -> str:
@@ -144,13 +144,15 @@ def format_status(rows: Sequence[Mapping]) -> str:
     return f"{table}\n{len(rows)} runs: {counts}"
 
 
-def _cells(teacher_path: str, task, out_dir: str | os.PathLike, runs: Sequence[RunKey],
-           options: dict) -> Iterator[tuple[RunKey, dict]]:
-    """Each run's key and `compress` record, in order. Every request is checked before the
-    first run, not after hours of others: a stale run (finished with other settings) is
-    refused unless `replace_other_runs`."""
+def grid_cells(teacher_path: str, task, out_dir: str | os.PathLike, runs: Sequence[RunKey],
+               options: dict, compress: Callable[..., dict] | None = None
+               ) -> Iterator[tuple[RunKey, dict]]:
+    """Each run's key and `compress` record, in order (`compress(teacher, task, layers=,
+    method=, strategy=, seed=, budget=, out_dir=, **options)`: by default the classifier's;
+    `task` may be None where it takes none). Every request is checked before the first run,
+    not after hours of others: a stale run (finished with other settings) is refused unless
+    `replace_other_runs`."""
     from layergraft.data.tasks import as_source
-    from layergraft.pipeline.compress import compress
     from layergraft.pipeline.runs import STALE
     from layergraft.pipeline.strategies import check_request
 
@@ -158,7 +160,9 @@ def _cells(teacher_path: str, task, out_dir: str | os.PathLike, runs: Sequence[R
         raise LayergraftError("nothing to compare: give at least one method and depth")
     for key in runs:
         check_request(key.method, key.strategy, options.get("pairs"), options.get("heal"))
-    source = as_source(task)
+    if compress is None:
+        from layergraft.pipeline.compress import compress
+    source = as_source(task) if task is not None else None
     options = dict(options)
     full = Budget.parse(options.pop("budget", "3 epochs"))
     cells = [(key, dict(layers=key.layers, method=key.method, strategy=key.strategy,

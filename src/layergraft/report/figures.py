@@ -19,7 +19,7 @@ from layergraft.report.tables import HEADERS, format_value
 
 def depth_figure(summary: Sequence[Mapping], y: str = "retention") -> Figure:
     """`y` (mean ± std over seeds) against depth, one line per method / strategy."""
-    figure, axes = _figure()
+    figure, axes = blank_figure()
     for label, entries in group_lines(final_budget(summary), ("method", "strategy")).items():
         entries = sorted(entries, key=lambda e: e["layers"])
         axes.errorbar([e["layers"] for e in entries], [_pct(e[f"{y}_mean"]) for e in entries],
@@ -38,7 +38,7 @@ def budget_figure(summary: Sequence[Mapping], methods: Sequence[str] | None = No
 
     A curve without a budget-0 point starts from its method's surgery-only (`none`) row.
     """
-    figure, axes = _figure()
+    figure, axes = blank_figure()
     start = {(e["method"], e["layers"]): e for e in summary
              if e.get("strategy") == "none" and budget_of(e) == 0}
     for label, entries in group_lines(summary, ("method", "strategy", "layers")).items():
@@ -73,7 +73,7 @@ def pareto_figure(summary: Sequence[Mapping]) -> Figure:
     points = [(e["throughput_ratio_mean"], e["value_mean"]) for e in entries]
     teacher = next((e["teacher_value_mean"] for e in summary
                     if present(e.get("teacher_value_mean"))), None)
-    figure, axes = _figure()
+    figure, axes = blank_figure()
     if teacher is not None:
         points.append((1.0, teacher))
         axes.scatter([1.0], [_pct(teacher)], marker="*", s=120, color="black", label="teacher")
@@ -92,7 +92,8 @@ def pareto_figure(summary: Sequence[Mapping]) -> Figure:
     return figure
 
 
-def _figure() -> tuple[Figure, object]:
+def blank_figure() -> tuple[Figure, object]:
+    """A 6 x 4 inch figure on the Agg canvas and its one axes."""
     figure = Figure(figsize=(6.0, 4.0), layout="constrained")
     FigureCanvasAgg(figure)
     return figure, figure.subplots()

@@ -30,7 +30,7 @@ def card_text(manifest: Mapping, results: Mapping | None = None) -> str:
               "tags": ["layergraft", "layer-grafting", str(teacher["model_type"])]}
     body = [f"# A {manifest['depths'][-1]}-layer student of a {teacher['num_layers']}-layer "
             f"{teacher['model_type']} teacher, made by layergraft",
-            _what_was_done(manifest, results), _provenance(manifest)]
+            _what_was_done(manifest, results), provenance_table(manifest)]
     if results:
         header["datasets"] = [results["task"]]
         header["model-index"] = [{"name": Path(str(results.get("out", "student"))).name,
@@ -43,7 +43,12 @@ def card_text(manifest: Mapping, results: Mapping | None = None) -> str:
                 "AutoModelForSequenceClassification.from_pretrained(PATH)\ntokenizer = "
                 "AutoTokenizer.from_pretrained(PATH)\n```\n\nA stock model of standard shape: "
                 "`graft_manifest.json` records where every head and neuron came from.")
-    front = yaml.safe_dump(header, sort_keys=False)
+    return compose(header, body)
+
+
+def compose(header: Mapping, body: list[str]) -> str:
+    """A card's text: the YAML header between --- lines, then the body's sections."""
+    front = yaml.safe_dump(dict(header), sort_keys=False)
     return f"---\n{front}---\n\n" + "\n\n".join(body) + "\n"
 
 
@@ -77,7 +82,8 @@ def _what_was_done(manifest: Mapping, results: Mapping | None) -> str:
     return "\n".join(lines)
 
 
-def _provenance(manifest: Mapping) -> str:
+def provenance_table(manifest: Mapping) -> str:
+    """Markdown: which teacher layers, heads and neurons each student layer came from."""
     rows = ["## Where each layer came from", "",
             "| layer | teacher layers | heads from | neurons from |", "|---|---|---|---|"]
     for index, layer in enumerate(manifest["layers"]):

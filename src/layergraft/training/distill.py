@@ -129,7 +129,12 @@ class LiveTeacher:
             out = self.model(**inputs, output_hidden_states=bool(layers))
         mask = inputs["attention_mask"].bool()
         target = batch["attention_mask"].device
-        return TeacherOutputs(out.logits.float().to(target),
+        # a base model (no head: a sentence encoder's transformer) has no logits; its hidden
+        # states alone can still be cached, for healing
+        logits = getattr(out, "logits", None)
+        if logits is None:
+            logits = mask.new_zeros((len(mask), 0), dtype=torch.float32)
+        return TeacherOutputs(logits.float().to(target),
                               [out.hidden_states[i][mask].to(target) for i in layers])
 
 
