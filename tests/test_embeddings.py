@@ -36,7 +36,8 @@ def test_graft_save_and_load_keeps_modules_dimension_and_pooling(st_folder, sent
     from layergraft.surgery.manifest import Manifest
 
     teacher, _ = load_embedding_model(st_folder)
-    analysis = analyze_embedding_model(teacher, sentences, AnalysisSettings(batch_size=8))
+    analysis = analyze_embedding_model(teacher, sentences, AnalysisSettings(batch_size=8),
+                                       cache_dir=tmp_path / "cache")
     assert analysis.scores.head.shape == (4, 4) and analysis.scores.head.sum() > 0
     student, manifest = graft_embedding_model(teacher, layers=2, method="graft",
                                               **analysis.graft_inputs())
@@ -50,6 +51,28 @@ def test_graft_save_and_load_keeps_modules_dimension_and_pooling(st_folder, sent
     assert read_folder(tmp_path / "s").pooling == read_folder(st_folder).pooling
     assert read_folder(tmp_path / "s").modules == read_folder(st_folder).modules
     assert Manifest.load(tmp_path / "s").num_layers == 2
+
+
+def test_the_embedding_analysis_is_measured_once_then_read_back(st_folder, sentences, tmp_path,
+                                                               monkeypatch):
+    import layergraft.scoring.analysis as analysis_module
+    from layergraft.embeddings.model import analyze_embedding_model, load_embedding_model
+    from layergraft.scoring.analysis import AnalysisSettings
+
+    teacher, _ = load_embedding_model(st_folder)
+    settings = AnalysisSettings(batch_size=8)
+    first = analyze_embedding_model(teacher, sentences, settings, cache_dir=tmp_path)
+
+    def measure_again(*args, **kwargs):
+        raise AssertionError("the cached analysis was measured again")
+
+    monkeypatch.setattr(analysis_module, "analyze_model", measure_again)
+    again = analyze_embedding_model(teacher, sentences, settings, cache_dir=tmp_path)
+    assert torch.equal(again.scores.head, first.scores.head)
+    assert torch.equal(again.scores.neuron, first.scores.neuron)
+    with pytest.raises(AssertionError, match="measured again"):  # other settings: measured
+        analyze_embedding_model(teacher, sentences, AnalysisSettings(batch_size=8, seed=1),
+                                cache_dir=tmp_path)
 
 
 def test_grafting_all_of_one_layer_equals_dropping_the_other(st_folder, sentences):

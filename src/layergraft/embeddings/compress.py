@@ -153,8 +153,8 @@ def _execute(run: EmbeddingRun, path: str, corpus: list[str], runtime, options, 
     depth = num_layers(transformer.config)
     graft_inputs = {}
     if settings["method"] in NEEDS_ANALYSIS:
-        graft_inputs = analyze_embedding_model(teacher, train, analysis,
-                                               config.max_length).graft_inputs()
+        graft_inputs = analyze_embedding_model(teacher, train, analysis, config.max_length,
+                                               cache_dir).graft_inputs()
     plan = Plan.from_spans(depth, settings["pairs"]) if settings["pairs"] else None
     student, manifest = graft_embedding_model(
         teacher, layers=settings["layers"], plan=plan, method=settings["method"],

@@ -151,17 +151,32 @@ def embed(model, texts: list[str], batch_size: int = 64) -> torch.Tensor:
                             show_progress_bar=False).float().cpu()
 
 
-def analyze_embedding_model(model, texts: list[str], settings, max_length: int = 128):
+def analyze_embedding_model(model, texts: list[str], settings, max_length: int = 128,
+                            cache_dir: str | os.PathLike | None = None):
     """Importance (the "embedding" loss) and layer similarity of the transformer on a sample
-    of `texts` (`settings`: an AnalysisSettings' samples, seed, batch size, importance)."""
-    import random
+    of `texts` (`settings`: an AnalysisSettings' samples, seed, batch size, importance).
 
-    from layergraft.scoring.analysis import analyze_model
+    Measured once per model, sample and settings, then read back from the cache folder
+    (`cache_dir` or the default): it takes one backward pass per probe direction, far
+    longer than a short distillation, and every graft run of a grid needs the same one."""
+    import random
+    from dataclasses import asdict
+
+    from layergraft.embeddings.objective import embedding_fingerprint, texts_fingerprint
+    from layergraft.scoring.analysis import analyze_model, load_analysis, save_analysis
+    from layergraft.utils import cache_root, short_hash
 
     sample = texts
     if len(texts) > settings.samples:
         sample = random.Random(settings.seed).sample(texts, settings.samples)
-    batches = tokenized_batches(model, sample, settings.batch_size, max_length)
-    return analyze_model(transformer_of(model), batches, importance=settings.importance,
-                         loss="embedding", normalize=settings.normalize, progress=False,
-                         pool=pool_function(model))
+    key = json.dumps({**{k: v for k, v in asdict(settings).items() if k != "progress"},
+                      "max_length": max_length}, sort_keys=True)
+    folder = (cache_root(cache_dir) / "analysis" / f"embedding-{embedding_fingerprint(model)}"
+              / f"texts-{texts_fingerprint(sample)}" / short_hash(key))
+    if not (folder / "analysis.json").is_file():
+        batches = tokenized_batches(model, sample, settings.batch_size, max_length)
+        save_analysis(analyze_model(transformer_of(model), batches,
+                                    importance=settings.importance, loss="embedding",
+                                    normalize=settings.normalize, progress=False,
+                                    pool=pool_function(model)), folder)
+    return load_analysis(folder)
