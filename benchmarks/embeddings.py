@@ -1,6 +1,7 @@
 """Issue 16's embedding stage: sentence-embedding students of all-MiniLM-L6-v2 (and mpnet).
 
     python benchmarks/embeddings.py                 # the MiniLM plan, most informative first
+                                                    # (also: offline.py --stage embeddings)
     python benchmarks/embeddings.py --stage mpnet   # all-mpnet-base-v2, 12 -> 4
                                                     # (first: `layergraft assets mpnet`)
     python benchmarks/embeddings.py --dry-run       # the plan and what is done; runs nothing
@@ -151,15 +152,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.dry_run:
         print(dry_run(stages, read_rows(RESULTS)))
         return
+    for stage in stages:
+        run_stage(stage)
+
+
+def run_stage(stage: str) -> None:
+    """Every run of the stage not stored yet (also `python benchmarks/offline.py --stage
+    embeddings`); BENCHMARKS.md is rendered after each."""
     update_rows(RESULTS, lambda rows: [*[r for r in rows if r.get("run") != "environment"],
                                        environment()])
-    for stage in stages:
-        while (planned := _next_run(stage)) is not None:  # the plan grows as rows land
-            with claim(WORK / "claims" / f"{planned.model}-{planned.name}.lock") as mine:
-                if mine and not _stored(planned, read_rows(RESULTS)):
-                    run_one(planned)
-            render.write(render.ROOT / "benchmarks" / "results" / "offline.json",
-                         render.ROOT / "BENCHMARKS.md")
+    while (planned := _next_run(stage)) is not None:  # the plan grows as rows land
+        with claim(WORK / "claims" / f"{planned.model}-{planned.name}.lock") as mine:
+            if mine and not _stored(planned, read_rows(RESULTS)):
+                run_one(planned)
+        render.write(render.ROOT / "benchmarks" / "results" / "offline.json",
+                     render.ROOT / "BENCHMARKS.md")
 
 
 def _next_run(stage: str) -> Planned | None:

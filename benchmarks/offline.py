@@ -157,6 +157,11 @@ def run_stage(suite: Suite, stage: str, store: Store, remeasure: bool = False) -
         for task in TASKS:
             time_students(suite, task, store, remeasure)
         return
+    if stage == "embeddings":  # its own rows file: benchmarks/results/embeddings.json
+        import embeddings
+
+        embeddings.run_stage("minilm")
+        return
     run_planned(suite, plan_stage(stage, store.rows), store)
 
 
@@ -246,6 +251,9 @@ def dry_run(suite: Suite, stages: Sequence[str], rows: Sequence[Mapping]) -> str
         if stage == "speed":
             lines.append("  one interleaved run per task over the finished graft students "
                          "(about 10 minutes each)")
+            continue
+        if stage == "embeddings":
+            lines.append("  its own plan: python benchmarks/embeddings.py --dry-run")
             continue
         planned = plan_stage(stage, rows)
         states = [_state(suite, p) for p in planned]

@@ -40,6 +40,8 @@ STAGES: Mapping[str, str] = {
     "speed": "speed: the teacher and graft's students of every depth timed together (bench)",
     "D": "budget curves: graft (best strategy) and the strongest baseline at 1/4, 1/8, 1/2",
     "E": "seeds 1 and 2 for graft and the strongest baseline at every budget point",
+    "embeddings": "sentence-embedding students of all-MiniLM-L6-v2, 6 -> 3 and 6 -> 2 "
+                  "(benchmarks/embeddings.py)",
 }
 STRATEGY_PLACEHOLDER = "<best strategy>"
 BASELINE_PLACEHOLDER = "<strongest baseline>"
@@ -143,6 +145,6 @@ def plan_stage(stage: str, rows: Sequence[Mapping] = ()) -> list[Planned]:
         return _followed("D", rows, CURVE_BUDGETS, (0,))
     if stage == "E":
         return _followed("E", rows, (1.0, *CURVE_BUDGETS, 0.0), EXTRA_SEEDS)
-    if stage in ("cost", "speed"):
+    if stage in ("cost", "speed", "embeddings"):
         return []
     raise ValueError(f"unknown stage '{stage}': choose from {', '.join(STAGES)}")
