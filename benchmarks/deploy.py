@@ -12,9 +12,10 @@ resumable compress run under benchmarks/work/deploy/students/.
 
 One `layergraft bench` (torch-fp32, torch-bf16, torch-int8, onnx-fp32, onnx-int8; batch 32
 and 1 on the test split's real lengths; the teacher in torch-fp32 is the reference) writes
-benchmarks/results/deploy.json (records + machine) and figures/deploy_pareto.png, then prints
-the issue's targets, each MET or MISSED. `section()` renders the BENCHMARKS.md section from
-deploy.json alone (benchmarks/render.py includes it).
+benchmarks/results/deploy-<cpu>.json (records + machine) and figures/deploy_pareto-<cpu>.png,
+one pair per CPU capability (int8 speed depends on it: AVX2 has no VNNI), then prints the
+issue's targets, each MET or MISSED. `section()` renders the BENCHMARKS.md section, one part
+per CPU, from those files alone (benchmarks/render.py includes it).
 """
 
 from __future__ import annotations
@@ -29,8 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 TASK = "movie-sentiment"
 TEACHER = ROOT / "benchmarks" / "work" / "teachers" / TASK
-RESULTS = ROOT / "benchmarks" / "results" / "deploy.json"
-FIGURE = RESULTS.parent / "figures" / "deploy_pareto.png"
+RESULTS_DIR = ROOT / "benchmarks" / "results"
 WORK = ROOT / "benchmarks" / "work" / "deploy"
 BACKENDS = ("torch-fp32", "torch-bf16", "torch-int8", "onnx-fp32", "onnx-int8")
 REPEATS = 15
@@ -39,8 +39,21 @@ SPEED_TARGETS = {2: (10.0, 0.97), 3: (6.0, 0.98)}
 INT8_MAX_DROP = 0.01  # int8 may cost at most 1 point of test accuracy against fp32
 
 
+def cpu_slug(capability: str) -> str:
+    """'AVX512 AVX512-BF16' -> 'avx512-avx512-bf16': the file-name part of one CPU's results."""
+    return "-".join(capability.lower().split())
+
+
+def results_path(capability: str, results_dir: Path = RESULTS_DIR) -> Path:
+    return results_dir / f"deploy-{cpu_slug(capability)}.json"
+
+
+def figure_path(capability: str, results_dir: Path = RESULTS_DIR) -> Path:
+    return results_dir / "figures" / f"deploy_pareto-{cpu_slug(capability)}.png"
+
+
 def run(teacher: str, students: Sequence[str], repeats: int = REPEATS) -> dict:
-    """Bench every model on every backend, save deploy.json and the figure; the record."""
+    """Bench every model on every backend, save this CPU's results and figure; the record."""
     import torch
 
     import layergraft
@@ -53,15 +66,23 @@ def run(teacher: str, students: Sequence[str], repeats: int = REPEATS) -> dict:
                             precision="fp32")
     import onnxruntime
 
+    rows = [{**r, "model": _in_repo(r["model"])} for r in rows]
     machine = {"cpu": cpu_capability(), "platform": platform.platform(),
                "torch_threads": torch.get_num_threads(),
                "versions": {**versions(), "onnxruntime": onnxruntime.__version__},
                "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
-    record = {"teacher": teacher, "students": list(students), "repeats": repeats,
+    record = {"teacher": _in_repo(teacher), "students": [_in_repo(s) for s in students],
+              "repeats": repeats,
               "machine": machine, "records": rows}
-    write_json_atomic(RESULTS, record)
-    write_bytes_atomic(FIGURE, pareto_png(rows))
+    write_json_atomic(results_path(machine["cpu"]), record)
+    write_bytes_atomic(figure_path(machine["cpu"]), pareto_png(rows))
     return record
+
+
+def _in_repo(path: str) -> str:
+    """A model path as the report shows it: relative to the repository when inside it."""
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else path
 
 
 def make_students(depths: Sequence[int] = tuple(SPEED_TARGETS)) -> tuple[str, list[str]]:
@@ -123,15 +144,20 @@ def targets(record: Mapping) -> list[list[str]]:
     return checks
 
 
-def section(results: Path = RESULTS, link: str = "benchmarks/results/figures") -> str:
-    """The BENCHMARKS.md section, from deploy.json alone ("not run yet" without it)."""
+def section(results_dir: Path = RESULTS_DIR, link: str = "benchmarks/results/figures") -> str:
+    """The BENCHMARKS.md section, one part per CPU's deploy-<cpu>.json ("not run yet" without)."""
+    title = "## Deployment: backends (issue 15, `benchmarks/deploy.py`)"
+    records = [json.loads(path.read_text())
+               for path in sorted(results_dir.glob("deploy-*.json"))]
+    if not records:
+        return f"{title}\n\nNot run yet."
+    return "\n\n".join([title, *(_cpu_part(record, results_dir, link) for record in records)])
+
+
+def _cpu_part(record: Mapping, results_dir: Path, link: str) -> str:
     from layergraft.report.bench_report import best_lines
     from layergraft.report.tables import markdown_from_cells
 
-    title = "## Deployment: backends (issue 15, `benchmarks/deploy.py`)"
-    if not results.is_file():
-        return f"{title}\n\nNot run yet."
-    record = json.loads(results.read_text())
     rows, machine = record["records"], record["machine"]
     cells = [[Path(r["model"]).name, r["backend"], str(r["batch_size"]), r["skipped"]]
              + [""] * 4 if "skipped" in r else
@@ -144,15 +170,17 @@ def section(results: Path = RESULTS, link: str = "benchmarks/results/figures") -
     table = markdown_from_cells(["model", "backend", "batch", "examples/s", "vs teacher fp32",
                                  "on disk (MB)", "test accuracy", "retention %"], cells)
     versions = ", ".join(f"{k} {v}" for k, v in machine["versions"].items())
+    figure = figure_path(machine["cpu"], results_dir).name
     return "\n\n".join([
-        title, f"Machine: {machine['cpu']}, {machine['torch_threads']} threads (torch and "
+        f"### CPU {machine['cpu']}",
+        f"Machine: {machine['cpu']}, {machine['torch_threads']} threads (torch and "
         f"ONNX Runtime alike), {machine['platform']}; {versions}; run {machine['date']}, "
         f"{record['repeats']} interleaved repeats, the {TASK} test split's real lengths.",
         table, markdown_from_cells(["target", "needed", "measured", "status"],
                                    targets(record)),
         "Best backend per model (the fastest at batch 32 within 1 point of its own "
         "torch-fp32 accuracy):\n\n" + "\n".join(best_lines(rows)),
-        f"![speed vs retention per model and backend]({link}/{FIGURE.name})"])
+        f"![speed vs retention per model and backend, {machine['cpu']}]({link}/{figure})"])
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -169,7 +197,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     record = run(teacher, students, args.repeats)
     for target, needed, measured, status in targets(record):
         print(f"{status:6} {target}: needed {needed}; measured {measured}")
-    print(f"wrote {RESULTS} and {FIGURE}")
+    cpu = record["machine"]["cpu"]
+    print(f"wrote {results_path(cpu)} and {figure_path(cpu)}")
 
 
 if __name__ == "__main__":

@@ -94,7 +94,7 @@ def render(rows: Sequence[Mapping], ablations: Sequence[Mapping], figures: Path,
     parts += _targets(rows) + _environment(rows) + _teachers(rows)
     for task in TASKS:
         parts += _task(rows, task, figures, link)
-    parts += _speed(rows) + [deploy.section(figures.parent / deploy.RESULTS.name, link)]
+    parts += _speed(rows) + [deploy.section(figures.parent, link)]
     parts += _pipeline(rows) + list(embeddings) + _ablations(ablations) + _failures(rows)
     return "\n\n".join(parts) + "\n"
 

@@ -1,4 +1,4 @@
-"""benchmarks/deploy.py: the targets judged from deploy.json's records, and its section."""
+"""benchmarks/deploy.py: the targets judged from one CPU's results file, and its section."""
 
 from __future__ import annotations
 
@@ -42,13 +42,17 @@ def test_targets_are_met_or_missed_from_the_records():
     assert status["s2 (2 layers) onnx-int8 vs its torch-fp32"] == ("+0.00 points lost", "MET")
 
 
-def test_the_section_reads_deploy_json_alone(tmp_path):
-    path = tmp_path / "deploy.json"
-    assert deploy.section(path).endswith("Not run yet.")
-    path.write_text(json.dumps(RECORD))
-    text = deploy.section(path, "figs")
+def test_the_section_reads_one_results_file_per_cpu(tmp_path):
+    assert deploy.section(tmp_path).endswith("Not run yet.")
+    deploy.results_path("AVX2", tmp_path).write_text(json.dumps(RECORD))
+    other = {**RECORD, "machine": {**RECORD["machine"], "cpu": "AVX512 AVX512-BF16"}}
+    deploy.results_path("AVX512 AVX512-BF16", tmp_path).write_text(json.dumps(other))
+    text = deploy.section(tmp_path, "figs")
+    assert text.index("### CPU AVX2") < text.index("### CPU AVX512 AVX512-BF16")
     assert "Machine: AVX2, 2 threads" in text and "![speed vs retention" in text
-    assert "(figs/deploy_pareto.png)" in text and "| s3 | onnx-int8 | 32 | 650.0 | 6.50x |" in text
+    assert "(figs/deploy_pareto-avx2.png)" in text
+    assert "(figs/deploy_pareto-avx512-avx512-bf16.png)" in text
+    assert "| s3 | onnx-int8 | 32 | 650.0 | 6.50x |" in text
     assert "| MET |" in text and "| MISSED |" in text
     assert "| t | torch-bf16 | 32 | bf16 is not native |" in text
     assert "- w/s3: **onnx-int8**" in text  # 0.4 points down, the fastest within 1 point
