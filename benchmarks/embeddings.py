@@ -12,8 +12,8 @@ after each run its rows (and the teacher's row) replace their old ones in
 benchmarks/results/embeddings.json, atomically, and BENCHMARKS.md is rendered again. The
 students train on the teacher's embeddings of movie-sentiment's train texts for a fixed
 budget (one epoch), fp32 on every machine (the CPU changes between sessions); seed 0 for
-every run, seeds 1 and 2 for graft and the strongest baseline, which is the baseline with
-the highest held-out mean cosine after seed-0 distillation at that depth.
+every run, seeds 1 and 2 for graft, the recipe and the strongest baseline, which is the
+baseline with the highest held-out mean cosine after seed-0 distillation at that depth.
 drop-alternate with distillation is the sentence-transformers layer-reduction recipe
 (evenly spaced layers, then embedding MSE). Several processes may share the plan (one per
 core, `OMP_NUM_THREADS=1`): each run is claimed by a lock under benchmarks/work/embeddings/.
@@ -21,19 +21,17 @@ core, `OMP_NUM_THREADS=1`): each run is claimed by a lock under benchmarks/work/
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import measure
-import render
 from jsonstore import claim, read_rows, update_rows
+from stagecli import plan_line, stage_parser
 
 from layergraft.embeddings.report import record_row, teacher_row
 from layergraft.pipeline.compare import RunKey
-from layergraft.pipeline.runs import RESULTS_NAME
 from layergraft.runtime import cpu_capability
 from layergraft.scoring.analysis import AnalysisSettings
 from layergraft.training.heal import HealConfig
@@ -54,7 +52,8 @@ EXTRA_SEEDS = (1, 2)
 # while 256 cost half of one. Measured once and cached, shared by every graft run.
 ANALYSIS_SAMPLES = 256
 STAGES = {"minilm": "all-MiniLM-L6-v2, 6 -> 3 and 6 -> 2: every method, surgery only and "
-                    "distilled; seeds 1, 2 for graft and the strongest baseline; heal + distill",
+                    "distilled; seeds 1, 2 for graft, the recipe and the strongest baseline; "
+                    "heal + distill",
           "mpnet": "all-mpnet-base-v2, 12 -> 4: graft vs the recipe, seed 0"}
 
 
@@ -80,20 +79,24 @@ def strongest_baseline(rows: Sequence[Mapping], model: str, layers: int) -> str 
 
 
 def plan(stage: str, rows: Sequence[Mapping] = ()) -> list[Planned]:
-    """The stage's runs, the most informative first."""
+    """The stage's runs, the most informative first: surgery only, then graft against the
+    recipe (3 seeds: the headline target), then the other baselines, then the strongest
+    baseline's extra seeds where it is not the recipe, then healing."""
     depths = DEPTHS[stage]
     if stage == "mpnet":
         return [Planned(stage, RunKey(m, s, n)) for s in ("none", "distill") for n in depths
                 for m in ("graft", RECIPE)]
     methods = ("graft", *BASELINES)
     planned = [Planned(stage, RunKey(m, "none", n)) for n in depths for m in methods]
-    planned += [Planned(stage, RunKey(m, "distill", n)) for n in depths for m in ("graft", RECIPE)]
+    planned += [Planned(stage, RunKey(m, "distill", n, s)) for s in (0, *EXTRA_SEEDS)
+                for n in depths for m in ("graft", RECIPE)]
     planned += [Planned(stage, RunKey(m, "distill", n)) for n in depths for m in BASELINES
                 if m != RECIPE]
     for n in depths:
         rival = strongest_baseline(rows, stage, n)
+        if rival == RECIPE:
+            continue
         waiting = None if rival else f"the seed-0 baselines at {n} layers"
-        planned += [Planned(stage, RunKey("graft", "distill", n, s)) for s in EXTRA_SEEDS]
         planned += [Planned(stage, RunKey(rival or "<strongest baseline>", "distill", n, s),
                             pending=waiting) for s in EXTRA_SEEDS]
     planned += [Planned(stage, RunKey("graft", "distill", n), heal=HEAL_STEPS) for n in depths]
@@ -102,6 +105,12 @@ def plan(stage: str, rows: Sequence[Mapping] = ()) -> list[Planned]:
 
 def run_dir(planned: Planned) -> Path:
     return WORK / planned.model / planned.name
+
+
+def run_settings() -> dict:
+    """What every run of this file shares; a stored row made with other settings is redone."""
+    return {"task": TASK, "budget": BUDGET, "precision": PRECISION,
+            "analysis_samples": ANALYSIS_SAMPLES}
 
 
 def run_one(planned: Planned) -> None:
@@ -115,7 +124,8 @@ def run_one(planned: Planned) -> None:
         heal=HealConfig(steps=planned.heal) if planned.heal else None,
         analysis=AnalysisSettings(samples=ANALYSIS_SAMPLES))
     row = {**record_row(record), "model": planned.model, "run": planned.name,
-           "heal": planned.heal, "run_seconds": round(time.perf_counter() - start, 1)}
+           "heal": planned.heal, "settings": run_settings(),
+           "run_seconds": round(time.perf_counter() - start, 1)}
     teacher = {**teacher_row(record), "model": planned.model, "run": "teacher"}
 
     def replace(rows: list[dict]) -> list[dict]:
@@ -135,19 +145,12 @@ def dry_run(stages: Sequence[str], rows: Sequence[Mapping]) -> str:
     lines = []
     for stage in stages:
         lines.append(f"stage {stage}: {STAGES[stage]}")
-        for p in plan(stage, rows):
-            done = (run_dir(p) / RESULTS_NAME).is_file()
-            state = "pending: " + p.pending if p.pending else ("done" if done else "to do")
-            lines.append(f"  {p.name:40} {state}")
+        lines += [plan_line(p.name, p.pending, _stored(p, rows)) for p in plan(stage, rows)]
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--stage", action="append", choices=list(STAGES))
-    parser.add_argument("--dry-run", action="store_true")
-    args = parser.parse_args(argv)
+    args = stage_parser(__doc__, STAGES).parse_args(argv)
     stages = args.stage or ["minilm"]
     if args.dry_run:
         print(dry_run(stages, read_rows(RESULTS)))
@@ -159,6 +162,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 def run_stage(stage: str) -> None:
     """Every run of the stage not stored yet (also `python benchmarks/offline.py --stage
     embeddings`); BENCHMARKS.md is rendered after each."""
+    import render  # here, not at the top: render imports this module's plan for its section
+
     update_rows(RESULTS, lambda rows: [*[r for r in rows if r.get("run") != "environment"],
                                        environment()])
     while (planned := _next_run(stage)) is not None:  # the plan grows as rows land
@@ -183,7 +188,8 @@ def _next_run(stage: str) -> Planned | None:
 
 
 def _stored(planned: Planned, rows: Sequence[Mapping]) -> bool:
-    return any(r.get("model") == planned.model and r.get("run") == planned.name for r in rows)
+    return any(r.get("model") == planned.model and r.get("run") == planned.name
+               and r.get("settings") == run_settings() for r in rows)
 
 
 if __name__ == "__main__":

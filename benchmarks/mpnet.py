@@ -23,11 +23,11 @@ Stages:
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 
 import measure
 from offline import ROOT, Store, Suite, of_kind, run_planned
+from stagecli import plan_line, stage_parser
 from stages import Planned, dev_retention
 
 from layergraft.pipeline.compare import RunKey
@@ -94,19 +94,14 @@ def dry_run(stages: Sequence[str], rows: Sequence[dict]) -> str:
     for stage in stages:
         planned = plan(stage, rows)
         lines.append(f"\nstage {stage}: {STAGES[stage]}")
-        for p in planned:
-            done = (SUITE.run_dir(TASK, p.key) / RESULTS_NAME).is_file()
-            state = "pending: " + p.pending if p.pending else ("done" if done else "todo")
-            lines.append(f"  {p.key.name:48} {state}")
+        lines += [plan_line(p.key.name, p.pending,
+                            (SUITE.run_dir(TASK, p.key) / RESULTS_NAME).is_file(), width=48)
+                  for p in planned]
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--stage", action="append", choices=list(STAGES))
-    parser.add_argument("--dry-run", action="store_true")
-    args = parser.parse_args(argv)
+    args = stage_parser(__doc__, STAGES).parse_args(argv)
     stages = args.stage or list(STAGES)
     store = Store(SUITE.results)
     if args.dry_run:
