@@ -29,8 +29,8 @@ def section(path: Path) -> list[str]:
         parts.append(f"Machine: {env['cpu']} ({env['cpu_capability']}), {env['cores']} "
                      f"cores, device {env['device']}, {env['precision']}. Versions: {versions}; "
                      f"commit {env['commit'] or 'unknown'}. Seeds: 0 for every run; "
-                     f"{', '.join(map(str, EXTRA_SEEDS))} as well for graft and the strongest "
-                     "baseline.")
+                     f"{', '.join(map(str, EXTRA_SEEDS))} as well for graft, the recipe "
+                     f"({RECIPE}) and the strongest baseline.")
     checks = targets(rows)
     parts.append(markdown_from_cells(["target", "needed", "measured", "status"], checks))
     for model, depths in DEPTHS.items():
