@@ -71,6 +71,7 @@ from layergraft.surgery.methods import NEEDS_SCORES, GraftOptions
 from layergraft.surgery.plan import Plan
 from layergraft.training.attention import attention_teacher
 from layergraft.training.budget import Budget, split_steps
+from layergraft.training.calibrate import ReconstructionJudge, calibration_texts
 from layergraft.training.distill import (
     DistillConfig,
     TeacherCache,
@@ -328,11 +329,20 @@ class _Context:
             head_scores=analysis.scores.head, neuron_scores=analysis.scores.neuron,
             cka=analysis.cka, adjacent_cosine=analysis.adjacent_cosine, options=self.run.options,
             importance_info={**analysis.info, "scores": analysis.scores.info},
-            seed=self.run.seed, manifest=manifest)
+            seed=self.run.seed, manifest=manifest, judge=self.judge(model))
         if self.run.refit_samples:
             refit_after_surgery(student, model, manifest.steps[-1], self.task, self.tokenizer,
                                 replace(self.run.analysis, samples=self.run.refit_samples))
         return student, manifest
+
+    def judge(self, model) -> ReconstructionJudge | None:
+        """What `--choose-by reconstruction` measures candidates with: `model`'s states on
+        the calibration sample of the training split (None when the options do not ask)."""
+        if not self.run.options.by_reconstruction:
+            return None
+        return ReconstructionJudge(
+            model, calibration_texts(self.encoded["train"], self.run.options.calibration),
+            self.tokenizer, cache_dir=self.run.cache)
 
     def heal(self, student, manifest: Manifest):
         """Local healing of the fresh student (kept in the run folder for a resume)."""
