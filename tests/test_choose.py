@@ -166,7 +166,8 @@ def test_compress_records_the_choice_and_keys_runs_by_it(tmp_path):
     record = compress(teacher, task, **options)
     assert record["settings"]["graft_options"]["choose"] == "reconstruction"
     assert record["settings"]["graft_options"]["calibration"] == 16
-    assert len(Manifest.load(tmp_path / "run").steps[-1].choice["spans"]) == 2
+    assert record["choice"] == [Manifest.load(tmp_path / "run").steps[-1].choice]
+    assert len(record["choice"][0]["spans"]) == 2
     assert "chosen per span by reconstruction on 16" in (tmp_path / "run" / "README.md").read_text()
     assert compress(teacher, task, **options, dry_run=True)["status"] == "done"
     for other in (GraftOptions(), GraftOptions(choose="reconstruction", calibration=8)):

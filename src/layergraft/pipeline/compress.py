@@ -258,6 +258,8 @@ class _Run:
             stages = [] if self.strategy in ("none", "heal") else [ctx.train_stage(
                 student, manifest, total, self.out / CHECKPOINTS)]
             student = stages[-1].pop("model") if stages else student
+        # the graft options chosen by reconstruction, per step (as in the manifest)
+        choices = [step.choice for step in manifest.steps if step.choice]
         record = {"format": FORMAT, "settings": self.settings(), "task": task.spec.name,
                   "primary_metric": task.spec.primary_metric, "method": self.method,
                   "strategy": self.strategy, "layers": self.layers, "seed": self.seed,
@@ -272,6 +274,7 @@ class _Run:
                             "seconds": round(sum(s["seconds"] for s in stages), 2),
                             "stages": stages},
                   "heal": healed,
+                  **({"choice": choices} if choices else {}),
                   "analysis_seconds": round(analysis_seconds, 2),
                   "analysis_dir": str(analysis_dir)}
         sets = evaluation_sets(task, encoded, tokenizer, self.training.max_length, self.ood)

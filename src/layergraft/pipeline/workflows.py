@@ -28,12 +28,7 @@ from layergraft.scoring.analysis import (
 )
 from layergraft.surgery.graft import graft_model
 from layergraft.surgery.manifest import GraftStep, Manifest
-from layergraft.surgery.methods import (
-    NEEDS_SCORES,
-    NEEDS_SIMILARITY,
-    TAKES_OPTIONS,
-    GraftOptions,
-)
+from layergraft.surgery.methods import NEEDS_SCORES, NEEDS_SIMILARITY, GraftOptions
 from layergraft.surgery.plan import Plan, check_target_depth
 
 if TYPE_CHECKING:
@@ -90,9 +85,7 @@ def graft_path(
     if refit_samples and task_source is None:
         raise LayergraftError("--refit needs data to fit on: give --task (a task name or a "
                               "data file)")
-    if options.by_reconstruction and task_source is None and method in TAKES_OPTIONS:
-        raise LayergraftError("--choose-by reconstruction calibrates on training texts: give "
-                              "--task (a task name or a data file)")
+    options.check_calibration(method, task_source is not None)
     if task_source is not None:
         task = task_source.load()
         model, tokenizer = load_for_task(model_path, task,

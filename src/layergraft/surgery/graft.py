@@ -65,11 +65,9 @@ def graft_model(
         cka=cka, adjacent_cosine=adjacent_cosine, options=options,
         slot_aligned=spec.slot_aligned, seed=seed,
     )
+    options.check_calibration(method, judge is not None)
     choice = None
     if options.by_reconstruction and method in TAKES_OPTIONS:
-        if judge is None:
-            raise LayergraftError("--choose-by reconstruction calibrates on training texts: "
-                                  "give --task (a task name or a data file)")
         chosen_plan, recipes, choice = choose_recipes(get_method(method), inp, judge)
     else:
         chosen_plan, recipes = get_method(method)(inp)

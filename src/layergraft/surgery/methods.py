@@ -74,6 +74,13 @@ class GraftOptions:
     def by_reconstruction(self) -> bool:
         return self.choose == "reconstruction"
 
+    def check_calibration(self, method: str, has_texts: bool) -> None:
+        """Refuse a choice by reconstruction with no texts to calibrate on (where the method
+        takes these options at all)."""
+        if self.by_reconstruction and method in TAKES_OPTIONS and not has_texts:
+            raise LayergraftError("--choose-by reconstruction calibrates on training texts: "
+                                  "give --task (a task name or a data file)")
+
     def to_dict(self) -> dict:
         """The options; the choice rule only when on, so runs and manifests from before it
         keep their settings."""
