@@ -167,6 +167,12 @@ GRAFT_FLAGS = _options(
     normalize_scores=(Annotated[bool, typer.Option(
         "--normalize-scores", help="Divide each layer's scores by their L2 norm before "
         "choosing units (whatever the scores were stored as).")], False),
+    choose=(Annotated[str, typer.Option(
+        "--choose-by", help="fixed (the options above for every span) or reconstruction (per "
+        "span, the max-sources, bias and norm whose grafted layer best reproduces the span's "
+        "output on --calibration training texts; needs --task).")], "fixed"),
+    calibration=(Annotated[int, typer.Option(
+        "--calibration", help="Training texts --choose-by reconstruction measures on.")], 256),
 )
 
 # A student's distillation (`DistillConfig`) and training (`student_training`).

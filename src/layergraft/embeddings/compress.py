@@ -158,7 +158,8 @@ def _execute(run: EmbeddingRun, path: str, corpus: list[str], runtime, options, 
     plan = Plan.from_spans(depth, settings["pairs"]) if settings["pairs"] else None
     student, manifest = graft_embedding_model(
         teacher, layers=settings["layers"], plan=plan, method=settings["method"],
-        options=options, seed=settings["seed"], **graft_inputs)
+        options=options, seed=settings["seed"],
+        judge=_judge(teacher, train, options, config.max_length, cache_dir), **graft_inputs)
     healed, trained = _train(run, teacher, student, manifest, train, runtime, config, budget,
                              heal_config, cache_dir)
     save_embedding_model(student, manifest, run.out)
@@ -179,6 +180,19 @@ def _execute(run: EmbeddingRun, path: str, corpus: list[str], runtime, options, 
                                           precision=runtime.precision)
     write_json_atomic(run.out / "results.json", record)
     return record
+
+
+def _judge(teacher, train: list[str], options, max_length: int, cache_dir):
+    """The span-error judge of `--choose-by reconstruction` on the training texts."""
+    if not options.by_reconstruction:
+        return None
+    from layergraft.embeddings.heal import encoded_texts
+    from layergraft.embeddings.model import transformer_of
+    from layergraft.training.calibrate import ReconstructionJudge, calibration_texts
+
+    tokenizer = teacher[0].tokenizer
+    texts = calibration_texts(encoded_texts(tokenizer, train, max_length), options.calibration)
+    return ReconstructionJudge(transformer_of(teacher), texts, tokenizer, cache_dir=cache_dir)
 
 
 def _train(run: EmbeddingRun, teacher, student, manifest, train: list[str], runtime, config,

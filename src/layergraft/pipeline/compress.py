@@ -71,6 +71,7 @@ from layergraft.surgery.methods import NEEDS_SCORES, GraftOptions
 from layergraft.surgery.plan import Plan
 from layergraft.training.attention import attention_teacher
 from layergraft.training.budget import Budget, split_steps
+from layergraft.training.calibrate import ReconstructionJudge, calibration_texts
 from layergraft.training.distill import (
     DistillConfig,
     TeacherCache,
@@ -257,6 +258,8 @@ class _Run:
             stages = [] if self.strategy in ("none", "heal") else [ctx.train_stage(
                 student, manifest, total, self.out / CHECKPOINTS)]
             student = stages[-1].pop("model") if stages else student
+        # the graft options chosen by reconstruction, per step (as in the manifest)
+        choices = [step.choice for step in manifest.steps if step.choice]
         record = {"format": FORMAT, "settings": self.settings(), "task": task.spec.name,
                   "primary_metric": task.spec.primary_metric, "method": self.method,
                   "strategy": self.strategy, "layers": self.layers, "seed": self.seed,
@@ -271,6 +274,7 @@ class _Run:
                             "seconds": round(sum(s["seconds"] for s in stages), 2),
                             "stages": stages},
                   "heal": healed,
+                  **({"choice": choices} if choices else {}),
                   "analysis_seconds": round(analysis_seconds, 2),
                   "analysis_dir": str(analysis_dir)}
         sets = evaluation_sets(task, encoded, tokenizer, self.training.max_length, self.ood)
@@ -328,11 +332,20 @@ class _Context:
             head_scores=analysis.scores.head, neuron_scores=analysis.scores.neuron,
             cka=analysis.cka, adjacent_cosine=analysis.adjacent_cosine, options=self.run.options,
             importance_info={**analysis.info, "scores": analysis.scores.info},
-            seed=self.run.seed, manifest=manifest)
+            seed=self.run.seed, manifest=manifest, judge=self.judge(model))
         if self.run.refit_samples:
             refit_after_surgery(student, model, manifest.steps[-1], self.task, self.tokenizer,
                                 replace(self.run.analysis, samples=self.run.refit_samples))
         return student, manifest
+
+    def judge(self, model) -> ReconstructionJudge | None:
+        """What `--choose-by reconstruction` measures candidates with: `model`'s states on
+        the calibration sample of the training split (None when the options do not ask)."""
+        if not self.run.options.by_reconstruction:
+            return None
+        return ReconstructionJudge(
+            model, calibration_texts(self.encoded["train"], self.run.options.calibration),
+            self.tokenizer, cache_dir=self.run.cache)
 
     def heal(self, student, manifest: Manifest):
         """Local healing of the fresh student (kept in the run folder for a resume)."""

@@ -81,9 +81,11 @@ def graft_path(
     """
     runtime = runtime or Runtime.resolve()
     check_output_dir(out_dir, overwrite)
+    options = options or GraftOptions()
     if refit_samples and task_source is None:
         raise LayergraftError("--refit needs data to fit on: give --task (a task name or a "
                               "data file)")
+    options.check_calibration(method, task_source is not None)
     if task_source is not None:
         task = task_source.load()
         model, tokenizer = load_for_task(model_path, task,
@@ -100,7 +102,8 @@ def graft_path(
     scores = analysis.graft_inputs() if analysis is not None else {}
     student, manifest = graft_model(
         model, layers=layers, plan=plan, method=method, options=options, seed=seed,
-        manifest=Manifest.load(model_path) if Path(model_path).is_dir() else None, **scores,
+        manifest=Manifest.load(model_path) if Path(model_path).is_dir() else None,
+        judge=_judge(model, tokenizer, task, options, settings.max_length), **scores,
     )
     if refit_samples:
         refit_after_surgery(student, model, manifest.steps[-1], task, tokenizer,
@@ -121,6 +124,18 @@ def refit_after_surgery(student: PreTrainedModel, source: PreTrainedModel, step:
                            progress=settings.progress)
     step.refit = {"samples": settings.samples, "split": settings.split, "seed": settings.seed,
                   "ridge": REFIT_RIDGE, "layers": report}
+
+
+def _judge(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: Task | None,
+           options: GraftOptions, max_length: int):
+    """The span-error judge of `--choose-by reconstruction` on the task's training texts."""
+    if not options.by_reconstruction or task is None:
+        return None
+    from layergraft.data.encoding import encode
+    from layergraft.training.calibrate import ReconstructionJudge, calibration_texts
+
+    train = encode(task, tokenizer, max_length, splits=["train"])["train"]
+    return ReconstructionJudge(model, calibration_texts(train, options.calibration), tokenizer)
 
 
 def _analysis_for(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, method: str,

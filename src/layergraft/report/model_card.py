@@ -74,12 +74,27 @@ def _what_was_done(manifest: Mapping, results: Mapping | None) -> str:
                       for s in manifest["steps"])
     lines = ["## What was done", "", f"- depths: {' -> '.join(map(str, manifest['depths']))}",
              f"- surgery: {steps or 'none'}"]
+    lines += [_choice_line(s["choice"]) for s in manifest["steps"] if s.get("choice")]
     if results:
         lines += [f"- strategy: {results['strategy']}, budget {results['train']['budget']} "
                   f"({results['train']['steps']} optimizer steps), seed {results['seed']}",
                   f"- parameters: {results['student']['parameters']:,} "
                   f"(teacher {results['teacher']['parameters']:,})"]
     return "\n".join(lines)
+
+
+def _choice_line(choice: Mapping) -> str:
+    """Which graft options each span got by reconstruction (the manifest lists every
+    candidate's error)."""
+    def said(span: Mapping) -> str:
+        chosen = span["chosen"]
+        chosen_sources = f"top {chosen['max_sources']}" if chosen["max_sources"] else "all"
+        return (f"layers {span['span'][0]}-{span['span'][-1]}: {chosen_sources} sources, "
+                f"{chosen['bias']} bias, {chosen['norm']} norm (span error "
+                f"{span['error']:.3g}, lowest of {len(span['candidates'])})")
+
+    return (f"- graft options chosen per span by reconstruction on {choice['texts']} "
+            f"training texts: {'; '.join(said(span) for span in choice['spans'])}")
 
 
 def provenance_table(manifest: Mapping) -> str:

@@ -4,6 +4,7 @@
 - `plan`: which adjacent layers become one (a validated, serialisable partition)
 - `methods`: compression methods as recipe makers (graft, random, average, drop-*)
 - `recipes`: the surgery itself, recipes -> weights (a pure function, input untouched)
+- `choose`: per-span graft options chosen by a caller's judge of span error (reconstruction)
 - `graft`: `graft_model`, the public surgery call (method + recipes + manifest step)
 - `manifest`: the replayable record of every step, saved beside the model
 - `refit`: retraining-free least-squares repair of the new layers after surgery

@@ -6,8 +6,15 @@ from transformers import PreTrainedModel
 
 from layergraft.errors import LayergraftError
 from layergraft.surgery.arch import ArchSpec, ffn_width, num_heads, num_layers, spec_for
+from layergraft.surgery.choose import SpanJudge, choose_recipes
 from layergraft.surgery.manifest import GraftStep, Manifest
-from layergraft.surgery.methods import NEEDS_SCORES, GraftOptions, MethodInput, get_method
+from layergraft.surgery.methods import (
+    NEEDS_SCORES,
+    TAKES_OPTIONS,
+    GraftOptions,
+    MethodInput,
+    get_method,
+)
 from layergraft.surgery.plan import Plan, check_target_depth
 from layergraft.surgery.recipes import apply_recipes
 
@@ -27,12 +34,14 @@ def graft_model(
     seed: int = 0,
     manifest: Manifest | None = None,
     spec: ArchSpec | None = None,
+    judge: SpanJudge | None = None,
 ) -> tuple[PreTrainedModel, Manifest]:
     """Return (new model, manifest with this step appended); `model` is left untouched.
 
     Give either `layers` (target depth) or `plan`. `manifest` is the input model's own
     manifest when it is itself a graft, so chained grafts (12 -> 6 -> 3) trace back
-    to the original teacher.
+    to the original teacher. `judge` measures candidate layers on calibration data; options
+    with `choose="reconstruction"` need it (`layergraft.surgery.choose`).
     """
     spec = spec or spec_for(model)
     depth = num_layers(model.config)
@@ -56,7 +65,12 @@ def graft_model(
         cka=cka, adjacent_cosine=adjacent_cosine, options=options,
         slot_aligned=spec.slot_aligned, seed=seed,
     )
-    chosen_plan, recipes = get_method(method)(inp)
+    options.check_calibration(method, judge is not None)
+    choice = None
+    if options.by_reconstruction and method in TAKES_OPTIONS:
+        chosen_plan, recipes, choice = choose_recipes(get_method(method), inp, judge)
+    else:
+        chosen_plan, recipes = get_method(method)(inp)
     new_model = apply_recipes(model, recipes, spec)
     manifest = manifest or Manifest.for_teacher(model)
     if manifest.num_layers != depth:
@@ -65,7 +79,8 @@ def graft_model(
         )
     step = GraftStep(
         method=method, input_layers=depth, recipes=recipes, plan=chosen_plan.to_dict(),
-        options=options.to_dict() if method in ("graft", "random") else {},
+        options=options.to_dict() if method in TAKES_OPTIONS else {},
         importance=importance_info if method in NEEDS_SCORES else None, seed=seed,
+        choice=choice,
     )
     return new_model, Manifest(teacher=dict(manifest.teacher), steps=[*manifest.steps, step])

@@ -35,11 +35,13 @@ class GraftStep:
     importance: dict | None = None
     seed: int | None = None
     refit: dict | None = None  # how output projections were refit on data after surgery
+    choice: dict | None = None  # per span: the options chosen by reconstruction, and why
 
     def to_dict(self) -> dict:
         return {"method": self.method, "input_layers": self.input_layers, "plan": self.plan,
                 "options": self.options, "importance": self.importance, "seed": self.seed,
-                "refit": self.refit, "recipes": [r.to_dict() for r in self.recipes]}
+                "refit": self.refit, "choice": self.choice,
+                "recipes": [r.to_dict() for r in self.recipes]}
 
     def span_ends(self) -> list[int]:
         """For each new layer, the hidden-state index (0 = embeddings) of the input model's
@@ -54,7 +56,7 @@ class GraftStep:
                    recipes=[LayerRecipe.from_dict(r) for r in data["recipes"]],
                    plan=data.get("plan"), options=dict(data.get("options") or {}),
                    importance=data.get("importance"), seed=data.get("seed"),
-                   refit=data.get("refit"))
+                   refit=data.get("refit"), choice=data.get("choice"))
 
 
 @dataclass

@@ -20,6 +20,11 @@ from layergraft.surgery.recipes import LayerRecipe, Unit, keep_recipe
 BIAS_RULES = ("sum", "later", "earlier", "mean")
 NORM_RULES = ("mean", "later", "earlier")
 QUOTAS = ("free", "equal")
+# How each span's max_sources, bias and norm are set: by these options for every span
+# ("fixed"), or per span by how well the grafted layer reproduces the span's output on
+# calibration data ("reconstruction", `layergraft.surgery.choose`).
+CHOICES = ("fixed", "reconstruction")
+CALIBRATION_TEXTS = 256
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,11 @@ class GraftOptions:
     Per-layer score normalisation and equal per-source quotas were weaker remedies for
     deep merges; on top of the top-two rule (lr 4e-4) normalised scores change nothing
     beyond noise: 6 -> 2 80.4 vs 80.8%, 6 -> 1 78.7 vs 78.1%.
+
+    `choose="reconstruction"` instead picks max_sources, bias and norm per span (these
+    options are the first candidate) by the grafted layer's span error on `calibration`
+    training texts, since the best rule may differ between shallow and deep spans; it stays
+    off by default until dev accuracy says otherwise.
     """
 
     bias: str = "mean"
@@ -45,18 +55,39 @@ class GraftOptions:
     normalize_scores: bool = False
     quota: str = "free"
     max_sources: int = 2
+    choose: str = "fixed"
+    calibration: int = CALIBRATION_TEXTS
 
     def __post_init__(self) -> None:
         for value, allowed, flag in ((self.bias, BIAS_RULES, "--bias"),
                                      (self.norm, NORM_RULES, "--norm"),
-                                     (self.quota, QUOTAS, "--quota")):
+                                     (self.quota, QUOTAS, "--quota"),
+                                     (self.choose, CHOICES, "--choose-by")):
             if value not in allowed:
                 raise LayergraftError(f"{flag} must be one of {', '.join(allowed)}, not '{value}'")
         if self.max_sources < 0:
             raise LayergraftError(f"--max-sources must be 0 (all) or more, not {self.max_sources}")
+        if self.calibration < 1:
+            raise LayergraftError(f"--calibration must be 1 or more texts, not {self.calibration}")
+
+    @property
+    def by_reconstruction(self) -> bool:
+        return self.choose == "reconstruction"
+
+    def check_calibration(self, method: str, has_texts: bool) -> None:
+        """Refuse a choice by reconstruction with no texts to calibrate on (where the method
+        takes these options at all)."""
+        if self.by_reconstruction and method in TAKES_OPTIONS and not has_texts:
+            raise LayergraftError("--choose-by reconstruction calibrates on training texts: "
+                                  "give --task (a task name or a data file)")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The options; the choice rule only when on, so runs and manifests from before it
+        keep their settings."""
+        data = asdict(self)
+        if not self.by_reconstruction:
+            del data["choose"], data["calibration"]
+        return data
 
 
 @dataclass(frozen=True)
@@ -230,6 +261,7 @@ METHODS: dict[str, Method] = {
     "drop-similar": drop_similar,
 }
 NEEDS_SCORES = frozenset({"graft"})
+TAKES_OPTIONS = frozenset({"graft", "random"})  # the methods GraftOptions shape
 NEEDS_SIMILARITY = frozenset({"drop-similar"})
 
 

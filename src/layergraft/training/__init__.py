@@ -3,6 +3,7 @@
 - `train`: the transformers Trainer glue (`TrainConfig`, `train`, a student's defaults)
 - `distill`: the distillation loss and a teacher whose outputs are cached once
 - `heal`: local healing, each new layer trained on its span's cached teacher states
+- `calibrate`: span errors of candidate layers, the judge of `--choose-by reconstruction`
 - `replace`: module replacement (BERT-of-Theseus) of teacher spans by their new layers
 - `budget`: the training budget every method and strategy shares, in optimizer steps
 - `parallel`: which device and data-parallel processes training runs on

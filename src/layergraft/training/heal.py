@@ -33,7 +33,7 @@ from layergraft.data.encoding import loader
 from layergraft.errors import LayergraftError
 from layergraft.runtime import Runtime
 from layergraft.surgery.arch import ArchSpec, encoder_layers, spec_for
-from layergraft.training.distill import MODEL_INPUTS, TeacherCache, hidden_mse
+from layergraft.training.distill import MODEL_INPUTS, Teacher, TeacherCache, hidden_mse
 
 
 @dataclass(frozen=True)
@@ -121,19 +121,28 @@ def _padded(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def span_errors(student: PreTrainedModel, teacher: TeacherCache, batches: Sequence[Mapping],
                 span_ends: Sequence[int], spec: ArchSpec | None = None) -> list[float]:
     """Each student layer's token MSE to the end of its span, fed the start of its span."""
-    spec = spec or spec_for(student)
-    layers = list(range(len(span_ends)))
-    spans = heal_spans(span_ends)
-    totals = [0.0] * len(layers)
-    student.eval()
+    return layer_errors(student, teacher, batches, heal_spans(span_ends), spec)
+
+
+def layer_errors(model: PreTrainedModel, teacher: Teacher, batches: Sequence[Mapping],
+                 spans: Sequence[tuple[int, int]], spec: ArchSpec | None = None) -> list[float]:
+    """Layer k's token MSE to teacher state `spans[k][1]`, fed teacher state `spans[k][0]`
+    (any spans, so candidates for one span can be layers of one model, judged in one pass),
+    averaged over examples, so it does not depend on how they are batched."""
+    spec = spec or spec_for(model)
+    layers = list(range(len(spans)))
+    totals, examples = [0.0] * len(layers), 0
+    model.eval()
     with torch.no_grad():
         for batch in batches:
-            losses = _layer_losses(student, teacher, batch, layers, spans, spec)
-            totals = [t + float(v) for t, v in zip(totals, losses, strict=True)]
-    return [t / max(1, len(batches)) for t in totals]
+            size = len(batch["attention_mask"])
+            losses = _layer_losses(model, teacher, batch, layers, spans, spec)
+            totals = [t + size * float(v) for t, v in zip(totals, losses, strict=True)]
+            examples += size
+    return [t / max(1, examples) for t in totals]
 
 
-def _layer_losses(student, teacher: TeacherCache, batch: Mapping, layers: Sequence[int],
+def _layer_losses(student, teacher: Teacher, batch: Mapping, layers: Sequence[int],
                   spans: Sequence[tuple[int, int]], spec: ArchSpec) -> list[torch.Tensor]:
     device = next(student.parameters()).device
     inputs = {k: batch[k].to(device) for k in MODEL_INPUTS if k in batch}
