@@ -50,6 +50,7 @@ from layergraft.pipeline.runs import (
     start_fresh_or_resume,
 )
 from layergraft.pipeline.strategies import (
+    ONE,
     PER_STAGE,
     check_request,
     normalized_spans,
@@ -361,7 +362,7 @@ class _Context:
         exactly the steps `distill` gets; with the `one` schedule a stage starts where the
         previous one stopped, on one curve with one optimizer (`OneSchedule`)."""
         model, run = self.teacher, self.run
-        schedule = OneSchedule(total) if run.progressive_schedule == "one" else None
+        schedule = OneSchedule(total) if run.progressive_schedule == ONE else None
         stages = []
         # Methods that ignore importance only need the (forward-only) similarity.
         again = (run.analysis if run.method in NEEDS_SCORES

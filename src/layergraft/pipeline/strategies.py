@@ -27,8 +27,8 @@ STRATEGIES = ("none", "heal", "finetune", "distill", "progressive", "replace")
 # what `compare` runs for graft unless told: `heal` needs a number of healing steps
 GRAFT_GRID = ("none", "finetune", "distill", "progressive")
 # how progressive's stages train: each its own optimizer and curve (the default), or one
-PER_STAGE = "per-stage"
-PROGRESSIVE_SCHEDULES = (PER_STAGE, "one")
+PER_STAGE, ONE = "per-stage", "one"
+PROGRESSIVE_SCHEDULES = (PER_STAGE, ONE)
 
 
 def check_request(method: str, strategy: str, pairs: str | None = None,
