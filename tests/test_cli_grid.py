@@ -20,16 +20,16 @@ FLAGS = ("--bias", "sum", "--norm", "later", "--quota", "equal", "--max-sources"
          "--normalize-scores", "--importance", "fisher", "--loss", "kl", "--samples", "16",
          "--refit", "8", "--pairs", "0-1,2-3", "--batch-size", "8", "--max-length", "24",
          "--no-ood", "--no-speed", "--lr", "1e-3", "--temperature", "3", "--hidden-weight",
-         "0.5", "--task-weight", "0.25", "--group-by-length")
+         "0.5", "--task-weight", "0.25", "--group-by-length", "--progressive-schedule", "one")
 EXPECTED = dict(
     graft_options=GraftOptions(bias="sum", norm="later", quota="equal", max_sources=0,
                                normalize_scores=True),
     analysis=AnalysisSettings(importance="fisher", loss="kl", samples=16, max_length=24),
-    refit_samples=8, pairs="0-1,2-3", ood=False, speed=False,
+    refit_samples=8, pairs="0-1,2-3", ood=False, speed=False, progressive_schedule="one",
     distill=DistillConfig(temperature=3.0, hidden_weight=0.5, task_weight=0.25))
 DEFAULTS = dict(graft_options=GraftOptions(), analysis=AnalysisSettings(), refit_samples=0,
                 pairs=None, ood=True, speed=True, distill=DistillConfig(),
-                training=student_training())
+                training=student_training(), progressive_schedule="per-stage")
 
 
 @pytest.fixture
@@ -101,6 +101,15 @@ def test_a_fixed_plan_is_refused_where_it_cannot_apply(monkeypatch, capsys, tiny
                            "--pairs", "0-1,2-3", "--out", str(tmp_path / "o"))
     assert_one_line_error(code, err, fragment)
     assert not (tmp_path / "o").exists()  # refused before any run
+
+
+def test_a_progressive_schedule_without_stages_is_a_one_line_error(monkeypatch, capsys, tiny,
+                                                                  tmp_path):
+    teacher, task = tiny
+    code, _, err = run_cli(monkeypatch, capsys, "compress", teacher, "--task", task, "--layers",
+                           "2", "--progressive-schedule", "one", "--out", str(tmp_path / "o"))
+    assert_one_line_error(code, err, "--strategy progressive")
+    assert not (tmp_path / "o").exists()
 
 
 GRID = """

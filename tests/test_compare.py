@@ -9,7 +9,13 @@ from tiny_task import one_thread, train_tiny_teacher, write_tiny_task  # noqa: F
 
 import layergraft.pipeline.compress as strategies
 from layergraft.errors import LayergraftError
-from layergraft.pipeline.compare import RunKey, plan_runs, record_rows, run_comparison
+from layergraft.pipeline.compare import (
+    RunKey,
+    grid_status,
+    plan_runs,
+    record_rows,
+    run_comparison,
+)
 from layergraft.scoring.analysis import AnalysisSettings
 
 FAST = dict(budget="4 steps", speed=False, progress=False,
@@ -91,3 +97,20 @@ def test_budget_fractions_scale_the_full_budget_and_name_the_run():
     assert key.scaled(Budget(3, "epochs")) == Budget(0.75, "epochs")
     assert key.scaled(Budget(10, "steps")) == Budget(3, "steps")
     assert RunKey("graft", "none", 2, budget=0.25).name == "L2-graft-none-s0"
+
+
+def test_the_progressive_schedule_goes_to_the_progressive_runs_only(tmp_path):
+    calls = {}
+
+    def compress(teacher, task, **cell):
+        calls[cell["strategy"]] = cell
+        return {"status": "to do"}
+
+    runs = plan_runs([2], methods=("graft",), graft_strategies=("distill", "progressive"))
+    grid_status("teacher", None, tmp_path, runs, compress, progressive_schedule="one")
+    assert calls["progressive"]["progressive_schedule"] == "one"
+    assert "progressive_schedule" not in calls["distill"]
+    with pytest.raises(LayergraftError, match="this grid has none"):
+        grid_status("teacher", None, tmp_path, runs[:1], compress, progressive_schedule="one")
+    with pytest.raises(LayergraftError, match="unknown progressive schedule"):
+        grid_status("teacher", None, tmp_path, runs, compress, progressive_schedule="once")

@@ -7,8 +7,9 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 from tiny_task import one_thread, train_tiny_teacher, write_tiny_task
-from transformers import AutoModelForSequenceClassification
+from transformers import AutoModelForSequenceClassification, TrainerCallback
 
 from layergraft.data.encoding import encode
 from layergraft.data.tasks import load_task
@@ -19,7 +20,7 @@ from layergraft.pipeline.compress import compress
 from layergraft.pipeline.evaluation import predict
 from layergraft.scoring.analysis import AnalysisSettings
 from layergraft.surgery.manifest import Manifest
-from layergraft.training.budget import Budget, split_steps
+from layergraft.training.budget import Budget, next_share, split_steps
 from layergraft.training.distill import DistillConfig
 from layergraft.training.train import TrainConfig
 
@@ -118,6 +119,118 @@ def test_interrupted_progressive_resumes_after_its_last_finished_merge(inputs, t
     result = run(inputs, tmp_path / "run", strategy="progressive")
     assert calls == [3, 2, 2]  # the 4 -> 3 merge was not trained again
     assert result["depths"] == [4, 3, 2]
+
+
+class Watch(TrainerCallback):
+    """What each progressive stage's optimizer holds: the learning rate of every step, and at
+    each stage's first and last step the first moment of the classifier (which every merge
+    keeps) and the names of the parameters without state."""
+
+    def __init__(self, stop_first_stage_after: int | None = None) -> None:
+        self.lrs, self.starts, self.ends = [], [], []
+        self.stop, self.stages = stop_first_stage_after, 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.stages += 1
+
+    def on_step_begin(self, args, state, control, optimizer=None, model=None, **kwargs):
+        self.lrs.append(optimizer.param_groups[0]["lr"])
+        if state.global_step == 0:
+            self.starts.append(self.moments(optimizer, model))
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.stages == 1 and state.global_step == self.stop:
+            control.should_training_stop = True  # as early stopping would
+
+    def on_train_end(self, args, state, control, optimizer=None, model=None, **kwargs):
+        self.ends.append(self.moments(optimizer, model))
+
+    @staticmethod
+    def moments(optimizer, model):
+        parameters = dict(model.named_parameters())
+        moment = optimizer.state[parameters["classifier.weight"]].get("exp_avg")
+        fresh = {name for name, p in parameters.items() if p not in optimizer.state}
+        return None if moment is None else moment.clone(), fresh
+
+
+def watching(monkeypatch, watch: Watch) -> Watch:
+    train = strategies.train
+    monkeypatch.setattr(strategies, "train", lambda *args, callbacks=(), **kwargs: train(
+        *args, callbacks=[*callbacks, watch], **kwargs))
+    return watch
+
+
+def one_curve(steps: range, total: int = 8, warmup: int = 1) -> list[float]:
+    """transformers' linear warm-up and decay at the training's peak learning rate."""
+    return [TRAINING.learning_rate * (s / warmup if s < warmup else (total - s) / (total - warmup))
+            for s in steps]
+
+
+def test_one_progressive_schedule_is_one_curve_and_one_optimizer(inputs, tmp_path,
+                                                                 monkeypatch):
+    per_stage = watching(monkeypatch, Watch())
+    plain = run(inputs, tmp_path / "per-stage", strategy="progressive")
+    one = watching(monkeypatch, Watch())
+    result = run(inputs, tmp_path / "one", strategy="progressive", progressive_schedule="one")
+    # 8 steps, 1 of warm-up: once at the start, then down to zero at the very end only
+    assert one.lrs == pytest.approx(one_curve(range(8)))
+    assert [s["global_step"] for s in result["train"]["stages"]] == [4, 4]
+    assert result["train"]["steps"] == plain["train"]["steps"] == 8
+    assert per_stage.lrs[4] == 0 < per_stage.lrs[3]  # per-stage warms up again
+    # the classifier's moments go on into stage 2; only the grafted layer starts fresh
+    moment, fresh = one.starts[1]
+    assert torch.equal(moment, one.ends[0][0]) and moment.abs().sum() > 0
+    assert len({name.split(".")[3] for name in fresh}) == 1
+    assert all(name.startswith("bert.encoder.layer.") for name in fresh)
+    assert per_stage.starts[1][0] is None  # per-stage: a fresh optimizer
+    student = AutoModelForSequenceClassification.from_pretrained(tmp_path / "one")
+    assert student.config.num_hidden_layers == 2 and result["depths"] == [4, 3, 2]
+    assert result["settings"]["progressive_schedule"] == "one"
+    assert "progressive_schedule" not in plain["settings"]  # runs from before it stay valid
+    # the schedule decides whether a stored run matches
+    assert run(inputs, tmp_path / "one", strategy="progressive", dry_run=True)[
+        "status"] == "stale"
+
+
+def test_the_last_stage_of_one_schedule_gets_what_is_left(inputs, tmp_path, monkeypatch):
+    watch = watching(monkeypatch, Watch(stop_first_stage_after=1))
+    result = run(inputs, tmp_path / "one", strategy="progressive", progressive_schedule="one")
+    assert [s["global_step"] for s in result["train"]["stages"]] == [1, 7]
+    assert watch.lrs == pytest.approx(one_curve(range(8)))
+    assert next_share(8, 0, 3) == 2 and next_share(8, 1, 2) == 3 and next_share(8, 4, 1) == 4
+    for total, parts in ((8, 3), (1001, 6), (7, 7)):
+        shares = []  # stages that take their whole share get split_steps' shares
+        for left in range(parts, 0, -1):
+            shares.append(next_share(total, sum(shares), left))
+        assert shares == split_steps(total, parts)
+
+
+def test_interrupted_one_schedule_resumes_on_the_same_curve(inputs, tmp_path, monkeypatch):
+    first = Watch()
+    train = strategies.train
+
+    def failing_second_stage(*args, callbacks=(), **kwargs):
+        if first.stages == 1:
+            raise KeyboardInterrupt
+        return train(*args, callbacks=[*callbacks, first], **kwargs)
+
+    monkeypatch.setattr(strategies, "train", failing_second_stage)
+    with pytest.raises(KeyboardInterrupt):
+        run(inputs, tmp_path / "run", strategy="progressive", progressive_schedule="one")
+    monkeypatch.undo()
+    resumed = watching(monkeypatch, Watch())
+    result = run(inputs, tmp_path / "run", strategy="progressive", progressive_schedule="one")
+    assert resumed.stages == 1 and resumed.lrs == pytest.approx(one_curve(range(4, 8)))
+    assert torch.equal(resumed.starts[0][0], first.ends[0][0])
+    assert sum(s["global_step"] for s in result["train"]["stages"]) == 8
+
+
+def test_a_progressive_schedule_without_stages_is_refused(inputs, tmp_path):
+    with pytest.raises(LayergraftError, match="--strategy progressive"):
+        run(inputs, tmp_path / "a", strategy="distill", progressive_schedule="one")
+    with pytest.raises(LayergraftError, match="unknown progressive schedule"):
+        run(inputs, tmp_path / "b", strategy="progressive", progressive_schedule="once")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
 def test_finished_run_is_returned_and_other_runs_are_not_overwritten(inputs, tmp_path,

@@ -16,6 +16,7 @@ from layergraft.surgery.graft import graft_model
 from layergraft.surgery.manifest import Manifest, replay
 from layergraft.surgery.methods import GraftOptions
 from layergraft.surgery.plan import Plan
+from layergraft.surgery.recipes import unchanged_parameters
 
 FAMILIES = TINY_FAMILIES  # the architecture table and its variants (deberta-v3)
 LAYERS, HEADS, FFN = 4, 4, 37
@@ -162,6 +163,22 @@ def test_drop_methods_keep_the_expected_layers(method, kept):
     assert torch.equal(logits(student, batches), logits(reference, batches))
     assert [sorted({h[0] for h in view["heads"]}) for view in manifest.composed_layers()] == [
         [k] for k in kept]
+
+
+@pytest.mark.parametrize("family", TINY_FAMILIES)
+def test_unchanged_parameters_are_those_surgery_copied_as_they_were(family):
+    model = make_tiny_model(family, num_layers=LAYERS)
+    student, manifest = graft_model(model, plan=Plan.from_spans(LAYERS, "1-2"),
+                                    method="random")
+    names = unchanged_parameters(student, manifest.steps[-1].recipes)
+    old, new = dict(model.named_parameters()), dict(student.named_parameters())
+    assert all(torch.equal(new[name], old[source]) for name, source in names.items())
+    merged = {id(p) for p in encoder_layers(student)[1].parameters()}
+    assert merged and {id(new[name]) for name in set(new) - set(names)} == merged
+    layers = encoder_layers(model)  # the kept layers come from layers 0 and 3
+    sources = {id(old[source]) for source in names.values()}
+    assert sources & {id(p) for p in layers.parameters()} == {
+        id(p) for i in (0, 3) for p in layers[i].parameters()}
 
 
 def test_drop_similar_drops_the_layers_that_change_least():

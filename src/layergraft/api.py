@@ -141,8 +141,9 @@ def compress(teacher: str, task: str | TaskSource | None = None, *, layers: int,
     and speed; the student, its manifest and results.json are saved to `out` (resumable).
     `options` are those of `layergraft.pipeline.compress.compress`: method, strategy, budget,
     seed, precision, device, distill, graft_options, analysis, training, refit_samples, pairs,
-    ood, speed, overwrite, allow_untrained_head, ...; `dry_run=True` runs nothing and returns
-    the run's status ("done", "stale" or "to do").
+    ood, speed, progressive_schedule ("per-stage" or "one": progressive's stages on one
+    optimizer and learning-rate curve), overwrite, allow_untrained_head, ...; `dry_run=True`
+    runs nothing and returns the run's status ("done", "stale" or "to do").
 
     `objective="embedding"` compresses a sentence-transformers model instead (`teacher` a
     sentence-transformers folder, 'minilm' or 'mpnet'), trained on the teacher's embeddings

@@ -210,7 +210,7 @@ HEAL_FLAGS = _options(
         "--heal-batch-size", help="Examples per healing step.")], 32),
 )
 
-# What else a compress run takes: refit, a fixed plan, what is measured.
+# What else a compress run takes: refit, a fixed plan, what is measured, progressive's schedule.
 RUN_FLAGS = _options(
     refit=(RefitOpt, 0),
     pairs=(PairsOpt, None),
@@ -218,6 +218,11 @@ RUN_FLAGS = _options(
         "--ood/--no-ood", help="Also score the task's out-of-domain sets.")], True),
     speed=(Annotated[bool, typer.Option(
         "--speed/--no-speed", help="Time the student against the teacher.")], True),
+    progressive_schedule=(Annotated[str, typer.Option(
+        "--progressive-schedule", help="How --strategy progressive trains its stages: "
+        "per-stage (each its own optimizer and learning-rate warm-up and decay) or one (one "
+        "optimizer and one curve over the whole budget; in compare, for its progressive "
+        "runs).")], "per-stage"),
 )
 
 
@@ -266,7 +271,8 @@ analysis_options = _option_group(ANALYSIS_FLAGS, _build_analysis, fills=("analys
 # graft: `graft_options` arrives as GraftOptions.
 graft_options = _option_group(GRAFT_FLAGS, _build_graft_options, fills=("graft_options",))
 # compress and compare: `options` arrives as the keyword arguments of `layergraft.compress`
-# (training, distill, graft_options, analysis, heal, refit_samples, pairs, ood, speed).
+# (training, distill, graft_options, analysis, heal, refit_samples, pairs, ood, speed,
+# progressive_schedule).
 compress_options = _option_group(
     [*DISTILL_FLAGS, *TRAINING_FLAGS, *GRAFT_FLAGS, *ANALYSIS_FLAGS, *HEAL_FLAGS, *RUN_FLAGS],
     _build_compress_options, fills=("options",))

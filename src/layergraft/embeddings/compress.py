@@ -44,7 +44,8 @@ def compress_embedding(
     cosine_weight: float = 0.0, pairs: str | None = None,
     eval_tasks: Sequence[str] = DEFAULT_EVAL_TASKS, cache_dir: str | os.PathLike | None = None,
     overwrite: bool = False, refit_samples: int = 0, heal=None, speed: bool = True,
-    dry_run: bool = False, replace_other_runs: bool = False, **ignored,
+    dry_run: bool = False, replace_other_runs: bool = False,
+    progressive_schedule: str = "per-stage", **ignored,
 ) -> dict:
     """Compress the sentence-transformers model `teacher` to `layers` layers; save the student
     to `out` and return the results record (also `out/results.json`).
@@ -75,7 +76,7 @@ def compress_embedding(
                               f"choose {' or '.join(STRATEGIES)}")
     if refit_samples:
         raise LayergraftError("--refit is not available with --objective embedding: use --heal")
-    check_request(method, strategy, pairs, heal)
+    check_request(method, strategy, pairs, heal, progressive_schedule)
     from layergraft.embeddings.model import read_folder
 
     path = resolve_model(teacher)

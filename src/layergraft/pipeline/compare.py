@@ -154,20 +154,31 @@ def grid_cells(teacher_path: str, task, out_dir: str | os.PathLike, runs: Sequen
     `replace_other_runs`."""
     from layergraft.data.tasks import as_source
     from layergraft.pipeline.runs import STALE
-    from layergraft.pipeline.strategies import check_request
+    from layergraft.pipeline.strategies import PER_STAGE, check_request
 
     if not runs:
         raise LayergraftError("nothing to compare: give at least one method and depth")
+    options = dict(options)
+    schedule = options.pop("progressive_schedule", PER_STAGE)
+    if schedule != PER_STAGE and all(key.strategy != "progressive" for key in runs):
+        raise LayergraftError(f"--progressive-schedule {schedule} is for progressive runs and "
+                              "this grid has none: add progressive to --graft-strategies or "
+                              "drop the option")
+
+    def schedule_of(key: RunKey) -> dict:  # the schedule is a setting of progressive runs only
+        return {"progressive_schedule": schedule} if key.strategy == "progressive" else {}
+
     for key in runs:
-        check_request(key.method, key.strategy, options.get("pairs"), options.get("heal"))
+        check_request(key.method, key.strategy, options.get("pairs"), options.get("heal"),
+                      **schedule_of(key))
     if compress is None:
         from layergraft.pipeline.compress import compress
     source = as_source(task) if task is not None else None
-    options = dict(options)
     full = Budget.parse(options.pop("budget", "3 epochs"))
     cells = [(key, dict(layers=key.layers, method=key.method, strategy=key.strategy,
                         seed=key.seed, budget=key.scaled(full),
-                        out_dir=Path(out_dir) / "runs" / key.name, **options)) for key in runs]
+                        out_dir=Path(out_dir) / "runs" / key.name, **options,
+                        **schedule_of(key))) for key in runs]
     if not options.get("dry_run") and not options.get("replace_other_runs"):
         stale = [key.name for key, cell in cells
                  if compress(teacher_path, source, **{**cell, "dry_run": True})["status"] == STALE]

@@ -50,6 +50,8 @@ from layergraft.pipeline.runs import (
     start_fresh_or_resume,
 )
 from layergraft.pipeline.strategies import (
+    ONE,
+    PER_STAGE,
     check_request,
     normalized_spans,
     steps_after_heal,
@@ -69,8 +71,9 @@ from layergraft.surgery.graft import graft_model
 from layergraft.surgery.manifest import Manifest
 from layergraft.surgery.methods import NEEDS_SCORES, GraftOptions
 from layergraft.surgery.plan import Plan
+from layergraft.surgery.recipes import unchanged_parameters
 from layergraft.training.attention import attention_teacher
-from layergraft.training.budget import Budget, split_steps
+from layergraft.training.budget import Budget, next_share
 from layergraft.training.calibrate import ReconstructionJudge, calibration_texts
 from layergraft.training.distill import (
     DistillConfig,
@@ -83,6 +86,7 @@ from layergraft.training.distill import (
 from layergraft.training.heal import HealConfig
 from layergraft.training.parallel import process_state
 from layergraft.training.replace import REPLACE, ScheduleCallback, unwrap, wrap
+from layergraft.training.schedule import OneSchedule
 from layergraft.training.train import TrainConfig, student_training, train
 from layergraft.utils import (
     cache_root,
@@ -121,6 +125,7 @@ def compress(
     replace_other_runs: bool = False,
     dry_run: bool = False,
     allow_untrained_head: bool = False,
+    progressive_schedule: str = PER_STAGE,
 ) -> dict:
     """Compress `teacher_path` to `layers` layers on `task`; save the student and results.
 
@@ -146,9 +151,12 @@ def compress(
     "out": ..., "settings": ...}`, what a call would do with `out_dir` (`runs.run_status`).
     A teacher whose classification head was never trained is refused unless
     `allow_untrained_head` (it needs `layergraft finetune` first).
+    `progressive_schedule` "one" trains progressive's stages on one optimizer and one
+    learning-rate curve over the whole budget instead of one of each per stage
+    (`layergraft.training.schedule`); it is part of the run's settings.
     """
     heal = heal or HealConfig()
-    check_request(method, strategy, pairs, heal)
+    check_request(method, strategy, pairs, heal, progressive_schedule)
     untrained_head(teacher_path, allow_untrained_head)  # refused before anything else
     source = as_source(task)
     run = _Run(teacher_path=str(teacher_path), source=source, layers=int(layers), method=method,
@@ -159,7 +167,8 @@ def compress(
                training=training or student_training(), out=Path(out_dir),
                cache=cache_root(cache_dir), speed=speed, ood=ood, progress=progress,
                refit_samples=refit_samples, heal=heal, pairs=normalized_spans(pairs),
-               allow_untrained_head=allow_untrained_head)
+               allow_untrained_head=allow_untrained_head,
+               progressive_schedule=progressive_schedule)
     if dry_run:
         return {"status": run_status(run), "out": str(run.out), "settings": run.settings()}
     state = process_state(run.runtime)
@@ -199,6 +208,7 @@ class _Run:
     heal: HealConfig = HealConfig()
     pairs: str | None = None
     allow_untrained_head: bool = False  # a gate, not a setting: no part of the run's identity
+    progressive_schedule: str = PER_STAGE
 
     def settings(self) -> dict:
         """What identifies the run: a finished run with equal settings is not redone."""
@@ -224,6 +234,8 @@ class _Run:
                 **({"pairs": self.pairs} if self.pairs else {}),
                 **({"heal": self.heal.to_dict()} if self.heal.steps else {}),
                 **({"replace": REPLACE.to_dict()} if self.strategy == "replace" else {}),
+                **({"progressive_schedule": self.progressive_schedule}
+                   if self.progressive_schedule != PER_STAGE else {}),
                 **({} if self.ood else {"ood": False})}
 
     def execute(self, state: PartialState) -> dict:
@@ -357,36 +369,49 @@ class _Context:
                           is_main=self.state.is_main_process)
 
     def progressive(self, analysis: Analysis, manifest: Manifest, total: int):
-        """Merge one pair at a time (most similar first), distilling after each merge."""
+        """Merge one pair at a time (most similar first), distilling after each merge.
+
+        Each stage gets its share of `total` (`next_share`), so all stages together take
+        exactly the steps `distill` gets; with the `one` schedule a stage starts where the
+        previous one stopped, on one curve with one optimizer (`OneSchedule`)."""
         model, run = self.teacher, self.run
-        depth = num_layers(model.config)
-        shares = split_steps(total, depth - run.layers)
+        schedule = OneSchedule(total) if run.progressive_schedule == ONE else None
         stages = []
         # Methods that ignore importance only need the (forward-only) similarity.
         again = (run.analysis if run.method in NEEDS_SCORES
                  else replace(run.analysis, importance="weight"))
-        for share, target in zip(shares, range(depth - 1, run.layers - 1, -1), strict=True):
+        for target in range(num_layers(model.config) - 1, run.layers - 1, -1):
             saved = run.out / PROGRESSIVE / f"{target}-layers"
             if holds_model(saved):  # finished by an interrupted earlier call
                 model, _ = load_classifier(str(saved))
                 model.to(self.state.device)
                 manifest = Manifest.load(saved)
                 stages.append(json.loads((saved / "stage.json").read_text()))
+                schedule = OneSchedule.load(saved) if schedule else None
                 continue
             if model is not self.teacher:
                 analysis = self.measure(model, again)
             model, manifest = self.surgery(model, manifest, target, analysis)
-            stage = self.train_stage(model, manifest, share, run.out / CHECKPOINTS / saved.name)
+            taken = schedule.offset if schedule else sum(s["steps"] for s in stages)
+            share = next_share(total, taken, target - run.layers + 1)
+            if schedule:
+                schedule.follow(unchanged_parameters(model, manifest.steps[-1].recipes))
+            stage = self.train_stage(model, manifest, share, run.out / CHECKPOINTS / saved.name,
+                                     schedule)
             model = stage.pop("model")
             stages.append(stage)
-            if self.state.is_main_process:
-                save_model(model, self.tokenizer, saved, manifest=manifest, overwrite=True)
+            if self.state.is_main_process:  # the model last: it marks the stage finished
                 write_json_atomic(saved / "stage.json", stage)
+                if schedule:
+                    schedule.save(saved)
+                save_model(model, self.tokenizer, saved, manifest=manifest, overwrite=True)
             self.state.wait_for_everyone()
         return model, manifest, stages
 
-    def train_stage(self, student, manifest: Manifest, steps: int, output_dir: Path) -> dict:
-        """The one training code path of every method and strategy."""
+    def train_stage(self, student, manifest: Manifest, steps: int, output_dir: Path,
+                    schedule: OneSchedule | None = None) -> dict:
+        """The one training code path of every method and strategy (`schedule`: a stage of
+        progressive's one schedule)."""
         run = self.run
         loss_fn = None
         if run.strategy != "finetune":
@@ -407,7 +432,7 @@ class _Context:
             groups = Plan.from_dict(manifest.steps[-1].plan).groups
             callbacks = [ScheduleCallback(wrap(student, self.teacher, groups), REPLACE, steps)]
         result = train(student, self.tokenizer, self.encoded, config, loss_fn=loss_fn,
-                       callbacks=callbacks, spec=self.task.spec)
+                       callbacks=callbacks, spec=self.task.spec, schedule=schedule)
         return {"model": unwrap(result.model), "layers": num_layers(student.config), "steps": steps,
                 "global_step": result.global_step, "seconds": round(result.train_seconds, 2),
                 "dev": result.metrics}

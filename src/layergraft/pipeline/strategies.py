@@ -9,6 +9,10 @@
   turns inside the teacher, the new layer ever more often, then the compact student alone
   (`layergraft.training.replace`), all distilled within the same budget.
 
+Progressive's stages are, by default (`per-stage`), trainings of their own, each with its
+own optimizer and learning-rate warm-up and decay; `--progressive-schedule one` runs them on
+one optimizer and one curve over the whole budget instead (`layergraft.training.schedule`).
+
 Healing (`--heal`) can precede the training of any one-shot strategy; its cost comes out of
 the same budget, so every method and strategy is compared at equal compute.
 """
@@ -22,15 +26,27 @@ from layergraft.training.heal import HealConfig
 STRATEGIES = ("none", "heal", "finetune", "distill", "progressive", "replace")
 # what `compare` runs for graft unless told: `heal` needs a number of healing steps
 GRAFT_GRID = ("none", "finetune", "distill", "progressive")
+# how progressive's stages train: each its own optimizer and curve (the default), or one
+PER_STAGE, ONE = "per-stage", "one"
+PROGRESSIVE_SCHEDULES = (PER_STAGE, ONE)
 
 
 def check_request(method: str, strategy: str, pairs: str | None = None,
-                  heal: HealConfig | None = None) -> None:
-    """Refuse an unknown method or strategy, and a fixed plan (`pairs`) where none applies:
-    progressive picks one pair at a time, and the drop-* methods pick their own layers."""
+                  heal: HealConfig | None = None,
+                  progressive_schedule: str = PER_STAGE) -> None:
+    """Refuse an unknown method or strategy, a fixed plan (`pairs`) where none applies
+    (progressive picks one pair at a time, and the drop-* methods pick their own layers), and
+    a progressive schedule other than the default for a run without stages."""
     if strategy not in STRATEGIES:
         raise LayergraftError(f"unknown strategy '{strategy}': choose one of "
                               f"{', '.join(STRATEGIES)}")
+    if progressive_schedule not in PROGRESSIVE_SCHEDULES:
+        raise LayergraftError(f"unknown progressive schedule '{progressive_schedule}': choose "
+                              f"{' or '.join(PROGRESSIVE_SCHEDULES)}")
+    if progressive_schedule != PER_STAGE and strategy != "progressive":
+        raise LayergraftError(f"--progressive-schedule {progressive_schedule} is for the "
+                              f"stages of --strategy progressive; strategy '{strategy}' has "
+                              "none: drop the option or use --strategy progressive")
     get_method(method)
     steps = heal.steps if heal else 0
     if strategy == "heal" and not steps:

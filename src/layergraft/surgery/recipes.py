@@ -16,7 +16,7 @@ import torch
 from transformers import PreTrainedModel
 
 from layergraft.errors import LayergraftError
-from layergraft.surgery.arch import ArchSpec, encoder_layers, num_heads, spec_for
+from layergraft.surgery.arch import ArchSpec, encoder_layers, ffn_width, num_heads, spec_for
 
 Unit = tuple[int, int]  # (source layer, index within that layer)
 
@@ -108,6 +108,28 @@ def apply_recipes(
         )
     new_model.train(model.training)
     return new_model
+
+
+def unchanged_parameters(model: PreTrainedModel, recipes: Sequence[LayerRecipe],
+                         spec: ArchSpec | None = None) -> dict[str, str]:
+    """Each parameter of `model` (built by `apply_recipes` from `recipes`) that surgery copied
+    unchanged, with its name in the input model: everything outside the encoder layers, and
+    every layer a recipe keeps whole. What depends on the weights, not the surgery (an
+    optimizer's moments), can follow these; a merged layer's parameters are new."""
+    spec = spec or spec_for(model)
+    prefix = _layers_prefix(model, encoder_layers(model, spec))
+    heads, width = num_heads(model.config), ffn_width(model, spec)
+    kept = {index: recipe.sources[0] for index, recipe in enumerate(recipes)
+            if recipe == keep_recipe(recipe.sources[0], heads, width)}
+    names = {}
+    for name, _ in model.named_parameters():
+        if not name.startswith(prefix):
+            names[name] = name
+            continue
+        index, rest = name[len(prefix):].split(".", 1)
+        if int(index) in kept:
+            names[name] = f"{prefix}{kept[int(index)]}.{rest}"
+    return names
 
 
 def _layers_prefix(model: PreTrainedModel, layers: torch.nn.ModuleList) -> str:

@@ -2,7 +2,7 @@
 
 One definition in optimizer steps is what keeps comparisons fair: `compress` turns a budget
 into steps with the global batch, and `progressive` shares exactly those steps among its
-merges (`split_steps`).
+merges (`split_steps`, one stage at a time by `next_share`).
 """
 
 from __future__ import annotations
@@ -58,3 +58,11 @@ def split_steps(total: int, parts: int) -> list[int]:
                               f"stages: give at least {parts} steps")
     base, extra = divmod(total, parts)
     return [base + (1 if i >= parts - extra else 0) for i in range(parts)]
+
+
+def next_share(total: int, taken: int, stages_left: int) -> int:
+    """The steps of the next of `stages_left` stages once `taken` of `total` are spent: its
+    even share of what is left (stage by stage, the shares of `split_steps`), so the last
+    stage gets all that is left and no step is lost to rounding or to a stage stopped
+    early."""
+    return split_steps(total - taken, stages_left)[0]

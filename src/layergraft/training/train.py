@@ -50,6 +50,7 @@ from layergraft.data.metrics import METRICS, compute_metrics
 from layergraft.data.tasks import Task, TaskSpec, check_model_fits
 from layergraft.errors import LayergraftError
 from layergraft.runtime import Runtime
+from layergraft.training.schedule import OneSchedule
 
 LossFn = Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor]
 
@@ -163,15 +164,34 @@ class TrainResult:
 class TaskTrainer(Trainer):
     """A Trainer that keeps ``example_id`` away from ``model.forward`` and, when given a
     ``loss_fn``, trains on it instead of the model's own loss (evaluation always reports the
-    model's task loss, so dev metrics mean the same for every loss)."""
+    model's task loss, so dev metrics mean the same for every loss). With a ``schedule``
+    (`layergraft.training.schedule.OneSchedule`) its run is one stage of a longer one: the
+    optimizer inherits that run's state and the learning rate follows that run's curve (a
+    checkpoint resumed within the stage then restores both as usual)."""
 
     # compute_loss returns a per-batch mean; the Trainer must divide it for accumulation.
     loss_is_scaled_for_ga = False
 
-    def __init__(self, *args, loss_fn: LossFn | None = None, **kwargs) -> None:
+    def __init__(self, *args, loss_fn: LossFn | None = None,
+                 schedule: OneSchedule | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.loss_fn = loss_fn
+        self.schedule = schedule
         self.model_accepts_loss_kwargs = False  # no token-count rescaling of sentence losses
+
+    def create_optimizer(self, model=None):
+        fresh = self.optimizer is None
+        optimizer = super().create_optimizer(model)
+        if fresh and self.schedule is not None:
+            self.schedule.seed(optimizer, self.model)
+        return optimizer
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        if self.schedule is None or self.lr_scheduler is not None:
+            return super().create_scheduler(num_training_steps, optimizer)
+        self.lr_scheduler = self.schedule.scheduler(
+            optimizer or self.optimizer, self.args.get_warmup_steps(self.schedule.total))
+        return self.lr_scheduler
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.loss_fn is not None and model.training and not return_outputs:
@@ -194,6 +214,7 @@ def train(
     callbacks: Sequence[TrainerCallback] = (),
     *,
     spec: TaskSpec | None = None,
+    schedule: OneSchedule | None = None,
 ) -> TrainResult:
     """Train ``model`` on the train split, evaluating on dev, and return it with the best
     dev checkpoint's weights loaded.
@@ -202,6 +223,8 @@ def train(
     ``loss_fn(model, batch)`` gets the whole batch, ``labels`` and ``example_id`` included, and
     returns the loss to minimise (default: the model's own task loss). Under data parallelism
     ``model`` there is the wrapped model: call it, don't reach into its attributes.
+    ``schedule`` makes this run one stage of a longer one (`TaskTrainer`); it then holds where
+    the next stage starts and what it inherits.
     """
     if isinstance(task, Task):
         spec = task.spec
@@ -225,7 +248,7 @@ def train(
     trainer = TaskTrainer(
         model=model, args=args, train_dataset=encoded["train"], eval_dataset=encoded["dev"],
         data_collator=collator(tokenizer), compute_metrics=score,
-        callbacks=[*stopping, *callbacks], loss_fn=loss_fn,
+        callbacks=[*stopping, *callbacks], loss_fn=loss_fn, schedule=schedule,
     )
     if not config.progress:
         trainer.remove_callback(PrinterCallback)
@@ -234,6 +257,8 @@ def train(
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=last)
     seconds = time.perf_counter() - start
+    if schedule is not None:
+        schedule.finish(trainer.state.global_step, trainer.optimizer, trainer.model)
     final = trainer.predict(encoded["dev"]).metrics  # scores the loaded best weights, unlogged
     metrics = {name: float(final[f"test_{name}"]) for name in spec.metrics}
     return TrainResult(model=trainer.model, metrics=metrics, global_step=trainer.state.global_step,
