@@ -72,8 +72,8 @@ Retention = student / teacher on the same split; agreement = share of the teache
 predicted classes the student reproduces (Pearson with the teacher for regression)."""
 
 
-# rows of the dev-only ablation scripts (graft_ablation.py, heal_ablation.py)
-ABLATION_FILES = ("ablations.json", "heal_ablations.json")
+# rows of the dev-only ablation scripts (graft_ablation.py, lever_ablation.py)
+ABLATION_FILES = ("ablations.json", "heal_ablations.json", "lever_ablations.json")
 
 
 def write(results: Path, markdown: Path) -> Path:
@@ -299,12 +299,15 @@ def _ablations(rows: Sequence[Mapping]) -> list[str]:
     parts = ["## Ablations (what was tried to meet the targets; chosen on dev)"]
     if not rows:
         return parts + ["None recorded yet (benchmarks/results/ablations.json)."]
-    # one table per precision, never mixed (rows from before precisions were recorded: bf16)
-    by_precision: dict[str, list[Mapping]] = {}
+    # one table per precision and teacher, never mixed (rows from before precisions were
+    # recorded: bf16; from before teachers were: the teacher of their session)
+    groups: dict[tuple, list[Mapping]] = {}
     for row in rows:
-        by_precision.setdefault(row.get("precision", "bf16"), []).append(row)
-    for precision, group in by_precision.items():
-        parts += [f"### Ablations in {precision}", _ablation_table(group)]
+        key = (row.get("precision", "bf16"), row.get("teacher_content"))
+        groups.setdefault(key, []).append(row)
+    for (precision, teacher), group in groups.items():
+        title = f"### Ablations in {precision}" + (f", teacher {teacher[:12]}" if teacher else "")
+        parts += [title, _ablation_table(group)]
     return parts
 
 
