@@ -74,6 +74,11 @@ predicted classes the student reproduces (Pearson with the teacher for regressio
 
 # rows of the dev-only ablation scripts (graft_ablation.py, lever_ablation.py)
 ABLATION_FILES = ("ablations.json", "heal_ablations.json", "lever_ablations.json")
+ABLATION_COMMANDS = {"healing": "python benchmarks/lever_ablation.py --set healing",
+                     "levers": "python benchmarks/lever_ablation.py --set levers",
+                     "surgery only: graft options": "python benchmarks/surgery_ablation.py",
+                     "surgery only: least-squares refit": "python benchmarks/surgery_ablation.py"}
+GRAFT_ABLATION_COMMAND = "python benchmarks/graft_ablation.py"  # every other ablation
 
 
 def write(results: Path, markdown: Path) -> Path:
@@ -307,7 +312,11 @@ def _ablations(rows: Sequence[Mapping]) -> list[str]:
         groups.setdefault(key, []).append(row)
     for (precision, teacher), group in groups.items():
         title = f"### Ablations in {precision}" + (f", teacher {teacher[:12]}" if teacher else "")
-        parts += [title, _ablation_table(group)]
+        commands = dict.fromkeys(ABLATION_COMMANDS.get(r["ablation"], GRAFT_ABLATION_COMMAND)
+                                 for r in group)
+        made_by = "Made by " + "; ".join(f"`{c}`" for c in commands) + " (each script's " \
+            "--help names its cells, depths and seeds)."
+        parts += [title, made_by, _ablation_table(group)]
     return parts
 
 
