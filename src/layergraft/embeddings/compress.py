@@ -67,7 +67,7 @@ def compress_embedding(
     from layergraft.pipeline.strategies import check_request, normalized_spans
     from layergraft.runtime import Runtime
     from layergraft.scoring.analysis import AnalysisSettings
-    from layergraft.surgery.methods import GraftOptions
+    from layergraft.surgery.methods import TAKES_OPTIONS, GraftOptions
     from layergraft.training.budget import Budget
     from layergraft.utils import content_fingerprint
 
@@ -95,7 +95,7 @@ def compress_embedding(
         "layers": int(layers), "method": method, "strategy": strategy, "seed": seed,
         "precision": runtime.precision,
         "budget": str(budget) if strategy == "distill" else None,
-        "graft_options": options.to_dict() if method in ("graft", "random") else None,
+        "graft_options": options.to_dict() if method in TAKES_OPTIONS else None,
         "analysis": ({"importance": analysis.importance, "samples": analysis.samples,
                       "normalize": analysis.normalize} if method in NEEDS_ANALYSIS else None),
         "training": config.to_dict() if strategy == "distill" else None,

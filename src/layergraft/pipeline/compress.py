@@ -69,7 +69,7 @@ from layergraft.scoring.analysis import (
 from layergraft.surgery.arch import num_layers
 from layergraft.surgery.graft import graft_model
 from layergraft.surgery.manifest import Manifest
-from layergraft.surgery.methods import NEEDS_SCORES, GraftOptions
+from layergraft.surgery.methods import NEEDS_SCORES, TAKES_OPTIONS, GraftOptions
 from layergraft.surgery.plan import Plan
 from layergraft.surgery.recipes import unchanged_parameters
 from layergraft.training.attention import attention_teacher
@@ -225,7 +225,7 @@ class _Run:
                 "precision": self.runtime.precision,
                 "budget": str(self.budget) if trains else None,
                 "distill": self.distill.to_dict() if distils else None,
-                "graft_options": self.options.to_dict() if self.method in ("graft", "random")
+                "graft_options": self.options.to_dict() if self.method in TAKES_OPTIONS
                 else None,
                 "analysis": {k: v for k, v in asdict(self.analysis).items() if k != "progress"},
                 "training": training if trains else None,
