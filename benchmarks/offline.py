@@ -160,7 +160,16 @@ def run_stage(suite: Suite, stage: str, store: Store, remeasure: bool = False) -
     if stage == "embeddings":  # its own rows file: benchmarks/results/embeddings.json
         import embeddings
 
+        from layergraft.assets import mpnet_path
+        from layergraft.errors import LayergraftError
+
         embeddings.run_stage("minilm")
+        try:  # the 12-layer model is fetched on request only (`layergraft assets mpnet`)
+            mpnet_path()
+        except LayergraftError as missing:
+            print(f"embeddings: the mpnet part is skipped: {missing}")
+        else:
+            embeddings.run_stage("mpnet")
         return
     run_planned(suite, plan_stage(stage, store.rows), store)
 
