@@ -129,12 +129,15 @@ def _at_least(name: str, entry, field: str, needed: float) -> list[str]:
 def _above(name: str, graft, recipe, field: str, seeds: int = 3) -> list[str]:
     """graft's mean above the recipe's by more than the combined seed std (sqrt of the sum
     of the variances); one seed each where `seeds` is 1 (then: simply above)."""
+    needed = "gap > combined std" if seeds > 1 else "above (1 seed each)"
     if graft is None or recipe is None or min(graft["n"], recipe["n"]) < seeds:
-        return [name, "gap > combined std", "—", NOT_MEASURED]
+        return [name, needed, "—", NOT_MEASURED]
     gap = graft[field] - recipe[field]
+    if seeds == 1:
+        return [name, needed, f"gap {100 * gap:+.2f} points", MET if gap > 0 else MISSED]
     spread = math.hypot(graft.get(f"{field}_std") or 0.0, recipe.get(f"{field}_std") or 0.0)
-    return [name, "gap > combined std", f"gap {100 * gap:+.2f} vs std {100 * spread:.2f} "
-            "points", MET if gap > spread else MISSED]
+    return [name, needed, f"gap {100 * gap:+.2f} vs std {100 * spread:.2f} points",
+            MET if gap > spread else MISSED]
 
 
 def _status(value, met: bool) -> str:
