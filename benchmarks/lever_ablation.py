@@ -90,6 +90,8 @@ LEVERS: Mapping[str, Cell] = {
     "graft chosen by reconstruction, surgery only": Cell("graft", "none", 0, options=CHOSEN),
     "graft chosen by reconstruction, distill 1/4": Cell("graft", "distill", 0, budget=0.25,
                                                         options=CHOSEN),
+    "graft chosen by reconstruction, distill 1/4 + attention 1.0": Cell(
+        "graft", "distill", 0, budget=0.25, options=CHOSEN, distill=ATTENTION),
     "graft, progressive 1/4": Cell("graft", "progressive", 0, budget=0.25),
     "graft, progressive 1/4, one schedule": Cell("graft", "progressive", 0, budget=0.25,
                                                  progressive_schedule="one"),

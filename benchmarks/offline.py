@@ -74,6 +74,17 @@ class Suite:
     model: str = "minilm"  # the built-in model every teacher is fine-tuned from
     group_by_length: bool = False  # students and teachers on length-grouped batches
     full_budget: str = FULL_BUDGET
+    # What a run measures beyond dev and test. The defaults measure everything everywhere; a
+    # costly suite can leave out-of-domain sets to trained runs and time only some methods
+    # (every run of a method at one depth has the same shape, hence the same speed).
+    ood_after_surgery: bool = True
+    timed_methods: tuple[str, ...] | None = None  # trained runs of these; None: every run
+
+    def measures(self, key: RunKey) -> dict[str, bool]:
+        """compress's `speed` and `ood` flags for one run."""
+        trained = key.strategy != "none"
+        timed = self.timed_methods is None or (trained and key.method in self.timed_methods)
+        return {"speed": timed, "ood": trained or self.ood_after_surgery}
 
     def teacher(self, task: str) -> Path:
         return self.work / "teachers" / task
@@ -117,7 +128,8 @@ def suite_rows(record: Mapping, planned: Planned, run_dir: Path) -> list[dict]:
              "steps": record["train"]["budget_steps"],
              "trained_steps": sum(s.get("global_step", s["steps"]) for s in stages),
              "teacher_layers": record["teacher"]["layers"],
-             "size_bytes": safetensors_size(run_dir), "run_seconds": record.get("seconds")}
+             "size_bytes": safetensors_size(run_dir), "run_seconds": record.get("seconds"),
+             "peak_rss_bytes": record["train"].get("peak_rss_bytes")}
     return [{**row, **extra} for row in record_rows(record, planned.key.budget)]
 
 
@@ -195,7 +207,7 @@ def run_one(suite: Suite, planned: Planned, teacher: str, store: Store) -> None:
                           budget=key.scaled(Budget.parse(suite.full_budget)), out_dir=out,
                           precision=suite.precision, cache_dir=suite.work / "cache",
                           training=student_training(group_by_length=suite.group_by_length),
-                          replace_other_runs=True)
+                          replace_other_runs=True, **suite.measures(key))
     except Exception as error:  # recorded in offline.json and BENCHMARKS.md
         traceback.print_exc()
         store.put([{"kind": "failure", "stage": planned.stage, "task": task, "run": key.name,

@@ -3,6 +3,7 @@ page and --dry-run, on synthetic compress records. Nothing here trains."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -357,3 +358,28 @@ def test_the_speed_stage_times_teacher_and_students_together(tmp_path, monkeypat
     assert {(r["layers"], r["batch"]) for r in rows} == {(2, 32), (2, 1), (1, 32), (1, 1)}
     assert all(r["kind"] == "speed" and r["speed_up"] > 0 for r in rows)
     assert {r["ideal"] for r in rows} == {model.config.num_hidden_layers / n for n in (2, 1)}
+
+
+def test_a_costly_suite_scores_surgery_without_ood_and_times_only_trained_grafts(tmp_path,
+                                                                                 monkeypatch):
+    import mpnet
+
+    asked = {}
+
+    def fake_compress(teacher, task, *, layers, method, strategy, seed, speed, ood, **kwargs):
+        asked[RunKey(method, strategy, layers, seed).name] = (speed, ood)
+        return record(task, method, strategy, layers, seed=seed)
+
+    monkeypatch.setattr(offline, "compress", fake_compress)
+    monkeypatch.setattr(offline, "ensure_teacher", lambda *args: "teacher")
+    suite = dataclasses.replace(mpnet.SUITE, work=tmp_path / "work", results=tmp_path / "m.json")
+    store = offline.Store(suite.results)
+    for stage in ("M0", "M1"):
+        offline.run_planned(suite, mpnet.plan(stage, store.rows), store)
+    assert asked["L6-graft-none-s0"] == asked["L6-drop-top-none-s0"] == (False, False)
+    assert asked["L4-drop-top-distill-s0"] == (False, True)
+    assert len(asked) == 6 * 4 + 5 * 4
+    assert all(p.pending for p in mpnet.plan("M2", store.rows)) == (mpnet.GRAFT_STRATEGY is None)
+    # the default suite measures everything on every run
+    assert offline.Suite().measures(RunKey("drop-top", "none", 3)) == {"speed": True, "ood": True}
+    assert mpnet.SUITE.measures(RunKey("graft", "distill", 3)) == {"speed": True, "ood": True}

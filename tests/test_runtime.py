@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 import torch
@@ -145,3 +146,17 @@ def test_a_teacher_retrained_into_the_same_folder_never_returns_old_results(tmp_
     again = compress(teacher, task, out_dir=tmp_path / "run", overwrite=True, **options)
     assert again["teacher"]["fingerprint"] != first["teacher"]["fingerprint"]
     assert again["settings"]["teacher_content"] != first["settings"]["teacher_content"]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the peak window is Linux's VmHWM")
+def test_peak_memory_is_measured_from_the_last_reset_not_the_process_start():
+    cpu = Runtime(torch.device("cpu"), "fp32")
+    big = b"\x01" * 1_500_000_000  # every page written, so resident
+    before = cpu.peak_memory()["peak_rss_bytes"]
+    del big
+    cpu.reset_peak_memory()
+    after = cpu.peak_memory()["peak_rss_bytes"]
+    assert after < before - 1_000_000_000  # the buffer's peak is forgotten
+    held = torch.ones(50_000_000)  # 200 MB
+    assert cpu.peak_memory()["peak_rss_bytes"] >= after + 150_000_000
+    del held

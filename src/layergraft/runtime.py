@@ -124,3 +124,27 @@ class Runtime:
         if self.device.type == "cpu":
             data["cpu_capability"] = cpu_capability()
         return data
+
+    def reset_peak_memory(self) -> None:
+        """Start a new peak-memory window, so that `peak_memory()` measures one run even in a
+        process that has run others (Linux resets the peak RSS when 5 is written to
+        /proc/self/clear_refs; elsewhere the window is the process's life)."""
+        with contextlib.suppress(OSError):
+            _CLEAR_REFS.write_text("5")
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    def peak_memory(self) -> dict:
+        """Peak resident memory of the process since `reset_peak_memory` (bytes; Linux only),
+        and on CUDA the peak of memory allocated by torch."""
+        data = {}
+        with contextlib.suppress(OSError):
+            found = re.search(r"VmHWM:\s+(\d+) kB", _STATUS.read_text())
+            if found:
+                data["peak_rss_bytes"] = int(found.group(1)) * 1024
+        if self.device.type == "cuda":
+            data["peak_cuda_bytes"] = torch.cuda.max_memory_allocated(self.device)
+        return data
+
+
+_STATUS, _CLEAR_REFS = Path("/proc/self/status"), Path("/proc/self/clear_refs")

@@ -240,6 +240,7 @@ class _Run:
 
     def execute(self, state: PartialState) -> dict:
         start = time.perf_counter()
+        self.runtime.reset_peak_memory()
         task = self.source.load()
         teacher, tokenizer = load_for_task(self.teacher_path, task,
                                            allow_untrained_head=self.allow_untrained_head)
@@ -284,7 +285,7 @@ class _Run:
                   "train": {"budget": str(self.budget), "budget_steps": budget_steps,
                             "steps": sum(s["steps"] for s in stages),
                             "seconds": round(sum(s["seconds"] for s in stages), 2),
-                            "stages": stages},
+                            "stages": stages, **self.runtime.peak_memory()},
                   "heal": healed,
                   **({"choice": choices} if choices else {}),
                   "analysis_seconds": round(analysis_seconds, 2),
