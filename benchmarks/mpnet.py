@@ -37,68 +37,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import measure
+import render
+from mpnet_plan import FULL_BUDGET, STAGES, TASK, plan
 from offline import ROOT, Store, Suite, of_kind, run_planned
 from stagecli import plan_line, stage_parser
-from stages import Planned, dev_retention
 
-from layergraft.pipeline.compare import RunKey
 from layergraft.pipeline.finetune import RESULTS_NAME as TEACHER_RESULTS
 from layergraft.pipeline.runs import RESULTS_NAME
 
-TASK = "movie-sentiment"
-DEPTHS = (6, 4, 3, 2)
-BASELINES = ("drop-alternate", "drop-top", "drop-similar", "random", "average")
-METHODS = ("graft", *BASELINES)
-GRAFT_STRATEGY: str | None = None  # set once issue 13's ablations have chosen it on dev
-CURVE_BUDGETS = (0.25, 0.125, 0.5)
-SEEDED_DEPTHS, EXTRA_SEEDS = (6, 3), (1, 2)
-STAGES = {
-    "M0": "surgery only: every method at 6, 4, 3 and 2 layers",
-    "M1": "every baseline distilled with the full budget at every depth",
-    "M2": "graft with its best strategy at every depth",
-    "M3": "budget curve at 6 layers: graft and the strongest baseline",
-    "M4": "seeds 1 and 2 for graft and the strongest baseline at 6 and 3 layers",
-}
-FULL_BUDGET = "1 epoch"  # of distillation; why one, not the MiniLM suite's three: see above
 SUITE = Suite(work=ROOT / "benchmarks" / "work" / "mpnet",
               results=ROOT / "benchmarks" / "results" / "mpnet.json",
               markdown=ROOT / "benchmarks" / "results" / "mpnet.md",
               model="mpnet", group_by_length=True, full_budget=FULL_BUDGET,
               ood_after_surgery=False, timed_methods=("graft",))
-
-
-def strongest_baseline(rows: Sequence[dict], layers: int) -> str | None:
-    """The distilled baseline with the best dev accuracy retention at the full budget."""
-    scores = {m: dev_retention(rows, TASK, layers, m, "distill") for m in BASELINES}
-    if any(v is None for v in scores.values()):
-        return None
-    return max(scores, key=lambda m: scores[m])
-
-
-def plan(stage: str, rows: Sequence[dict]) -> list[Planned]:
-    if stage == "M0":
-        return [Planned(stage, TASK, RunKey(m, "none", n)) for n in DEPTHS for m in METHODS]
-    if stage == "M1":
-        return [Planned(stage, TASK, RunKey(m, "distill", n)) for n in DEPTHS for m in BASELINES]
-    waiting = None if GRAFT_STRATEGY else "graft's strategy (issue 13)"
-    graft = RunKey("graft", GRAFT_STRATEGY or "<best strategy>", 6)
-    if stage == "M2":
-        return [Planned(stage, TASK, RunKey("graft", graft.strategy, n), waiting)
-                for n in DEPTHS]
-    planned = []
-    depths = (6,) if stage == "M3" else SEEDED_DEPTHS
-    for layers in depths:
-        rival = strongest_baseline(rows, layers)
-        pending = waiting or (None if rival else f"the M1 baselines at {layers} layers")
-        configs = (("graft", graft.strategy), (rival or "<strongest baseline>", "distill"))
-        for method, strategy in configs:
-            if stage == "M3":
-                planned += [Planned(stage, TASK, RunKey(method, strategy, layers, 0, b), pending)
-                            for b in CURVE_BUDGETS]
-            else:
-                planned += [Planned(stage, TASK, RunKey(method, strategy, layers, s), pending)
-                            for s in EXTRA_SEEDS]
-    return planned
 
 
 def dry_run(stages: Sequence[str], rows: Sequence[dict]) -> str:
@@ -123,6 +74,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     for stage in stages:
         run_planned(SUITE, plan(stage, store.rows), store)
         store.put([measure.environment()], of_kind("environment"))
+        render.write(Suite().results, Suite().markdown)  # BENCHMARKS.md's 12-layer section
 
 
 if __name__ == "__main__":

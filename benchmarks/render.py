@@ -22,6 +22,7 @@ from pathlib import Path
 
 import deploy
 import embedding_section
+import mpnet_section
 import targets
 from measure import SPEED_REPEATS
 from stages import (
@@ -88,19 +89,21 @@ def write(results: Path, markdown: Path) -> Path:
              for row in json.loads(results.with_name(name).read_text())]
     figures = results.parent / "figures"
     text = render(rows, extra, figures, os.path.relpath(figures, markdown.parent),
-                  embedding_section.section(results.with_name("embeddings.json")))
+                  mpnet_section.section(results.with_name("mpnet.json"))
+                  + embedding_section.section(results.with_name("embeddings.json")))
     write_bytes_atomic(markdown, text.encode())
     return markdown
 
 
 def render(rows: Sequence[Mapping], ablations: Sequence[Mapping], figures: Path,
-           link: str, embeddings: Sequence[str] = ()) -> str:
+           link: str, sections: Sequence[str] = ()) -> str:
+    """The page; `sections` (the 12-layer and embedding suites') go after the pipeline's."""
     parts = ["# layergraft benchmarks: the offline suite", INTRO]
     parts += _targets(rows) + _environment(rows) + _teachers(rows)
     for task in TASKS:
         parts += _task(rows, task, figures, link)
     parts += _speed(rows) + [deploy.section(figures.parent, link)]
-    parts += _pipeline(rows) + list(embeddings) + _ablations(ablations) + _failures(rows)
+    parts += _pipeline(rows) + list(sections) + _ablations(ablations) + _failures(rows)
     return "\n\n".join(parts) + "\n"
 
 

@@ -105,7 +105,7 @@ def evaluate(rows: Sequence[Mapping]) -> list[Check]:
             scope = f"{task}, {layers} layer{'s' if layers > 1 else ''}"
             checks += [_quality(res, task, layers, scope), _compute(res, task, layers, scope),
                        _depth(res, task, layers, scope), _fidelity(res, task, layers, scope)]
-    checks += _speed(rows) + _pipeline(rows)
+    checks += speed_checks(rows) + _pipeline(rows)
     order = list(TARGETS)
     return sorted(checks, key=lambda c: order.index(c.target))
 
@@ -121,25 +121,36 @@ def overall(checks: Sequence[Check]) -> dict[str, str]:
 
 
 def _quality(res: Results, task: str, layers: int, scope: str) -> Check:
-    needed = f"≥ {QUALITY[layers]:.0%}"
-    entry = res.best(task, "test", "graft", layers)
-    if entry is None:
+    return quality_verdict(scope, res.best(task, "test", "graft", layers), QUALITY[layers])
+
+
+def quality_verdict(scope: str, graft: Mapping | None, share: float) -> Check:
+    """graft's mean test retention against the share of the teacher it must keep."""
+    needed = f"≥ {100 * share:g}%"
+    if graft is None:
         return Check("quality", scope, needed, "graft's grid not finished", NOT_MEASURED)
-    status = MET if entry["retention_mean"] >= QUALITY[layers] else MISSED
-    return Check("quality", scope, needed, describe(entry), status)
+    return Check("quality", scope, needed, describe(graft),
+                 MET if graft["retention_mean"] >= share else MISSED)
 
 
 def _compute(res: Results, task: str, layers: int, scope: str) -> Check:
     configs = curve_configs(res.rows, task, layers)
     base = res.get(task, "test", *configs[1], layers) if configs else None
+    strategy = configs[0][1] if configs else None
+    return compute_verdict(scope, base, {
+        0.0: res.get(task, "test", "graft", "none", layers),
+        **{b: res.get(task, "test", "graft", strategy, layers, b)
+           for b in (0.125, COMPUTE_SHARE)}})
+
+
+def compute_verdict(scope: str, base: Mapping | None,
+                    points: Mapping[float, Mapping | None]) -> Check:
+    """The smallest budget share (of `points`: share -> graft's test entry) at which graft
+    reaches the strongest baseline's full-budget retention; MISSED once 1/4 is measured."""
     if base is None:
         return Check("compute", scope, "strongest baseline at full budget", "not yet chosen",
                      NOT_MEASURED)
     needed = f"≥ {describe(base)} at full budget"
-    strategy = configs[0][1]
-    points = {0.0: res.get(task, "test", "graft", "none", layers),
-              **{b: res.get(task, "test", "graft", strategy, layers, b)
-                 for b in (0.125, COMPUTE_SHARE)}}
     measured = {b: e for b, e in points.items() if e is not None}
     reached = [b for b, e in measured.items() if e["retention_mean"] >= base["retention_mean"]]
     if reached:
@@ -156,12 +167,20 @@ def _share(budget: float) -> str:
 
 
 def _depth(res: Results, task: str, layers: int, scope: str) -> Check:
-    strict = layers in STRICT_DEPTHS
+    strongest = strongest_baseline(res.rows, task, layers)
+    return depth_verdict(scope, res.best(task, "test", "graft", layers),
+                         {m: res.best(task, "test", m, layers) for m in BASELINES},
+                         strongest and strongest[0], layers in STRICT_DEPTHS)
+
+
+def depth_verdict(scope: str, graft: Mapping | None, bases: Mapping[str, Mapping | None],
+                  strongest: str | None, strict: bool, min_seeds: int = MIN_SEEDS) -> Check:
+    """graft against every baseline's test retention (seed means): `strict`, above each by
+    more than the combined seed std; else not below any by more than it. Seeds are counted
+    on graft and the `strongest` (dev-chosen) baseline; below `min_seeds` only a verdict that
+    no std can change is given."""
     needed = ("above every baseline by > combined seed std" if strict
               else "not below any baseline by > combined seed std")
-    graft = res.best(task, "test", "graft", layers)
-    bases = {m: res.best(task, "test", m, layers) for m in BASELINES}
-    strongest = strongest_baseline(res.rows, task, layers)
     if graft is None or strongest is None or any(e is None for e in bases.values()):
         return Check("depth", scope, needed, "grid not finished", NOT_MEASURED)
     margins = {m: (graft["retention_mean"] - e["retention_mean"],
@@ -170,15 +189,15 @@ def _depth(res: Results, task: str, layers: int, scope: str) -> Check:
     sign = -1.0 if strict else 1.0  # the baseline closest to failing the check
     worst = min(margins, key=lambda m: margins[m][0] + sign * margins[m][1])
     gap, std = margins[worst]
-    seeds = min(graft["n"], bases[strongest[0]]["n"])
+    seeds = min(graft["n"], bases[strongest]["n"])
     measured = (f"closest: {worst}, graft {100 * gap:+.2f} pts (combined std {100 * std:.2f}; "
-                f"seeds: graft {graft['n']}, strongest baseline {bases[strongest[0]]['n']})")
+                f"seeds: graft {graft['n']}, strongest baseline {bases[strongest]['n']})")
     gaps = [g for g, _ in margins.values()]
     if strict and min(gaps) <= 0:
         status = MISSED  # below or level with a baseline: no std can rescue it
     elif not strict and min(gaps) >= 0:
         status = MET  # not below any baseline at all
-    elif seeds < MIN_SEEDS:
+    elif seeds < min_seeds:
         status = NOT_MEASURED
     else:
         status = MET if (gap - std > 0 if strict else gap + std >= 0) else MISSED
@@ -187,23 +206,30 @@ def _depth(res: Results, task: str, layers: int, scope: str) -> Check:
 
 def _fidelity(res: Results, task: str, layers: int, scope: str) -> Check:
     splits = ("test", *get_spec(task).ood)
+    return fidelity_verdict(scope, splits, {
+        m: pooled_agreement([res.best(task, s, m, layers) for s in splits])
+        for m in ("graft", *BASELINES)})
+
+
+def fidelity_verdict(scope: str, splits: Sequence[str],
+                     pooled: Mapping[str, float | None]) -> Check:
+    """graft's pooled agreement (first in `pooled`) above every other method's."""
     needed = f"pooled agreement on {' + '.join(splits)} above every baseline"
-    pooled = {m: _pooled_agreement(res, task, m, layers, splits) for m in ("graft", *BASELINES)}
-    if pooled["graft"] is None or any(v is None for v in pooled.values()):
+    if any(v is None for v in pooled.values()):
         partial = {m: v for m, v in pooled.items() if v is not None}
         text = ", ".join(f"{m} {pct(v)}" for m, v in partial.items()) or "—"
         return Check("fidelity", scope, needed, f"incomplete: {text}", NOT_MEASURED)
-    rival = max(BASELINES, key=lambda m: pooled[m])
-    status = MET if pooled["graft"] > pooled[rival] else MISSED
+    graft, *rivals = pooled
+    rival = max(rivals, key=lambda m: pooled[m])
+    status = MET if pooled[graft] > pooled[rival] else MISSED
     return Check("fidelity", scope, needed,
-                 f"graft {pct(pooled['graft'])} vs best baseline {rival} {pct(pooled[rival])}",
+                 f"graft {pct(pooled[graft])} vs best baseline {rival} {pct(pooled[rival])}",
                  status)
 
 
-def _pooled_agreement(res: Results, task: str, method: str, layers: int,
-                      splits: Sequence[str]) -> float | None:
-    """Seed-mean agreement over `splits`, weighted by their examples; None if one is missing."""
-    entries = [res.best(task, s, method, layers) for s in splits]
+def pooled_agreement(entries: Sequence[Mapping | None]) -> float | None:
+    """Seed-mean agreement over the splits' entries, weighted by their examples; None if one
+    is missing."""
     if any(e is None or e["agreement_mean"] is None for e in entries):
         return None
     weights = [e["examples_mean"] or 1.0 for e in entries]
@@ -259,10 +285,11 @@ def depth_cost_fit(rows: Sequence[Mapping]) -> dict[int, tuple[float, float]]:
     return fits
 
 
-def _speed(rows: Sequence[Mapping]) -> list[Check]:
+def speed_checks(rows: Sequence[Mapping], depths: Sequence[int] = DEPTHS) -> list[Check]:
+    """Per depth and batch size: the median speed-up against 0.97 x the ideal one."""
     medians = speed_medians(rows)
     checks = []
-    for layers in DEPTHS:
+    for layers in depths:
         for batch in SPEED_FIELDS:
             scope = f"{layers} layer{'s' if layers > 1 else ''}, batch {batch}"
             if (layers, batch) not in medians:

@@ -363,6 +363,7 @@ def test_the_speed_stage_times_teacher_and_students_together(tmp_path, monkeypat
 def test_a_costly_suite_scores_surgery_without_ood_and_times_only_trained_grafts(tmp_path,
                                                                                  monkeypatch):
     import mpnet
+    import mpnet_plan
 
     asked = {}
 
@@ -375,11 +376,51 @@ def test_a_costly_suite_scores_surgery_without_ood_and_times_only_trained_grafts
     suite = dataclasses.replace(mpnet.SUITE, work=tmp_path / "work", results=tmp_path / "m.json")
     store = offline.Store(suite.results)
     for stage in ("M0", "M1"):
-        offline.run_planned(suite, mpnet.plan(stage, store.rows), store)
+        offline.run_planned(suite, mpnet_plan.plan(stage, store.rows), store)
     assert asked["L6-graft-none-s0"] == asked["L6-drop-top-none-s0"] == (False, False)
     assert asked["L4-drop-top-distill-s0"] == (False, True)
     assert len(asked) == 6 * 4 + 5 * 4
-    assert all(p.pending for p in mpnet.plan("M2", store.rows)) == (mpnet.GRAFT_STRATEGY is None)
+    assert all(p.pending for p in mpnet_plan.plan("M2", store.rows)) == (
+        mpnet_plan.GRAFT_STRATEGY is None)
     # the default suite measures everything on every run
     assert offline.Suite().measures(RunKey("drop-top", "none", 3)) == {"speed": True, "ood": True}
     assert mpnet.SUITE.measures(RunKey("graft", "distill", 3)) == {"speed": True, "ood": True}
+
+
+def test_the_12_layer_section_marks_issue_14s_targets_from_its_rows(tmp_path, monkeypatch):
+    import mpnet_plan as mpnet
+    import mpnet_section
+
+    monkeypatch.setattr(mpnet, "GRAFT_STRATEGY", "distill")
+    graft_test = {6: 0.996, 4: 0.99, 3: 0.96, 2: 0.95}
+    records = []
+    for layers in mpnet.DEPTHS:
+        for method in mpnet.METHODS:
+            records.append(record(SENT, method, "none", layers, test=0.8, dev=0.8))
+        seeds = (0, 1, 2) if layers in mpnet.SEEDED_DEPTHS else (0,)
+        for seed in seeds:
+            jitter = 0.002 * seed
+            records.append(record(SENT, "graft", "distill", layers, seed=seed, dev=0.99,
+                                  test=graft_test[layers] + jitter, ood={s: 0.95 for s in OOD}))
+            records.append(record(SENT, "drop-alternate", "distill", layers, seed=seed, dev=0.98,
+                                  test=0.95 + jitter, ood={s: 0.9 for s in OOD}))
+        for method in mpnet.BASELINES[1:]:
+            records.append(record(SENT, method, "distill", layers, dev=0.9, test=0.9,
+                                  ood={s: 0.9 for s in OOD}))
+    rows = rows_of(*records, stage="M1")
+    path = tmp_path / "mpnet.json"
+    path.write_text(json.dumps(rows))
+    text = "\n".join(mpnet_section.section(path))
+    status = {(c.target, c.scope): c.status
+              for c in mpnet_section.evaluate(rows, targets.Results(rows))}
+    assert status[("quality", "12 -> 6")] == status[("quality", "12 -> 4")] == targets.MET
+    assert status[("quality", "12 -> 3")] == targets.MISSED  # 96.2% < 97%
+    assert status[("depth", "12 -> 6")] == targets.MET
+    # 3 layers: +1.0 point over drop-alternate, combined std 0.28: met
+    assert status[("depth", "12 -> 3")] == targets.MET
+    # 4 and 2 layers, one seed: the 3-layer stds are borrowed; level with a baseline misses
+    assert status[("depth", "12 -> 4 (stds of 12 -> 3)")] == targets.MET
+    assert status[("depth", "12 -> 2 (stds of 12 -> 3)")] == targets.MISSED
+    assert all(status[("fidelity", f"12 -> {n}")] == targets.MET for n in mpnet.DEPTHS)
+    assert status[("compute", "12 -> 6")] == targets.NOT_MEASURED  # no 1/8 or 1/4 rows
+    assert "| graft | distill | 3 |" in text and "12 -> 2 layers, full budget" in text
