@@ -1,12 +1,14 @@
-"""What a distillation step costs next to a fine-tuning step of the same student.
+"""What a distillation step and a heal step cost next to a fine-tuning step of the same student.
 
 The student is all-MiniLM-L6-v2 cut to 3 layers; the teacher is the 6-layer model (its
-weights do not change the cost). Four arms train their own copy of the student on the
+weights do not change the cost). Six arms train their own copy of the student on the
 same batches: fine-tuning on labels, distillation from cached logits, cached logits +
-hidden states, and a live teacher. Arms take turns step by step (rotating order), so
-load from other processes hits all of them alike; the medians of the step times give
-the ratios (data loading and Trainer bookkeeping, the same for every arm, only bring
-real epochs closer to 1). Writes one JSON record.
+hidden states, a live teacher, and local healing (`layergraft.training.heal`, on cached
+teacher states) of every new layer at once, as `--heal` runs it, and of one layer alone.
+Arms take turns step by step (rotating order), so load from other processes hits all of
+them alike; the medians of the step times give the ratios (data loading and Trainer
+bookkeeping, the same for every arm, only bring real epochs closer to 1). Writes one JSON
+record.
 
     python benchmarks/distill_cost.py out.json --steps 40 --precision auto
 """
@@ -34,6 +36,7 @@ from layergraft.training.distill import (
     layer_map_from_manifest,
     make_distill_loss,
 )
+from layergraft.training.heal import HealLoss, heal_spans, healable
 
 WARMUP = 3
 
@@ -66,18 +69,28 @@ def main() -> None:
         start = time.perf_counter()
         hidden = TeacherCache.build(teacher, train, tokenizer, layers=layer_map, cache_dir=tmp)
         record["cache_build_hidden_s"] = time.perf_counter() - start
+        span_ends = manifest.span_ends()
+        layers = healable(span_ends)
+        states = TeacherCache.build(teacher, train, tokenizer, cache_dir=tmp,
+                                    layers=sorted({i for s in heal_spans(span_ends) for i in s}))
+        record["healed_layers"] = layers
         arms = {
             "finetune": None,
             "distill_cached": make_distill_loss(logits, DistillConfig()),
             "distill_cached_hidden": make_distill_loss(
                 hidden, DistillConfig(hidden_weight=1.0), layer_map=layer_map),
             "distill_live": make_distill_loss(teacher, DistillConfig()),
+            "heal_all": HealLoss(states, span_ends, layers),
+            "heal_one_layer": HealLoss(states, span_ends, layers[:1]),
         }
         seconds = _time_steps(arms, student, train, tokenizer, args, runtime)
     record["step_seconds_median"] = {name: statistics.median(s) for name, s in seconds.items()}
     base = record["step_seconds_median"]["finetune"]
     record["ratio_to_finetune"] = {name: s / base
                                    for name, s in record["step_seconds_median"].items()}
+    distill = record["step_seconds_median"]["distill_cached"]
+    record["heal_ratio_to_distill"] = {name: record["step_seconds_median"][name] / distill
+                                       for name in ("heal_all", "heal_one_layer")}
     record["epoch_seconds_estimate"] = {
         name: s * len(train) / args.batch_size for name, s in record["step_seconds_median"].items()}
     with open(args.out, "w") as handle:
@@ -88,7 +101,10 @@ def main() -> None:
 def _time_steps(arms, student, train, tokenizer, args, runtime) -> dict[str, list[float]]:
     device = runtime.device
     models = {name: copy.deepcopy(student).to(device).train() for name in arms}
-    optimizers = {name: torch.optim.AdamW(m.parameters(), lr=5e-5) for name, m in models.items()}
+    for name, model in models.items():  # a heal arm trains its layers alone
+        getattr(arms[name], "freeze_others", lambda m: None)(model)
+    optimizers = {name: torch.optim.AdamW([p for p in m.parameters() if p.requires_grad],
+                                          lr=5e-5) for name, m in models.items()}
     names = list(arms)
     seconds: dict[str, list[float]] = {name: [] for name in arms}
     batches = islice(loader(train, tokenizer, args.batch_size, shuffle=True), args.steps)

@@ -100,7 +100,8 @@ def time_analyze(teacher: str | os.PathLike, task: str, out_dir: Path,
 
 def distill_cost(out_file: Path, precision: str, model: str | None = None,
                  fresh: bool = False) -> dict:
-    """Run benchmarks/distill_cost.py once (its JSON is kept and reused unless `fresh`)."""
+    """Run benchmarks/distill_cost.py once (its JSON is kept and reused unless `fresh`): the
+    distillation epoch ratio, with the heal steps' cost next to a distillation step."""
     if _to_measure(out_file, fresh):
         out_file.parent.mkdir(parents=True, exist_ok=True)
         partial = out_file.with_name(f".{out_file.name}.partial")
@@ -116,6 +117,7 @@ def distill_cost(out_file: Path, precision: str, model: str | None = None,
             "value": record["ratio_to_finetune"][arm], "arm": arm,
             "ratios": record["ratio_to_finetune"],
             "step_seconds": record["step_seconds_median"], "steps": record["steps"],
+            "heal_ratios": record.get("heal_ratio_to_distill"),
             "batch_size": record["batch_size"], "precision": record.get("precision"),
             "device": record.get("device")}
 

@@ -198,6 +198,10 @@ def test_speed_and_pipeline_targets():
     scope = "analyze, {} teacher, 2,000 examples"
     assert check(costs, "pipeline", scope.format(SENT)).status == targets.MET
     assert check(costs, "pipeline", scope.format(RATE)).status == targets.NOT_MEASURED
+    assert check(costs, "pipeline", "heal step").status == targets.NOT_MEASURED
+    healed = [{**costs[1], "heal_ratios": {"heal_all": 0.84, "heal_one_layer": 0.29}}]
+    verdict = check(healed, "pipeline", "heal step")  # judged on the step --heal runs
+    assert verdict.status == targets.MISSED and "0.29× one layer" in verdict.measured
 
 
 def test_depth_cost_fit_recovers_fixed_and_per_layer_time():
@@ -317,7 +321,10 @@ def test_the_cost_stage_measures_distillation_steps_against_fine_tuning(tmp_path
     assert row["kind"] == "cost" and row["steps"] == 6 and row["arm"] == "distill_cached"
     assert row["ratios"]["finetune"] == 1.0 and row["value"] == row["ratios"]["distill_cached"]
     assert set(row["step_seconds"]) == {"finetune", "distill_cached", "distill_cached_hidden",
-                                        "distill_live"}
+                                        "distill_live", "heal_all", "heal_one_layer"}
+    assert set(row["heal_ratios"]) == {"heal_all", "heal_one_layer"}
+    assert all(v > 0 for v in row["heal_ratios"].values())
+    assert check([row], "pipeline", "heal step").status in (targets.MET, targets.MISSED)
     assert measure.distill_cost(tmp_path / "cost.json", "fp32") == row  # kept, not rerun
     text = "\n".join(render._pipeline([row]))
     assert "6 steps of batch 32" in text and "distill_cached" in text

@@ -157,6 +157,30 @@ def _layer_losses(student, teacher: Teacher, batch: Mapping, layers: Sequence[in
             for k in layers]
 
 
+class HealLoss:
+    """Healing as a training loss of (student, batch): the sum of each layer's span MSE, fed
+    the teacher state at its span's start. The layers are independent (their inputs are
+    teacher states), so the sum's gradient is each layer's own."""
+
+    def __init__(self, teacher: Teacher, span_ends: Sequence[int], layers: Sequence[int]):
+        self.teacher, self.layers, self.spans = teacher, list(layers), heal_spans(span_ends)
+
+    def __call__(self, student: PreTrainedModel, batch: Mapping) -> torch.Tensor:
+        losses = _layer_losses(student, self.teacher, batch, self.layers, self.spans,
+                               spec_for(student))
+        return torch.stack(losses).sum()
+
+    def freeze_others(self, student: PreTrainedModel) -> list[nn.Parameter]:
+        """Leave only the healed layers trainable; their parameters."""
+        params = [p for k in self.layers
+                  for p in encoder_layers(student, spec_for(student))[k].parameters()]
+        for p in student.parameters():
+            p.requires_grad_(False)
+        for p in params:
+            p.requires_grad_(True)
+        return params
+
+
 def heal(student: PreTrainedModel, teacher_model: PreTrainedModel, train, tokenizer,
          span_ends: Sequence[int], config: HealConfig, *, runtime: Runtime,
          cache_dir=None, seed: int = 0, progress: bool = False) -> dict:
@@ -172,12 +196,9 @@ def heal(student: PreTrainedModel, teacher_model: PreTrainedModel, train, tokeni
     teacher = TeacherCache.build(teacher_model, train, tokenizer, layers=indices,
                                  cache_dir=cache_dir)
     student.to(runtime.device)
-    params = [p for k in layers for p in encoder_layers(student, spec)[k].parameters()]
+    loss = HealLoss(teacher, span_ends, layers)
     frozen = {p: p.requires_grad for p in student.parameters()}
-    for p in student.parameters():
-        p.requires_grad_(False)
-    for p in params:
-        p.requires_grad_(True)
+    params = loss.freeze_others(student)
     probe = list(islice(loader(train, tokenizer, config.batch_size), 4))
     record["mse_before"] = span_errors(student, teacher, probe, span_ends, spec)
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate,
@@ -192,8 +213,8 @@ def heal(student: PreTrainedModel, teacher_model: PreTrainedModel, train, tokeni
             for batch in loader(train, tokenizer, config.batch_size, shuffle=True,
                                 seed=seed + step):
                 with runtime.autocast():
-                    losses = _layer_losses(student, teacher, batch, layers, spans, spec)
-                torch.stack(losses).sum().backward()  # layers are independent: sum = each
+                    value = loss(student, batch)
+                value.backward()
                 optimizer.step()
                 schedule.step()
                 optimizer.zero_grad(set_to_none=True)
