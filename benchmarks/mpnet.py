@@ -12,8 +12,9 @@ MPNet tokens, so the usual max length of 128 truncates nothing), fp32 on every m
 teacher's outputs cached once. Fetch the model first: `layergraft assets mpnet`.
 
 What keeps it within issue 14's 12 single-core hours (measured on an AMD EPYC, AVX-512, one
-thread, fp32: a 12-layer training step of batch 32 takes ~10 s, and scoring a 6-layer student
-on dev, test and the three out-of-domain sets (15.2k sentences) ~7 min):
+thread per process, two processes, fp32: a teacher training step of batch 32 takes 8-12 s,
+and the first surgery-only runs, scored on dev, test and the three out-of-domain sets (15.2k
+sentences) and timed, took 11-29 min each):
 - the full budget is one epoch of distillation (265 steps), not the MiniLM suite's three
   (the teacher itself was fine-tuned for two); the budget curve's points are shares of it;
 - surgery-only rows are scored on dev and test only (out-of-domain agreement is a target of
@@ -22,11 +23,11 @@ on dev, test and the three out-of-domain sets (15.2k sentences) ~7 min):
 bf16 autocast trains ~2.2x faster on a CPU with native bf16, but the stage spans sessions on
 CPUs that change, and one table does not mix precisions.
 
-Stages:
+Stages, run in this order:
 - M0: surgery only, every method at every depth (no training; minutes each).
+- M2: graft with its best strategy (chosen on the MiniLM dev ablations of issue 13,
+  `mpnet_plan.GRAFT_STRATEGY`) at every depth.
 - M1: every baseline distilled with the full budget at every depth.
-- M2: graft with its best strategy (chosen on the MiniLM dev ablations of issue 13) at every
-  depth; pending until `GRAFT_STRATEGY` is set.
 - M3: the budget curve at 6 layers (1/8, 1/4, 1/2 of the full budget): graft and the
   strongest baseline (chosen on dev at the full budget).
 - M4: seeds 1 and 2 for graft and the strongest baseline at 6 and 3 layers.
