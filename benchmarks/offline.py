@@ -54,6 +54,7 @@ from layergraft.pipeline.finetune import RESULTS_NAME as TEACHER_RESULTS
 from layergraft.pipeline.finetune import finetune
 from layergraft.pipeline.runs import RESULTS_NAME
 from layergraft.training.budget import Budget
+from layergraft.training.heal import HealConfig
 from layergraft.training.train import TrainConfig, student_training
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -207,6 +208,7 @@ def run_one(suite: Suite, planned: Planned, teacher: str, store: Store) -> None:
                           budget=key.scaled(Budget.parse(suite.full_budget)), out_dir=out,
                           precision=suite.precision, cache_dir=suite.work / "cache",
                           training=student_training(group_by_length=suite.group_by_length),
+                          heal=HealConfig(steps=key.heal) if key.heal else None,
                           replace_other_runs=True, **suite.measures(key))
     except Exception as error:  # recorded in offline.json and BENCHMARKS.md
         traceback.print_exc()

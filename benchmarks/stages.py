@@ -31,6 +31,9 @@ BASELINES = tuple(m for m in METHODS if m != "graft")
 # the strategies of the v0.1 grid (healing, issue 13, is measured by its own ablations)
 TRAINED = ("finetune", "distill", "progressive")
 GRID_STRATEGIES: Mapping[str, tuple[str, ...]] = {"graft": TRAINED}  # baselines: distill
+# Issue 13's retraining-free rows: surgery, then local healing alone, for 10% of one
+# distillation epoch's compute (26 steps of batch 32 by training/heal.py's cost rule).
+HEAL_STEPS = 26
 STAGES: Mapping[str, str] = {
     "A": "movie-sentiment, 3 layers: every method (none + distill), graft x 4 strategies",
     "cost": "pipeline cost: distillation vs fine-tuning step (benchmarks/distill_cost.py); "
@@ -42,6 +45,8 @@ STAGES: Mapping[str, str] = {
     "E": "seeds 1 and 2 for graft and the strongest baseline at every budget point",
     "embeddings": "sentence-embedding students of all-MiniLM-L6-v2, 6 -> 3 and 6 -> 2 "
                   "(benchmarks/embeddings.py)",
+    "H": f"retraining-free: every method healed {HEAL_STEPS} steps, no training, every task "
+         "and depth; seeds 1 and 2 for graft and the strongest healed baseline",
 }
 STRATEGY_PLACEHOLDER = "<best strategy>"
 BASELINE_PLACEHOLDER = "<strongest baseline>"
@@ -132,6 +137,31 @@ def _followed(stage: str, rows: Sequence[Mapping], budgets: Sequence[float],
     return planned
 
 
+def healed_key(method: str, layers: int, seed: int = 0) -> RunKey:
+    return RunKey(method, "heal", layers, seed, heal=HEAL_STEPS)
+
+
+def strongest_healed(rows: Sequence[Mapping], task: str, layers: int) -> str | None:
+    """The baseline of best seed-0 dev retention after healing alone, once all have run."""
+    scores = {m: dev_retention(rows, task, layers, m, "heal") for m in BASELINES}
+    if any(v is None for v in scores.values()):
+        return None
+    return max(scores, key=lambda m: scores[m])
+
+
+def _healed(rows: Sequence[Mapping]) -> list[Planned]:
+    """Every method healed at seed 0, then seeds 1 and 2 of graft and the strongest."""
+    planned = [Planned("H", task, healed_key(m, n)) for task in TASKS for n in DEPTHS
+               for m in METHODS]
+    for task in TASKS:
+        for layers in DEPTHS:
+            rival = strongest_healed(rows, task, layers)
+            pending = None if rival else f"{task} {layers}L healed baselines"
+            planned += [Planned("H", task, healed_key(m, layers, seed), pending)
+                        for seed in EXTRA_SEEDS for m in ("graft", rival or BASELINE_PLACEHOLDER)]
+    return planned
+
+
 def plan_stage(stage: str, rows: Sequence[Mapping] = ()) -> list[Planned]:
     """The runs of one stage, in the order they should run."""
     sentiment, rating = TASKS
@@ -145,6 +175,8 @@ def plan_stage(stage: str, rows: Sequence[Mapping] = ()) -> list[Planned]:
         return _followed("D", rows, CURVE_BUDGETS, (0,))
     if stage == "E":
         return _followed("E", rows, (1.0, *CURVE_BUDGETS, 0.0), EXTRA_SEEDS)
+    if stage == "H":
+        return _healed(rows)
     if stage in ("cost", "speed", "embeddings"):
         return []
     raise ValueError(f"unknown stage '{stage}': choose from {', '.join(STAGES)}")

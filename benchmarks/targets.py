@@ -38,6 +38,7 @@ SPEED_SHARE = 0.97
 SPEED_FIELDS = {32: "throughput_ratio", 1: "throughput_ratio_b1"}
 DISTILL_RATIO = 1.15
 HEAL_RATIO = 0.3
+HEALED = {3: 0.95, 2: 0.90}  # retraining-free shares (issue 13)
 ANALYZE_SECONDS = 60.0
 TARGETS = {
     "quality": "graft + best strategy, full budget: retention ≥ 99% / 97% / 92% at 3 / 2 / 1 "
@@ -50,6 +51,9 @@ TARGETS = {
                 "baseline's, every depth",
     "speed": "student throughput ≥ 0.97 × ideal (teacher layers / student layers), batch 32 "
              "and 1",
+    "retraining-free": "surgery + healing alone (26 steps: 10% of one distillation epoch): "
+                       "graft ≥ 95% at 3 layers and ≥ 90% at 2, above every baseline healed "
+                       "the same way (issue 13)",
     "pipeline": "distillation epoch ≤ 1.15 × fine-tuning epoch; analyze on 2,000 examples "
                 "≤ 60 s; a heal step ≤ 0.3 × a distillation step (issue 13)",
 }
@@ -106,6 +110,8 @@ def evaluate(rows: Sequence[Mapping]) -> list[Check]:
             scope = f"{task}, {layers} layer{'s' if layers > 1 else ''}"
             checks += [_quality(res, task, layers, scope), _compute(res, task, layers, scope),
                        _depth(res, task, layers, scope), _fidelity(res, task, layers, scope)]
+            if layers in HEALED:
+                checks.append(_retraining_free(res, task, layers, scope))
     checks += speed_checks(rows) + _pipeline(rows)
     order = list(TARGETS)
     return sorted(checks, key=lambda c: order.index(c.target))
@@ -161,6 +167,22 @@ def compute_verdict(scope: str, base: Mapping | None,
     text = f"best {describe(measured[best])} at {_share(best)}" if best is not None else "—"
     return Check("compute", scope, needed, text,
                  MISSED if COMPUTE_SHARE in measured else NOT_MEASURED)
+
+
+def _retraining_free(res: Results, task: str, layers: int, scope: str) -> Check:
+    """graft healed alone (mean of 3 seeds) against its share and every healed baseline."""
+    needed = f"≥ {100 * HEALED[layers]:g}% and above every healed baseline"
+    graft = res.get(task, "test", "graft", "heal", layers)
+    bases = {m: res.get(task, "test", m, "heal", layers) for m in BASELINES}
+    if graft is None or graft["n"] < MIN_SEEDS or any(e is None for e in bases.values()):
+        return Check("retraining-free", scope, needed, "healed rows not finished",
+                     NOT_MEASURED)
+    rival = max(bases, key=lambda m: bases[m]["retention_mean"])
+    met = (graft["retention_mean"] >= HEALED[layers]
+           and graft["retention_mean"] > bases[rival]["retention_mean"])
+    return Check("retraining-free", scope, needed,
+                 f"{describe(graft)} vs best healed baseline {describe(bases[rival])}",
+                 MET if met else MISSED)
 
 
 def _share(budget: float) -> str:

@@ -431,3 +431,30 @@ def test_the_12_layer_section_marks_issue_14s_targets_from_its_rows(tmp_path, mo
     assert all(status[("fidelity", f"12 -> {n}")] == targets.MET for n in mpnet.DEPTHS)
     assert status[("compute", "12 -> 6")] == targets.NOT_MEASURED  # no 1/8 or 1/4 rows
     assert "| graft | distill | 3 |" in text and "12 -> 2 layers, full budget" in text
+
+
+def test_healing_names_its_runs_and_rows_and_the_retraining_free_stage_follows_dev():
+    key = RunKey("graft", "distill", 3, 1, 0.25, heal=26)
+    assert key.name == "L3-graft-distill+heal26-s1-b0.25"
+    assert stages.healed_key("graft", 2).name == "L2-graft-heal-s0"
+    healed = {**record(SENT, "graft", "distill", 3), "heal": {"steps": 26}}
+    assert {r["strategy"] for r in rows_of(healed)} == {"distill+heal26"}
+
+    first = stages.plan_stage("H", [])
+    ready = [p for p in first if not p.pending]
+    assert len(ready) == len(stages.TASKS) * len(stages.DEPTHS) * len(METHODS)
+    assert all(p.key.strategy == "heal" and p.key.heal == stages.HEAL_STEPS for p in ready)
+    dev = {m: 0.80 for m in METHODS} | {"drop-alternate": 0.85, "graft": 0.9}
+    rows = rows_of(*(record(task, p.key.method, "heal", p.key.layers, dev=dev[p.key.method],
+                            test=dev[p.key.method]) for task in stages.TASKS
+                     for p in ready if p.task == task), stage="H")
+    seeds = [p for p in stages.plan_stage("H", rows) if p.key.seed]
+    assert not any(p.pending for p in seeds)
+    assert {p.key.method for p in seeds} == {"graft", "drop-alternate"}
+    # one seed of graft: not yet judged; three seeds at 90%: 2 layers met, 3 layers missed
+    assert check(rows, "retraining-free", f"{SENT}, 3 layers").status == targets.NOT_MEASURED
+    rows += rows_of(*(record(p.task, p.key.method, "heal", p.key.layers, seed=p.key.seed,
+                             dev=0.9, test=dev[p.key.method]) for p in seeds), stage="H")
+    assert check(rows, "retraining-free", f"{SENT}, 3 layers").status == targets.MISSED
+    met = check(rows, "retraining-free", f"{SENT}, 2 layers")
+    assert met.status == targets.MET and "drop-alternate" in met.measured

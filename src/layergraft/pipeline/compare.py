@@ -35,11 +35,13 @@ class RunKey:
     layers: int
     seed: int = 0
     budget: float = 1.0  # fraction of the comparison's full training budget
+    heal: int = 0  # local healing steps before training (charged against the budget)
 
     @property
     def name(self) -> str:
         share = "" if self.budget == 1.0 or self.strategy == "none" else f"-b{self.budget:g}"
-        return f"L{self.layers}-{self.method}-{self.strategy}-s{self.seed}{share}"
+        return (f"L{self.layers}-{self.method}-{strategy_label(self.strategy, self.heal)}"
+                f"-s{self.seed}{share}")
 
     def scaled(self, full: Budget) -> Budget:
         """This run's share of the full budget (epochs stay epochs, steps round up)."""
@@ -69,6 +71,12 @@ def plan_runs(
     return [RunKey(m, s, n, seed) for n in layers for seed in seeds for m, s in unique]
 
 
+def strategy_label(strategy: str, heal_steps: int = 0) -> str:
+    """How runs and reports name a strategy: healing before training shows
+    (`distill+heal26`), since it is another recipe; `heal` alone is its own strategy."""
+    return f"{strategy}+heal{heal_steps}" if heal_steps and strategy != "heal" else strategy
+
+
 def record_rows(record: Mapping, budget: float = 1.0) -> list[dict]:
     """A compress results record flattened to the long rows the report reads.
 
@@ -77,8 +85,10 @@ def record_rows(record: Mapping, budget: float = 1.0) -> list[dict]:
     speed = record.get("speed") or {}
     ratios = speed.get("throughput_ratio") or {}
     budget = 0.0 if record["strategy"] == "none" else budget
+    healed = (record.get("heal") or {}).get("steps", 0)
     base = {"task": record["task"], "method": record["method"],
-            "strategy": record["strategy"], "layers": record["layers"], "budget": budget,
+            "strategy": strategy_label(record["strategy"], healed),
+            "layers": record["layers"], "budget": budget,
             "seed": record["seed"], "params": record["student"]["parameters"],
             "teacher_params": record["teacher"]["parameters"],
             "throughput_ratio": ratios.get("32"), "throughput_ratio_b1": ratios.get("1"),
