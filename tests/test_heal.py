@@ -132,3 +132,11 @@ def test_requests_healing_cannot_serve_are_refused_in_one_line(inputs, tmp_path)
         run(inputs, tmp_path / "b", strategy="progressive", heal=HealConfig(steps=2))
     with pytest.raises(LayergraftError, match="--heal needs steps >= 0"):
         HealConfig(steps=-1)
+
+
+def test_the_cli_heals_at_the_library_defaults():
+    from layergraft.cli_options import HEAL_FLAGS
+
+    defaults = {p.name: p.default for p in HEAL_FLAGS}
+    assert defaults["heal_lr"] == HealConfig.learning_rate
+    assert defaults["heal_batch_size"] == HealConfig.batch_size

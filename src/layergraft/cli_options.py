@@ -204,8 +204,9 @@ HEAL_FLAGS = _options(
         "--heal", help="Heal each new layer on cached teacher states for this many steps after "
         "surgery (0: off); charged against --budget. With --strategy heal it is all the "
         "training.")], 0),
+    # HealConfig's defaults, written out so that --help does not import torch
     heal_lr=(Annotated[float, typer.Option("--heal-lr", help="Peak learning rate of healing.")],
-             1e-4),
+             3e-3),
     heal_batch_size=(Annotated[int, typer.Option(
         "--heal-batch-size", help="Examples per healing step.")], 32),
 )
