@@ -43,7 +43,7 @@ class HealConfig:
     The learning rate by measurement (benchmarks/lever_ablation.py --set healing: MiniLM
     movie-sentiment teacher, 26 steps, healing alone, dev accuracy retention, seed 0; graft /
     drop-alternate): 1e-4 85.7 / 87.5 at 6 -> 3 and 66.9 / 78.5 at 6 -> 2; 1e-3 90.4 / 88.8
-    and 85.2 / 86.6; 3e-3 92.0 / 89.2 and 87.9 / 87.5; 1e-2 87.8 / 83.2 and 86.5 / 85.0.
+    and 85.2 / 86.6; 3e-3 92.2 / 89.4 and 88.0 / 87.7; 1e-2 87.9 / 83.3 and 86.7 / 85.1.
     """
 
     steps: int = 0
