@@ -16,9 +16,9 @@ METHODS = ("graft", *BASELINES)
 # graft's strategy, chosen on the MiniLM movie-sentiment dev ablations of issue 13 (BENCHMARKS.md,
 # "levers", 1/4 budget, 2 seeds): plain distillation at the package defaults. No lever beat it
 # by more than the seed std at both depths (6 -> 3: distill 96.5% dev retention, heal + distill
-# 97.0 / 1 seed, attention 96.4, chosen by reconstruction 95.0, replace 95.4; 6 -> 2: 94.0,
-# 93.8, 94.6, 94.5, 92.9), progressive stayed behind (94.1 and 90.3), and attention transfer
-# runs the 12-layer teacher live at every step.
+# 96.2, attention 97.1, chosen by reconstruction 95.0, replace 95.5; 6 -> 2: 94.0, 93.8, 94.6,
+# 94.5, 92.9), progressive stayed behind (94.1 and 91.0), and attention transfer, the closest,
+# runs the teacher live at every step (1.5x a step on MiniLM; more with a 12-layer teacher).
 GRAFT_STRATEGY: str | None = "distill"
 CURVE_BUDGETS = (0.25, 0.125, 0.5)
 SEEDED_DEPTHS, EXTRA_SEEDS = (6, 3), (1, 2)
