@@ -1,11 +1,12 @@
 """What the offline suite runs, stage by stage, so that the most informative rows land first.
 
-A-C are fixed grids (every method with `none` and `distill`, plus `graft` with all four
-strategies) at the full budget. D (budget curves) and E (two more seeds) follow, at each
-task and depth, graft's best strategy and the strongest baseline: both chosen on the dev
-split from the seed-0, full-budget rows, never on test, and only once every grid cell they
-are chosen among has finished (so the choice never changes under a rerun). Until then a
-stage D/E cell is planned as a placeholder with the reason it waits.
+A-C are fixed grids (every method with `none` and `distill`, plus `graft` with every
+strategy, `replace` and healing before distillation included) at the full budget. D (budget
+curves) and E (two more seeds) follow, at each task and depth, graft's best strategy and
+the strongest baseline: both chosen on the dev split from the seed-0, full-budget rows,
+never on test, and only once every grid cell they are chosen among has finished (so the
+choice never changes under a rerun). Until then a stage D/E cell is planned as a
+placeholder with the reason it waits. H is issue 13's retraining-free grid (healing alone).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from layergraft.pipeline.compare import RunKey, plan_runs
+from layergraft.pipeline.compare import RunKey
 from layergraft.surgery.methods import METHODS
 
 # Task -> the metric its targets are stated in (issue 5: accuracy, Spearman for rating).
@@ -28,14 +29,16 @@ TEACHER_EPOCHS, TEACHER_SEED = 2.0, 0
 CURVE_BUDGETS = (0.25, 0.125, 0.5)  # 1/4 first: the compute target reads it
 EXTRA_SEEDS = (1, 2)
 BASELINES = tuple(m for m in METHODS if m != "graft")
-# the strategies of the v0.1 grid (healing, issue 13, is measured by its own ablations)
-TRAINED = ("finetune", "distill", "progressive")
-GRID_STRATEGIES: Mapping[str, tuple[str, ...]] = {"graft": TRAINED}  # baselines: distill
-# Issue 13's retraining-free rows: surgery, then local healing alone, for 10% of one
-# distillation epoch's compute (26 steps of batch 32 by training/heal.py's cost rule).
+# Issue 13's healing: 10% of one distillation epoch's compute (26 steps of batch 32 by
+# training/heal.py's cost rule), alone (stage H: retraining-free) or before distillation.
 HEAL_STEPS = 26
+HEALED_DISTILL = f"distill+heal{HEAL_STEPS}"  # a strategy label: distill, healed first
+# graft's strategies in the grid: v0.1's, plus module replacement and healing (issue 13)
+TRAINED = ("finetune", "distill", "progressive", "replace", HEALED_DISTILL)
+GRID_STRATEGIES: Mapping[str, tuple[str, ...]] = {"graft": TRAINED}  # baselines: distill
 STAGES: Mapping[str, str] = {
-    "A": "movie-sentiment, 3 layers: every method (none + distill), graft x 4 strategies",
+    "A": "movie-sentiment, 3 layers: every method (none + distill), graft x 6 strategies "
+         "(none, finetune, distill, progressive, replace, distill+heal26)",
     "cost": "pipeline cost: distillation vs fine-tuning step (benchmarks/distill_cost.py); "
             "`layergraft analyze` on 2,000 examples of each teacher",
     "B": "movie-sentiment, 2 and 1 layers: the same grid",
@@ -68,10 +71,18 @@ def run_rows(rows: Sequence[Mapping]) -> list[Mapping]:
     return [r for r in rows if r.get("kind", "run") == "run"]
 
 
+def run_key(method: str, strategy: str, layers: int, seed: int = 0,
+            budget: float = 1.0) -> RunKey:
+    """The run of a strategy label (`distill+heal26`: distill, after 26 healing steps)."""
+    base, _, steps = strategy.partition("+heal")
+    return RunKey(method, base, layers, seed, budget, heal=int(steps or 0))
+
+
 def grid(layers: Sequence[int]) -> list[RunKey]:
     """The full-budget grid at each depth: surgery-only runs first (minutes, no training)."""
-    keys = plan_runs(layers, methods=tuple(METHODS), strategies=("none", "distill"),
-                     graft_strategies=("none", *TRAINED))
+    cells = [(m, s) for m in METHODS if m != "graft" for s in ("none", "distill")]
+    cells += [("graft", s) for s in ("none", *TRAINED)]
+    keys = [run_key(m, s, n) for n in layers for m, s in cells]
     order = {n: i for i, n in enumerate(layers)}
     return sorted(keys, key=lambda k: (order[k.layers], k.strategy != "none"))
 
@@ -132,7 +143,7 @@ def _followed(stage: str, rows: Sequence[Mapping], budgets: Sequence[float],
                 for seed in seeds:
                     for method, strategy in configs:
                         key = (RunKey(method, "none", layers, seed) if budget == 0 else
-                               RunKey(method, strategy, layers, seed, budget))
+                               run_key(method, strategy, layers, seed, budget))
                         planned.append(Planned(stage, task, key, pending))
     return planned
 

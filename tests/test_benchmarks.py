@@ -16,7 +16,7 @@ import render  # noqa: E402
 import stages  # noqa: E402
 import targets  # noqa: E402
 
-from layergraft.pipeline.compare import RunKey  # noqa: E402
+from layergraft.pipeline.compare import RunKey, strategy_label  # noqa: E402
 from layergraft.surgery.methods import METHODS  # noqa: E402
 
 SENT, RATE = "movie-sentiment", "movie-rating"
@@ -51,7 +51,8 @@ def record(task, method, strategy, layers, *, seed=0, dev=0.98, test=0.98, agree
 def rows_of(*records, budget=1.0, stage="A"):
     rows = []
     for rec in records:
-        key = RunKey(rec["method"], rec["strategy"], rec["layers"], rec["seed"], budget)
+        key = RunKey(rec["method"], rec["strategy"], rec["layers"], rec["seed"], budget,
+                     heal=(rec.get("heal") or {}).get("steps", 0))
         rows += offline.suite_rows(rec, stages.Planned(stage, rec["task"], key),
                                    Path("/nonexistent"))
     return rows
@@ -60,10 +61,18 @@ def rows_of(*records, budget=1.0, stage="A"):
 def grid(task, layers, dev=None, test=None, default=0.95, **options):
     """Every cell of the stage A-C grid; `dev`/`test` map (method, strategy) to retention."""
     dev, test = dev or {}, test or {}
-    return rows_of(*(record(task, k.method, k.strategy, layers,
-                            dev=dev.get((k.method, k.strategy), default),
-                            test=test.get((k.method, k.strategy), default), **options)
-                     for k in stages.grid([layers])))
+    records = []
+    for k in stages.grid([layers]):
+        cell = (k.method, strategy_label(k.strategy, k.heal))
+        records.append(grid_record(task, k, dev=dev.get(cell, default),
+                                   test=test.get(cell, default), **options))
+    return rows_of(*records)
+
+
+def grid_record(task, key, **options):
+    """`record` of a grid cell, healed first where the cell says so."""
+    return {**record(task, key.method, key.strategy, key.layers, **options),
+            "heal": {"steps": key.heal} if key.heal else None}
 
 
 def check(rows, target, scope):
@@ -74,14 +83,16 @@ def check(rows, target, scope):
 
 def test_grids_put_surgery_only_first_and_cover_every_cell():
     a = stages.plan_stage("A")
-    assert len(a) == 16 and {p.task for p in a} == {SENT} and {p.key.layers for p in a} == {3}
+    assert len(a) == 18 and {p.task for p in a} == {SENT} and {p.key.layers for p in a} == {3}
     assert [p.key.strategy for p in a[:7]] == ["none"] * 7
-    assert {(p.key.method, p.key.strategy) for p in a if p.key.method == "graft"} == {
-        ("graft", s) for s in ("none", "finetune", "distill", "progressive")}
+    assert {(p.key.method, p.key.strategy, p.key.heal) for p in a if p.key.method == "graft"} \
+        == {("graft", s, 0) for s in ("none", "finetune", "distill", "progressive", "replace")} \
+        | {("graft", "distill", stages.HEAL_STEPS)}
+    assert "L3-graft-distill+heal26-s0" in {p.key.name for p in a}
     assert {p.key.method for p in a if p.key.strategy == "distill"} == set(METHODS)
     b, c = stages.plan_stage("B"), stages.plan_stage("C")
-    assert [p.key.layers for p in b] == [2] * 16 + [1] * 16
-    assert len(c) == 48 and {p.task for p in c} == {RATE}
+    assert [p.key.layers for p in b] == [2] * 18 + [1] * 18
+    assert len(c) == 54 and {p.task for p in c} == {RATE}
     assert all(p.pending is None for p in a + b + c) and stages.plan_stage("cost") == []
     with pytest.raises(ValueError, match="unknown stage"):
         stages.plan_stage("Z")
@@ -169,10 +180,10 @@ def test_fidelity_pools_test_and_out_of_domain_sets():
     lead = {("graft", "distill"): 0.99}
     only_test = grid(SENT, 3, dev=lead)
     assert check(only_test, "fidelity", f"{SENT}, 3 layers").status == targets.NOT_MEASURED
-    rows = rows_of(*(record(SENT, k.method, k.strategy, 3, dev=lead.get(
-        (k.method, k.strategy), 0.95), agree=0.95,
-        ood={s: 0.93 if k.method == "graft" else 0.90 for s in OOD})
-        for k in stages.grid([3])))
+    rows = rows_of(*(grid_record(SENT, k, dev=lead.get((k.method, k.strategy), 0.95),
+                                 agree=0.95,
+                                 ood={s: 0.93 if k.method == "graft" else 0.90 for s in OOD})
+                     for k in stages.grid([3])))
     assert check(rows, "fidelity", f"{SENT}, 3 layers").status == targets.MET
     worse = [dict(r, agreement=0.5) if r["method"] == "graft" and r["split"] in OOD else r
              for r in rows]
@@ -241,9 +252,10 @@ def test_suite_processes_sharing_a_stage_skip_the_runs_another_one_holds(tmp_pat
 
     ran = []
 
-    def fake_compress(teacher, task, *, layers, method, strategy, seed, **kwargs):
-        ran.append(RunKey(method, strategy, layers, seed).name)
-        return record(task, method, strategy, layers, seed=seed)
+    def fake_compress(teacher, task, *, layers, method, strategy, seed, heal, **kwargs):
+        key = RunKey(method, strategy, layers, seed, heal=heal.steps if heal else 0)
+        ran.append(key.name)
+        return grid_record(task, key)
 
     monkeypatch.setattr(offline, "compress", fake_compress)
     monkeypatch.setattr(offline, "ensure_teacher", lambda *args: "teacher")
@@ -305,7 +317,7 @@ def test_dry_run_lists_the_plan_and_trains_nothing(tmp_path, capsys, monkeypatch
                   "--markdown", str(tmp_path / "B.md")])
     out = capsys.readouterr().out
     assert "L3-graft-none-s0" in out and "L3-graft-progressive-s0" in out
-    assert "16 runs: 1 done, 15 to run, 0 pending" in out
+    assert "18 runs: 1 done, 17 to run, 0 pending" in out
     assert "36 runs: 0 done, 0 to run, 36 pending" in out and "teacher movie-sentiment: to " \
         "fine-tune" in out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["work"]  # nothing written
