@@ -292,7 +292,7 @@ def dry_run(suite: Suite, stages: Sequence[str], rows: Sequence[Mapping]) -> str
                      f"about {minutes / 60:.1f} h left")
         waiting = list(dict.fromkeys(p.pending for p in planned if p.pending))
         if waiting:
-            lines.append("  pending until these full grids (stages A-C) finish: "
+            lines.append("  pending until these rows exist: "
                          + ", ".join(waiting))
     lines.append(f"\nabout {total / 60:.1f} h of runs left in these stages "
                  "(timed runs where there are some, else rough 2-core guesses)")
