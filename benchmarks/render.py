@@ -35,6 +35,7 @@ from stages import (
     curve_configs,
     dev_retention,
     plan_stage,
+    point_configs,
     run_rows,
 )
 
@@ -193,15 +194,15 @@ def _speed_cell(entry: Mapping, field: str) -> str:
 
 
 def _curves(rows, task: str, test: list[Mapping], figures: Path, link: str) -> list[str]:
-    configs = {layers: curve_configs(rows, task, layers) for layers in DEPTHS}
-    keep = {(m, s, layers) for layers, pair in configs.items() for m, s in pair or ()}
-    keep |= {(m, "none", layers) for m, _, layers in keep}
-    curve = [e for e in test if (e["method"], e["strategy"], e["layers"]) in keep]
-    parts = ["### Budget curves: graft's best strategy and the strongest baseline"]
-    if not any(e["budget"] not in (0.0, 1.0) for e in curve):
+    chosen = _chosen_points(rows, task, test)
+    parts = ["### Budget curves: graft and the strongest baseline, each chosen on dev at "
+             "every budget point"]
+    if not any(b not in (0.0, 1.0) for points in chosen.values() for b in points):
         return parts + ["Not yet measured (stage D)."]
     steps = {r["budget"]: r["steps"] for r in run_rows(rows) if r["task"] == task
              and r.get("steps")}
+    curve = [{**entry, "method": side, "strategy": "chosen on dev"}
+             for (_, side), points in chosen.items() for entry, _ in points.values()]
     figure = budget_figure(curve)
     axes = figure.axes[0]
     ticks = sorted(b for b in {e["budget"] for e in curve} if b in steps or b == 0)
@@ -213,17 +214,30 @@ def _curves(rows, task: str, test: list[Mapping], figures: Path, link: str) -> l
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=120)
     write_bytes_atomic(figures / name, buffer.getvalue())
-    index = {(e["method"], e["strategy"], e["layers"], e["budget"]): e for e in curve}
-    cells = []
-    for layers, pair in configs.items():
-        for method, strategy in pair or ():
-            cells.append([f"{layers}", method, strategy] + [
-                _retention_n(index.get((method, "none" if b == 0 else strategy, layers, b)))
-                for b in BUDGET_POINTS])
+    cells = [[f"{layers}", side] + [
+        f"{_retention_n(points[b][0])} {points[b][1]}" if b in points else "—"
+        for b in BUDGET_POINTS] for (layers, side), points in chosen.items()]
     heads = [f"{format_cell({'budget': b}, 'budget')} ({steps.get(b, 0)} steps)"
              for b in BUDGET_POINTS]
     return parts + [f"![{task}: retention vs training steps]({link}/{name})",
-                    _table(["layers", "method", "strategy", *heads], cells)]
+                    _table(["layers", "side", *heads], cells)]
+
+
+def _chosen_points(rows, task: str, test: list[Mapping]) -> dict[tuple, dict]:
+    """(layers, side) -> {budget: (test entry, "method/strategy")} of the configurations
+    chosen on dev at each budget point (surgery only at 0: the full budget's pair)."""
+    index = {(e["method"], e["strategy"], e["layers"], e["budget"]): e for e in test}
+    chosen: dict[tuple, dict] = {}
+    for layers in DEPTHS:
+        for budget in BUDGET_POINTS:
+            pair = point_configs(rows, task, layers, budget) or ()
+            for side, (method, strategy) in zip(("graft", "strongest baseline"), pair,
+                                                strict=False):
+                shown = "none" if budget == 0 else strategy
+                entry = index.get((method, shown, layers, budget))
+                if entry is not None:
+                    chosen.setdefault((layers, side), {})[budget] = (entry, f"{method}/{shown}")
+    return chosen
 
 
 def _retention_n(entry: Mapping | None) -> str:

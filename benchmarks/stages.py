@@ -36,6 +36,10 @@ HEALED_DISTILL = f"distill+heal{HEAL_STEPS}"  # a strategy label: distill, heale
 # graft's strategies in the grid: v0.1's, plus module replacement and healing (issue 13)
 TRAINED = ("finetune", "distill", "progressive", "replace", HEALED_DISTILL)
 GRID_STRATEGIES: Mapping[str, tuple[str, ...]] = {"graft": TRAINED}  # baselines: distill
+# what each budget point of the curves chooses among, on dev at that point: graft's
+# strategies that distil (finetune, on labels alone, never led) and the strongest baselines
+CURVE_STRATEGIES = ("distill", "progressive", "replace", HEALED_DISTILL)
+RIVALS = 2
 STAGES: Mapping[str, str] = {
     "A": "movie-sentiment, 3 layers: every method (none + distill), graft x 6 strategies "
          "(none, finetune, distill, progressive, replace, distill+heal26)",
@@ -44,8 +48,9 @@ STAGES: Mapping[str, str] = {
     "B": "movie-sentiment, 2 and 1 layers: the same grid",
     "C": "movie-rating, 3, 2 and 1 layers: the same grid",
     "speed": "speed: the teacher and graft's students of every depth timed together (bench)",
-    "D": "budget curves: graft (best strategy) and the strongest baseline at 1/4, 1/8, 1/2",
-    "E": "seeds 1 and 2 for graft and the strongest baseline at every budget point",
+    "D": "budget curves at 1/4, 1/8, 1/2: graft's distilling strategies and the two "
+         "strongest baselines, each point choosing on its own dev rows",
+    "E": "seeds 1 and 2 for graft and the strongest baseline chosen at every budget point",
     "embeddings": "sentence-embedding students of all-MiniLM-L6-v2, 6 -> 3 and 6 -> 2 "
                   "(benchmarks/embeddings.py)",
     "H": f"retraining-free: every method healed {HEAL_STEPS} steps, no training, every task "
@@ -88,12 +93,12 @@ def grid(layers: Sequence[int]) -> list[RunKey]:
 
 
 def dev_retention(rows: Sequence[Mapping], task: str, layers: int, method: str,
-                  strategy: str) -> float | None:
-    """Seed-0 full-budget retention on dev of the task's target metric."""
+                  strategy: str, budget: float = 1.0) -> float | None:
+    """Seed-0 retention on dev of the task's target metric, at the full budget or a share."""
     for row in run_rows(rows):
         if (row["task"], row["layers"], row["method"], row["strategy"], row["seed"],
                 row["split"], row["metric"], row["budget"]) == (
-                task, layers, method, strategy, 0, "dev", TASKS[task], 1.0):
+                task, layers, method, strategy, 0, "dev", TASKS[task], budget):
             return row["retention"]
     return None
 
@@ -129,15 +134,62 @@ def curve_configs(rows: Sequence[Mapping], task: str,
     return [("graft", graft[0]), baseline]
 
 
+def curve_candidates(rows: Sequence[Mapping], task: str,
+                     layers: int) -> list[tuple[str, str]] | None:
+    """What a budget point chooses among (issue 13: graft's best strategy and the strongest
+    baseline are chosen on dev at each point): graft with each of `CURVE_STRATEGIES`, and
+    the `RIVALS` baselines of best full-budget dev retention; None until the grid is done."""
+    if curve_configs(rows, task, layers) is None:
+        return None
+    scores = {m: best_strategy(rows, task, layers, m) for m in BASELINES}
+    rivals = sorted(scores, key=lambda m: -scores[m][1])[:RIVALS]
+    return [("graft", s) for s in CURVE_STRATEGIES] + [(m, scores[m][0]) for m in rivals]
+
+
+def point_configs(rows: Sequence[Mapping], task: str, layers: int,
+                  budget: float) -> list[tuple[str, str]] | None:
+    """[(graft, strategy), (baseline, strategy)] chosen on dev at this budget point (the full
+    budget: `curve_configs`), or None until every candidate at the point has run."""
+    if budget in (0.0, 1.0):
+        return curve_configs(rows, task, layers)
+    candidates = curve_candidates(rows, task, layers)
+    if candidates is None:
+        return None
+    scores = {c: dev_retention(rows, task, layers, *c, budget) for c in candidates}
+    if any(v is None for v in scores.values()):
+        return None
+    best = {side: max((c for c in candidates if (c[0] == "graft") == side), key=scores.get)
+            for side in (True, False)}
+    return [best[True], best[False]]
+
+
+def _curve(stage: str, rows: Sequence[Mapping]) -> list[Planned]:
+    """Every candidate of every budget point, so that each point can choose on dev."""
+    planned = []
+    for budget in CURVE_BUDGETS:
+        for task in TASKS:
+            for layers in DEPTHS:
+                candidates = curve_candidates(rows, task, layers)
+                pending = None if candidates else f"{task} {layers}L"
+                for method, strategy in candidates or [
+                        ("graft", STRATEGY_PLACEHOLDER),
+                        (BASELINE_PLACEHOLDER, STRATEGY_PLACEHOLDER)]:
+                    planned.append(Planned(stage, task,
+                                           run_key(method, strategy, layers, 0, budget),
+                                           pending))
+    return planned
+
+
 def _followed(stage: str, rows: Sequence[Mapping], budgets: Sequence[float],
               seeds: Sequence[int]) -> list[Planned]:
-    """Runs of the curve configurations at `budgets` (0 = surgery only) x `seeds`."""
+    """Runs of each budget point's chosen configurations (0 = surgery only) x `seeds`."""
     planned = []
     for budget in budgets:
         for task in TASKS:
             for layers in DEPTHS:
-                configs = curve_configs(rows, task, layers)
-                pending = None if configs else f"{task} {layers}L"
+                configs = point_configs(rows, task, layers, budget)
+                pending = None if configs else (
+                    f"{task} {layers}L" + (f" at {budget:g}" if budget not in (0, 1) else ""))
                 configs = configs or [("graft", STRATEGY_PLACEHOLDER),
                                       (BASELINE_PLACEHOLDER, STRATEGY_PLACEHOLDER)]
                 for seed in seeds:
@@ -183,7 +235,7 @@ def plan_stage(stage: str, rows: Sequence[Mapping] = ()) -> list[Planned]:
     if stage == "C":
         return [Planned("C", rating, k) for k in grid(list(DEPTHS))]
     if stage == "D":
-        return _followed("D", rows, CURVE_BUDGETS, (0,))
+        return _curve("D", rows)
     if stage == "E":
         return _followed("E", rows, (1.0, *CURVE_BUDGETS, 0.0), EXTRA_SEEDS)
     if stage == "H":

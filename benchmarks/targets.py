@@ -22,6 +22,7 @@ from stages import (
     TASKS,
     best_strategy,
     curve_configs,
+    point_configs,
     run_rows,
     strongest_baseline,
 )
@@ -141,13 +142,14 @@ def quality_verdict(scope: str, graft: Mapping | None, share: float) -> Check:
 
 
 def _compute(res: Results, task: str, layers: int, scope: str) -> Check:
+    """graft's strategy at 1/8 and 1/4 is the one chosen on dev at that point."""
     configs = curve_configs(res.rows, task, layers)
     base = res.get(task, "test", *configs[1], layers) if configs else None
-    strategy = configs[0][1] if configs else None
-    return compute_verdict(scope, base, {
-        0.0: res.get(task, "test", "graft", "none", layers),
-        **{b: res.get(task, "test", "graft", strategy, layers, b)
-           for b in (0.125, COMPUTE_SHARE)}})
+    points = {0.0: res.get(task, "test", "graft", "none", layers)}
+    for budget in (0.125, COMPUTE_SHARE):
+        chosen = point_configs(res.rows, task, layers, budget)
+        points[budget] = res.get(task, "test", *chosen[0], layers, budget) if chosen else None
+    return compute_verdict(scope, base, points)
 
 
 def compute_verdict(scope: str, base: Mapping | None,

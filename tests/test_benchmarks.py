@@ -69,6 +69,15 @@ def grid(task, layers, dev=None, test=None, default=0.95, **options):
     return rows_of(*records)
 
 
+def curve_point(rows, task, layers, budget, dev=None, test=None, default=0.9):
+    """Stage D's rows of every candidate at one budget point; dev/test by (method, strategy)."""
+    dev, test = dev or {}, test or {}
+    return rows_of(*(grid_record(task, stages.run_key(m, s, layers, 0, budget),
+                                 dev=dev.get((m, s), default), test=test.get((m, s), default))
+                     for m, s in stages.curve_candidates(rows, task, layers)),
+                   budget=budget, stage="D")
+
+
 def grid_record(task, key, **options):
     """`record` of a grid cell, healed first where the cell says so."""
     return {**record(task, key.method, key.strategy, key.layers, **options),
@@ -108,17 +117,29 @@ def test_curves_and_seeds_follow_dev_choices_never_test():
                                                    ("drop-alternate", "distill")]
     d = stages.plan_stage("D", rows)
     ready = [p.key.name for p in d if p.pending is None]
-    assert len(d) == 36 and ready == [
-        "L3-graft-progressive-s0-b0.25", "L3-drop-alternate-distill-s0-b0.25",
-        "L3-graft-progressive-s0-b0.125", "L3-drop-alternate-distill-s0-b0.125",
-        "L3-graft-progressive-s0-b0.5", "L3-drop-alternate-distill-s0-b0.5"]
+    # every candidate of every point: graft's distilling strategies, the two strongest on dev
+    assert len(d) == 48 and ready[:6] == [
+        "L3-graft-distill-s0-b0.25", "L3-graft-progressive-s0-b0.25",
+        "L3-graft-replace-s0-b0.25", "L3-graft-distill+heal26-s0-b0.25",
+        "L3-drop-alternate-distill-s0-b0.25", "L3-random-distill-s0-b0.25"]
+    assert len(ready) == 18 and ready[6].endswith("-b0.125")
     assert {p.pending for p in d if p.pending} == {
         f"{t} {n}L" for t in (SENT, RATE) for n in (3, 2, 1)} - {f"{SENT} 3L"}
     e = [p.key.name for p in stages.plan_stage("E", rows) if p.pending is None]
-    assert len(e) == 20 and e[:4] == ["L3-graft-progressive-s1", "L3-drop-alternate-distill-s1",
-                                      "L3-graft-progressive-s2", "L3-drop-alternate-distill-s2"]
+    assert len(e) == 8 and e[:4] == ["L3-graft-progressive-s1", "L3-drop-alternate-distill-s1",
+                                     "L3-graft-progressive-s2", "L3-drop-alternate-distill-s2"]
     assert e[-4:] == ["L3-graft-none-s1", "L3-drop-alternate-none-s1", "L3-graft-none-s2",
                       "L3-drop-alternate-none-s2"]
+    # At 1/4 the point chooses on its own dev rows (replace; random over drop-alternate)
+    quarter = curve_point(rows, SENT, 3, 0.25, dev={("graft", "replace"): 0.97,
+                                                    ("random", "distill"): 0.96},
+                          test={("graft", "distill"): 0.99})
+    assert stages.point_configs(rows + quarter, SENT, 3, 0.25) == [("graft", "replace"),
+                                                                   ("random", "distill")]
+    e = [p.key.name for p in stages.plan_stage("E", rows + quarter) if p.pending is None]
+    assert "L3-graft-replace-s1-b0.25" in e and "L3-random-distill-s2-b0.25" in e
+    missing = [r for r in quarter if r["run"] != "L3-random-distill-s0-b0.25"]
+    assert stages.point_configs(rows + missing, SENT, 3, 0.25) is None  # a candidate missing
     # One grid cell missing: nothing is chosen yet, so a rerun can never change the choice.
     partial = [r for r in rows if r["run"] != "L3-graft-finetune-s0"]
     assert stages.curve_configs(partial, SENT, 3) is None
@@ -169,11 +190,15 @@ def test_compute_target_reads_graft_at_a_quarter_budget():
                 test={("drop-top", "distill"): 0.97}, default=0.96)
     scope = f"{SENT}, 3 layers"
     assert check(rows, "compute", scope).status == targets.NOT_MEASURED
-    short = rows_of(record(SENT, "graft", "distill", 3, test=0.965), budget=0.25, stage="D")
+    lead = {("graft", "distill"): 0.99}
+    short = curve_point(rows, SENT, 3, 0.25, dev=lead, test={("graft", "distill"): 0.965})
     assert check(rows + short, "compute", scope).status == targets.MISSED
-    enough = rows_of(record(SENT, "graft", "distill", 3, test=0.972), budget=0.125, stage="D")
+    enough = curve_point(rows, SENT, 3, 0.125, dev=lead, test={("graft", "distill"): 0.972})
     result = check(rows + short + enough, "compute", scope)
     assert result.status == targets.MET and result.measured.endswith("at 1/8")
+    # graft's row at a point is the strategy dev chose there, not the best on test
+    other = curve_point(rows, SENT, 3, 0.125, dev=lead, test={("graft", "replace"): 0.99})
+    assert check(rows + short + other, "compute", scope).status == targets.MISSED
 
 
 def test_fidelity_pools_test_and_out_of_domain_sets():
@@ -276,7 +301,7 @@ def test_suite_processes_sharing_a_stage_skip_the_runs_another_one_holds(tmp_pat
 def test_render_marks_every_target_from_the_rows_alone(tmp_path):
     rows = grid(SENT, 3, test={("graft", "distill"): 0.995}, dev={("graft", "distill"): 0.99})
     rows += grid(SENT, 2, test={("graft", "distill"): 0.95}, dev={("graft", "distill"): 0.99})
-    rows += rows_of(record(SENT, "graft", "distill", 3, test=0.97), budget=0.25, stage="D")
+    rows += curve_point(rows, SENT, 3, 0.25, dev={("graft", "distill"): 0.99})
     results = tmp_path / "results" / "offline.json"
     results.parent.mkdir()
     results.write_text(json.dumps(rows))
