@@ -307,12 +307,13 @@ def _state(suite: Suite, planned: Planned) -> str:
 
 
 def _minutes(rows: Sequence[Mapping], task: str, key: RunKey) -> float:
-    """Median minutes of finished runs like this one (same task, depth, trained or not), scaled
-    by budget; else the assumed figure."""
-    trains = key.strategy != "none"
+    """Median minutes of finished runs like this one (same task, depth, trained or not: healing
+    alone counts as untrained), scaled by budget; else the assumed figure."""
+    untrained = ("none", "heal")
+    trains = key.strategy not in untrained
     seen = [r["run_seconds"] / (r["budget"] if trains else 1.0) / 60 for r in run_rows(rows)
             if r["task"] == task and r["layers"] == key.layers and r.get("run_seconds")
-            and (r["strategy"] != "none") == trains and r["split"] == "dev"
+            and (r["strategy"] not in untrained) == trains and r["split"] == "dev"
             and r["metric"] == TASKS[task]]
     if seen:
         return statistics.median(seen) * (key.budget if trains else 1.0)
