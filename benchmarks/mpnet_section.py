@@ -113,7 +113,8 @@ def _stages(rows: Sequence[Mapping]) -> str:
     teacher = next((r for r in rows if r.get("kind") == "teacher"), None)
     teacher_h = teacher["train_seconds"] / 3600 if teacher else 0.0
     total = teacher_h + sum(float(c[3]) for c in cells)
-    peaks = [r["peak_rss_bytes"] for r in runs if r.get("peak_rss_bytes")]
+    peaks = [r["peak_rss_bytes"] for r in runs
+             if r.get("peak_rss_bytes") and r["strategy"] != "none"]
     peak = f"{max(peaks) / 2**30:.2f} GiB" if peaks else "not measured yet"
     return (markdown_from_cells(["stage", "what", "runs done / planned", "run time (h)"], cells)
             + f"\n\nSingle-core hours so far, teacher ({teacher_h:.2f} h) included: "
