@@ -66,9 +66,8 @@ def evaluate(rows: Sequence[Mapping], res: targets.Results) -> list[targets.Chec
          **({b: res.get(TASK, "test", "graft", strategy, 6, b) for b in (0.125, 0.25)}
             if strategy else {})}))
     for layers in mpnet.DEPTHS:
-        pooled = {"graft": targets.pooled_agreement([_graft(res, s, layers) for s in SPLITS])}
-        pooled |= {m: targets.pooled_agreement([res.get(TASK, s, m, "distill", layers)
-                                                for s in SPLITS]) for m in mpnet.BASELINES}
+        pooled = {"graft": _pooled(res, "graft", strategy, layers)}
+        pooled |= {m: _pooled(res, m, "distill", layers) for m in mpnet.BASELINES}
         checks.append(targets.fidelity_verdict(f"12 -> {layers}", SPLITS, pooled))
     return checks + targets.speed_checks(rows, mpnet.DEPTHS)
 
@@ -97,6 +96,15 @@ def _depth(rows: Sequence[Mapping], res: targets.Results, layers: int,
         strongest, True, min_seeds=1)
 
 
+def _pooled(res: targets.Results, method: str, strategy: str | None,
+            layers: int) -> float | None:
+    """Agreement pooled over `SPLITS`; None while a split (or graft's strategy) is missing."""
+    if strategy is None:
+        return None
+    return targets.pooled_agreement([res.get(TASK, s, method, strategy, layers)
+                                     for s in SPLITS])
+
+
 def _graft(res: targets.Results, split: str, layers: int) -> Mapping | None:
     strategy = mpnet.GRAFT_STRATEGY
     return res.get(TASK, split, "graft", strategy, layers) if strategy else None
@@ -105,14 +113,15 @@ def _graft(res: targets.Results, split: str, layers: int) -> Mapping | None:
 def _stages(rows: Sequence[Mapping]) -> str:
     """Runs done / planned and single-core hours per stage, and the largest training peak."""
     runs = run_rows(rows)
-    cells = []
+    cells, hours = [], []
     for stage, text in mpnet.STAGES.items():
         done = {r["run"]: r.get("run_seconds") or 0.0 for r in runs if r.get("stage") == stage}
+        hours.append(sum(done.values()) / 3600)
         cells.append([stage, text, f"{len(done)} / {len(mpnet.plan(stage, rows))}",
-                      f"{sum(done.values()) / 3600:.2f}"])
+                      f"{hours[-1]:.2f}"])
     teacher = next((r for r in rows if r.get("kind") == "teacher"), None)
     teacher_h = teacher["train_seconds"] / 3600 if teacher else 0.0
-    total = teacher_h + sum(float(c[3]) for c in cells)
+    total = teacher_h + sum(hours)
     peaks = [r["peak_rss_bytes"] for r in runs
              if r.get("peak_rss_bytes") and r["strategy"] != "none"]
     peak = f"{max(peaks) / 2**30:.2f} GiB" if peaks else "not measured yet"
@@ -139,8 +148,7 @@ def _depth_table(res: targets.Results, layers: int) -> str:
         test = res.get(TASK, "test", method, strategy, layers)
         if test is None:
             continue
-        pooled = targets.pooled_agreement([res.get(TASK, s, method, strategy, layers)
-                                           for s in SPLITS])
+        pooled = _pooled(res, method, strategy, layers)
         cells.append([method, strategy, f"{test['n']}",
                       format_cell(res.get(TASK, "dev", method, strategy, layers) or {},
                                   "retention"),
