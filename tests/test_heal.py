@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import TINY_FAMILIES, make_tiny_batches, make_tiny_model
 from tiny_task import one_thread, train_tiny_teacher, write_tiny_task
 
 from layergraft.data.encoding import encode
@@ -18,7 +19,15 @@ from layergraft.surgery.arch import encoder_layers, ffn_width, num_heads
 from layergraft.surgery.graft import graft_model
 from layergraft.surgery.methods import GraftOptions
 from layergraft.surgery.plan import Plan
-from layergraft.training.heal import HealConfig, heal, heal_charge, heal_spans, healable
+from layergraft.training.distill import LiveTeacher
+from layergraft.training.heal import (
+    HealConfig,
+    heal,
+    heal_charge,
+    heal_spans,
+    healable,
+    layer_errors,
+)
 from layergraft.training.train import TrainConfig
 
 assert one_thread  # an autouse fixture
@@ -47,8 +56,9 @@ def test_the_charge_rule_in_distillation_steps():
     config = HealConfig(steps=30, batch_size=32)
     # every layer heals, same batch as training: a heal step costs one distillation step
     assert heal_charge(config, 3, 3, 32) == 30
-    # half the batch, one of three layers trained: (1/2) * (3 + 2) / 9 of a step
-    assert heal_charge(HealConfig(steps=30, batch_size=16), 3, 1, 32) == 9  # ceil(8.33)
+    # half the batch, one of three layers run: (1/2) * (1 / 3) of a step
+    assert heal_charge(HealConfig(steps=30, batch_size=16), 3, 1, 32) == 5
+    assert heal_charge(HealConfig(steps=10, batch_size=32), 3, 1, 32) == 4  # ceil(3.33)
     assert heal_charge(HealConfig(steps=0), 3, 3, 32) == 0 and heal_charge(config, 3, 0, 32) == 0
 
 
@@ -140,3 +150,17 @@ def test_the_cli_heals_at_the_library_defaults():
     defaults = {p.name: p.default for p in HEAL_FLAGS}
     assert defaults["heal_lr"] == HealConfig.learning_rate
     assert defaults["heal_batch_size"] == HealConfig.batch_size
+
+
+@pytest.mark.parametrize("family", TINY_FAMILIES)
+def test_each_layer_run_alone_on_teacher_states_reproduces_the_full_forward(family):
+    # healing runs the healed layers alone, with the arguments the encoder would pass them
+    # (mask, position terms): a model judged against itself must be exact at every layer
+    model = make_tiny_model(family, num_layers=3)
+    batches = [{**b, "example_id": torch.arange(len(b["input_ids"]))}
+               for b in make_tiny_batches(model)]
+    spans = [(k, k + 1) for k in range(3)]
+    errors = layer_errors(model, LiveTeacher(model), batches, spans)
+    assert errors == pytest.approx([0.0] * 3, abs=1e-10)
+    shifted = layer_errors(model, LiveTeacher(model), batches, [(k, k + 2) for k in range(2)])
+    assert min(shifted) > 1e-6  # and not exact where the target is a different layer

@@ -5,15 +5,18 @@ teacher layers it replaces. Healing trains every such layer, all of its weights 
 included, on cached teacher states: its input is the teacher's hidden state at the start of
 its span and its target the teacher's hidden state at the end (block-wise reconstruction, as
 in post-training quantisation and LLM-Streamline's replacement training). Every layer's input
-is a teacher state, so the layers train at once and independently, in one forward of the
-student whose layer inputs are swapped by hooks. Layers that stand for one teacher layer
-(a copy) are already exact and stay as they are. `--refit` (least squares on the FFN output
-projection alone) is the closed-form special case.
+is a teacher state, so the layers train at once and independently: a step runs the student's
+embeddings (without gradients) only to get the arguments its layers take (the attention mask,
+MPNet's position bias), then each healed layer alone on its cached input; the other layers
+and the head do not run. Layers that stand for one teacher layer (a copy) are already exact
+and stay as they are. `--refit` (least squares on the FFN output projection alone) is the
+closed-form special case.
 
 Cost rule (how healing is charged against a run's budget, so compute comparisons stay fair):
-a heal step over b examples runs the student's n layers forward and h of them backward, so it
-costs (b / B) * (n + 2h) / (3n) of a distillation step over B examples (forward about one
-third of a step, backward two thirds); `heal_charge` rounds the total up to whole steps.
+a heal step over b examples runs h of the student's n layers forward and backward, so it
+costs (b / B) * h / n of a distillation step over B examples, which runs all n (its
+embeddings, head and loss are left out, in healing's disfavour); `heal_charge` rounds the
+total up to whole steps.
 """
 
 from __future__ import annotations
@@ -79,42 +82,35 @@ def heal_charge(config: HealConfig, student_layers: int, healed_layers: int,
     """Distillation steps that `config.steps` heal steps cost by the module's rule."""
     if not config.steps or not healed_layers:
         return 0
-    share = (config.batch_size / train_batch) * (student_layers + 2 * healed_layers) / (
-        3 * student_layers)
+    share = (config.batch_size / train_batch) * healed_layers / student_layers
     return math.ceil(config.steps * share - 1e-9)
 
 
-class _SwappedInputs:
-    """Context manager: layer k of the student reads `inputs[k]` instead of the layer below's
-    output, and its output is kept in `outputs[k]`, for the layers in `layers`."""
+class _LayerArguments(Exception):
+    """Raised by a pre-hook on the first layer to stop the forward once the arguments every
+    layer receives (besides its hidden states) are known."""
 
-    def __init__(self, student: PreTrainedModel, layers: Sequence[int], spec: ArchSpec):
-        self.modules = encoder_layers(student, spec)
-        self.layers = list(layers)
-        self.inputs: dict[int, torch.Tensor] = {}
-        self.outputs: dict[int, torch.Tensor] = {}
-        self.handles: list = []
+    def __init__(self, args: tuple, kwargs: dict):
+        super().__init__("layer arguments captured")
+        self.args, self.kwargs = args, kwargs
 
-    def __enter__(self) -> _SwappedInputs:
-        for k in self.layers:
-            module: nn.Module = self.modules[k]
-            self.handles.append(module.register_forward_pre_hook(self._swap(k)))
-            self.handles.append(module.register_forward_hook(self._keep(k)))
-        return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        for handle in self.handles:
-            handle.remove()
+def _layer_arguments(model: PreTrainedModel, inputs: Mapping, spec: ArchSpec):
+    """What the encoder passes each layer after the hidden states, for this batch. Every
+    supported encoder passes the same mask and position terms to all of its layers."""
 
-    def _swap(self, k: int):
-        def hook(module, args):
-            return (self.inputs[k].to(args[0].dtype), *args[1:])
-        return hook
+    def capture(module, args, kwargs):
+        raise _LayerArguments(args[1:], kwargs)
 
-    def _keep(self, k: int):
-        def hook(module, args, output):
-            self.outputs[k] = output[0] if isinstance(output, tuple) else output
-        return hook
+    handle = encoder_layers(model, spec)[0].register_forward_pre_hook(capture, with_kwargs=True)
+    try:
+        with torch.no_grad():
+            model.base_model(**inputs)
+    except _LayerArguments as captured:
+        return captured.args, captured.kwargs
+    finally:
+        handle.remove()
+    raise LayergraftError("the encoder never called its first layer; healing cannot feed it")
 
 
 def _padded(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -156,11 +152,15 @@ def _layer_losses(student, teacher: Teacher, batch: Mapping, layers: Sequence[in
     wanted = sorted({i for k in layers for i in spans[k]})
     states = dict(zip(wanted, teacher.outputs({**inputs, "example_id": batch["example_id"]},
                                               wanted).hidden, strict=True))
-    with _SwappedInputs(student, layers, spec) as swap:
-        swap.inputs = {k: _padded(states[spans[k][0]], mask) for k in layers}
-        student.base_model(**inputs)
-    return [hidden_mse([swap.outputs[k]], [states[spans[k][1]]], inputs["attention_mask"])
-            for k in layers]
+    args, kwargs = _layer_arguments(student, inputs, spec)
+    modules = encoder_layers(student, spec)
+    losses = []
+    for k in layers:
+        start = _padded(states[spans[k][0]], mask).to(next(modules[k].parameters()).dtype)
+        output = modules[k](start, *args, **kwargs)
+        output = output[0] if isinstance(output, tuple) else output
+        losses.append(hidden_mse([output], [states[spans[k][1]]], inputs["attention_mask"]))
+    return losses
 
 
 class HealLoss:
