@@ -4,6 +4,7 @@ makes teachers on disk. Tiny random models on the toy task, plus one slow real-M
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -80,14 +81,34 @@ class StopAfterSave(TrainerCallback):
             control.should_training_stop = True
 
 
+class SlowSteps(TrainerCallback):
+    """Makes every training step take at least ``seconds`` longer."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def on_step_end(self, args, state, control, **kwargs):
+        time.sleep(self.seconds)
+
+
 def test_resume_after_interruption_matches_an_uninterrupted_run(tokenizer, tmp_path):
     task = make_toy_task(tmp_path, n_train=48, n_dev=16)
     whole_config, cut_config = quick(tmp_path / "whole"), quick(tmp_path / "cut")
     whole = train(tiny(), tokenizer, task, whole_config)
-    stopped = train(tiny(), tokenizer, task, cut_config, callbacks=[StopAfterSave(6)])
+    stopped = train(tiny(), tokenizer, task, cut_config,
+                    callbacks=[StopAfterSave(6), SlowSteps(0.1)])
     assert stopped.global_step == 6
+    started = time.perf_counter()
     resumed = train(tiny(), tokenizer, task, cut_config)
+    resumed_wall = time.perf_counter() - started
     assert resumed.global_step == whole.global_step == 18
+
+    # the resumed run's training time includes the time that led to its checkpoint
+    state = json.loads((Path(cut_config.output_dir) / "checkpoint-6" / "trainer_state.json")
+                       .read_text())
+    before_cut = state["stateful_callbacks"]["TrainingClock"]["attributes"]["seconds"]
+    assert before_cut >= 6 * 0.1
+    assert before_cut < resumed.train_seconds < before_cut + resumed_wall
 
     def weights(config: TrainConfig, step: int) -> dict[str, torch.Tensor]:
         return load_file(Path(config.output_dir) / f"checkpoint-{step}" / "model.safetensors")

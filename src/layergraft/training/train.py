@@ -43,6 +43,7 @@ from transformers import (
     TrainerCallback,
     TrainingArguments,
 )
+from transformers.trainer_callback import ExportableState
 from transformers.trainer_utils import EvalPrediction, get_last_checkpoint
 
 from layergraft.data.encoding import EXAMPLE_ID, LABELS, collator, encode
@@ -161,6 +162,35 @@ class TrainResult:
     log_history: list[dict]
 
 
+class TrainingClock(TrainerCallback, ExportableState):
+    """Seconds of training that led to the current state, across resumes: the count is saved
+    with every checkpoint and restored with the other callback states when a run resumes
+    (the Trainer then replaces this callback by a restored copy: read the one it holds), so a
+    resumed run reports its whole training time, not only the part after the resume. Time
+    after the last checkpoint of an interrupted run is not counted: that work was redone."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._lap_start: float | None = None
+
+    def state(self) -> dict:
+        self._lap()
+        return {"args": {}, "attributes": {"seconds": self.seconds}}
+
+    def on_train_begin(self, args, state, control, **kwargs) -> None:
+        self._lap_start = time.perf_counter()
+
+    def on_train_end(self, args, state, control, **kwargs) -> None:
+        self._lap()
+        self._lap_start = None
+
+    def _lap(self) -> None:
+        if self._lap_start is not None:
+            now = time.perf_counter()
+            self.seconds += now - self._lap_start
+            self._lap_start = now
+
+
 class TaskTrainer(Trainer):
     """A Trainer that keeps ``example_id`` away from ``model.forward`` and, when given a
     ``loss_fn``, trains on it instead of the model's own loss (evaluation always reports the
@@ -248,19 +278,19 @@ def train(
     trainer = TaskTrainer(
         model=model, args=args, train_dataset=encoded["train"], eval_dataset=encoded["dev"],
         data_collator=collator(tokenizer), compute_metrics=score,
-        callbacks=[*stopping, *callbacks], loss_fn=loss_fn, schedule=schedule,
+        callbacks=[*stopping, TrainingClock(), *callbacks], loss_fn=loss_fn, schedule=schedule,
     )
     if not config.progress:
         trainer.remove_callback(PrinterCallback)
     last = get_last_checkpoint(config.output_dir) if config.resume and Path(
         config.output_dir).is_dir() else None
-    start = time.perf_counter()
     trainer.train(resume_from_checkpoint=last)
-    seconds = time.perf_counter() - start
+    clock = next(c for c in trainer.callback_handler.callbacks if isinstance(c, TrainingClock))
     if schedule is not None:
         schedule.finish(trainer.state.global_step, trainer.optimizer, trainer.model)
     final = trainer.predict(encoded["dev"]).metrics  # scores the loaded best weights, unlogged
     metrics = {name: float(final[f"test_{name}"]) for name in spec.metrics}
     return TrainResult(model=trainer.model, metrics=metrics, global_step=trainer.state.global_step,
-                       train_seconds=seconds, best_checkpoint=trainer.state.best_model_checkpoint,
+                       train_seconds=clock.seconds,
+                       best_checkpoint=trainer.state.best_model_checkpoint,
                        log_history=list(trainer.state.log_history))
