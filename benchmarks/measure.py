@@ -6,8 +6,6 @@
   interleaved by benchmarks/distill_cost.py.
 - `speed_together`: the teacher and a student of every depth timed together in one
   interleaved run with more repeats than each run's own check, for the speed target.
-- `paired_rows`: graft vs the strongest baseline on the same examples (McNemar and a paired
-  bootstrap of the target metric) from the runs' saved per-example predictions.
 """
 
 from __future__ import annotations
@@ -18,19 +16,13 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 import torch
-from stages import DEPTHS, TASKS, curve_configs
 
-from layergraft.data.tasks import Task, load_task
 from layergraft.pipeline.bench_run import bench_models
-from layergraft.pipeline.compare import RunKey
-from layergraft.pipeline.runs import PREDICTIONS_NAME
-from layergraft.report.stats import mcnemar, paired_bootstrap
 from layergraft.training.distill import DistillConfig
 from layergraft.utils import versions, write_json_atomic
 
@@ -133,51 +125,3 @@ def speed_together(teacher: Path, students: Sequence[Path], task: str,
              "batch": r["batch_size"], "speed_up": r["throughput_ratio"],
              "ideal": r["ideal_ratio"], "repeats": SPEED_REPEATS, "threads": r["threads"]}
             for r in records if r["model"] != str(teacher)]
-
-
-def paired_rows(rows: Sequence[Mapping], run_dir) -> list[dict]:
-    """Graft (best strategy) vs the strongest baseline, seed 0, full budget, on every
-    labelled split but dev; `run_dir(task, key)` is where a run's predictions live."""
-    out = []
-    for task in TASKS:
-        loaded: Task | None = None
-        for layers in DEPTHS:
-            configs = curve_configs(rows, task, layers)
-            files = [Path(run_dir(task, RunKey(m, s, layers))) / PREDICTIONS_NAME
-                     for m, s in configs or ()]
-            if not files or not all(f.is_file() for f in files):
-                continue
-            loaded = loaded or load_task(task)
-            with np.load(files[0]) as a, np.load(files[1]) as b:
-                for split in [s for s in a.files if not s.startswith("teacher_") and s != "dev"]:
-                    labels = _labels(loaded, split)
-                    if labels is not None and len(labels) == len(a[split]) and split in b.files:
-                        out.append(_paired(task, layers, split, configs, a[split], b[split],
-                                           labels, loaded.spec.is_regression))
-    return out
-
-
-def _labels(task: Task, split: str) -> np.ndarray | None:
-    """Labels of an evaluation split: the task's own, or its out-of-domain set's test split."""
-    if task.labeled(split):
-        return np.asarray(task.splits[split]["label"])
-    if split in task.spec.ood:
-        return np.asarray(load_task(split).splits["test"]["label"])
-    return None
-
-
-def _paired(task, layers, split, configs, a, b, labels, regression) -> dict:
-    metric = TASKS[task]
-    if regression:
-        a, b, counts = a.reshape(-1), b.reshape(-1), {}
-    else:
-        a, b = a.argmax(-1), b.argmax(-1)
-        counts = mcnemar(a, b, labels)
-    boot = paired_bootstrap(a, b, labels, metric)
-    return {"kind": "paired", "task": task, "layers": layers, "split": split, "metric": metric,
-            "seed": 0, "budget": 1.0, "a_run": "/".join(configs[0]),
-            "b_run": "/".join(configs[1]), "n": boot["n"], "a_value": boot["a"],
-            "b_value": boot["b"], "delta": boot["delta"], "ci_low": boot["ci_low"],
-            "ci_high": boot["ci_high"], "bootstrap_p": boot["p_value"],
-            "mcnemar_p": counts.get("p_value"), "only_a": counts.get("only_a"),
-            "only_b": counts.get("only_b")}

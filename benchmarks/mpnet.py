@@ -39,8 +39,9 @@ from collections.abc import Sequence
 
 import measure
 import render
-from mpnet_plan import FULL_BUDGET, STAGES, TASK, plan
+from mpnet_plan import FULL_BUDGET, STAGES, TASK, paired_configs, plan
 from offline import ROOT, Store, Suite, of_kind, run_planned
+from paired import paired_rows
 from stagecli import plan_line, stage_parser
 
 from layergraft.pipeline.finetune import RESULTS_NAME as TEACHER_RESULTS
@@ -74,6 +75,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     for stage in stages:
         run_planned(SUITE, plan(stage, store.rows), store)
+        store.put(paired_rows(paired_configs(store.rows), SUITE.run_dir), of_kind("paired"))
         store.put([measure.environment()], of_kind("environment"))
         render.write(Suite().results, Suite().markdown)  # BENCHMARKS.md's 12-layer section
 

@@ -40,6 +40,17 @@ def strongest_baseline(rows: Sequence[dict], layers: int) -> str | None:
     return max(scores, key=lambda m: scores[m])
 
 
+def paired_configs(rows: Sequence[dict]) -> list[tuple[str, int, tuple | None]]:
+    """At each depth, graft against the strongest baseline (None until both are known)."""
+    pairs = []
+    for layers in DEPTHS:
+        rival = strongest_baseline(rows, layers)
+        configs = (("graft", GRAFT_STRATEGY), (rival, "distill")) if rival and GRAFT_STRATEGY \
+            else None
+        pairs.append((TASK, layers, configs))
+    return pairs
+
+
 def plan(stage: str, rows: Sequence[dict]) -> list[Planned]:
     if stage == "M0":
         return [Planned(stage, TASK, RunKey(m, "none", n)) for n in DEPTHS for m in METHODS]

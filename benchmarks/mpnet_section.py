@@ -10,6 +10,7 @@ from pathlib import Path
 import mpnet_plan as mpnet
 import targets
 from jsonstore import read_rows
+from paired import paired_table
 from stages import run_rows
 
 from layergraft.data.tasks import get_spec
@@ -34,7 +35,8 @@ def section(path: Path) -> list[str]:
                                    for c in checks])]
     for layers in mpnet.DEPTHS:
         parts += [f"### 12 -> {layers} layers, full budget", _depth_table(res, layers)]
-    return parts + ["### Budget curve at 6 layers (test retention)", _curve(rows, res)]
+    return parts + ["### Budget curve at 6 layers (test retention)", _curve(rows, res),
+                    *paired_table(rows, TASK)]
 
 
 def _intro() -> str:

@@ -33,6 +33,7 @@ from pathlib import Path
 import measure
 import render
 from jsonstore import claim, read_rows, update_rows
+from paired import paired_rows
 from stages import (
     DEPTHS,
     FULL_BUDGET,
@@ -41,6 +42,7 @@ from stages import (
     TEACHER_EPOCHS,
     TEACHER_SEED,
     Planned,
+    curve_configs,
     plan_stage,
     run_rows,
 )
@@ -250,7 +252,9 @@ def time_students(suite: Suite, task: str, store: Store, remeasure: bool = False
 
 def finish_stage(suite: Suite, store: Store) -> None:
     """Paired tests and the environment row from what is on disk, then BENCHMARKS.md."""
-    store.put(measure.paired_rows(store.rows, suite.run_dir), of_kind("paired"))
+    pairs = [(task, layers, curve_configs(store.rows, task, layers))
+             for task in TASKS for layers in DEPTHS]
+    store.put(paired_rows(pairs, suite.run_dir), of_kind("paired"))
     store.put([measure.environment()], of_kind("environment"))
     render.write(suite.results, suite.markdown)
 

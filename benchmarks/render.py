@@ -25,6 +25,7 @@ import embedding_section
 import mpnet_section
 import targets
 from measure import SPEED_REPEATS
+from paired import paired_table
 from stages import (
     DEPTHS,
     FULL_BUDGET,
@@ -165,7 +166,7 @@ def _task(rows, task: str, figures: Path, link: str) -> list[str]:
             parts += [f"### {layers} layer{'s' if layers > 1 else ''}, full budget",
                       _depth_table(rows, task, here)]
     parts += _curves(rows, task, test, figures, link)
-    parts += _agreement(runs, task) + _paired(rows, task)
+    parts += _agreement(runs, task) + paired_table(rows, task)
     return parts
 
 
@@ -254,21 +255,6 @@ def _agreement(runs: list[Mapping], task: str) -> list[str]:
                                         for s in splits] for k, v in by_run.items()]
     return ["### Agreement with the teacher (%), full budget, by split",
             _table(["layers", "method", "strategy", *splits], cells)]
-
-
-def _paired(rows, task: str) -> list[str]:
-    paired = [r for r in rows if r.get("kind") == "paired" and r["task"] == task]
-    if not paired:
-        return []
-    cells = [[f"{r['layers']}", r["split"], f"{r['a_run']} vs {r['b_run']}", f"{r['n']}",
-              f"{100 * r['delta']:+.2f}", f"[{100 * r['ci_low']:+.2f}, {100 * r['ci_high']:+.2f}]",
-              f"{r['bootstrap_p']:.3g}",
-              "—" if r["mcnemar_p"] is None else
-              f"{r['mcnemar_p']:.3g} ({r['only_a']} vs {r['only_b']})"] for r in paired]
-    return ["### Paired tests on the same examples (seed 0, full budget)",
-            _table(["layers", "split", "graft vs strongest baseline", "examples",
-                    f"Δ {TASKS[task]} (pts)", "95% CI", "bootstrap p",
-                    "McNemar p (only graft right vs only baseline right)"], cells)]
 
 
 def _speed(rows) -> list[str]:

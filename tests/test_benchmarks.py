@@ -495,3 +495,40 @@ def test_healing_names_its_runs_and_rows_and_the_retraining_free_stage_follows_d
     assert check(rows, "retraining-free", f"{SENT}, 3 layers").status == targets.MISSED
     met = check(rows, "retraining-free", f"{SENT}, 2 layers")
     assert met.status == targets.MET and "drop-alternate" in met.measured
+
+
+def test_paired_tests_compare_the_two_runs_on_the_same_examples(tmp_path):
+    import mpnet_plan
+    import numpy as np
+    import paired
+
+    from layergraft.data.tasks import load_task
+    from layergraft.pipeline.runs import PREDICTIONS_NAME
+
+    labels = np.asarray(load_task(SENT).splits["test"]["label"])
+    right = np.eye(2)[labels]
+    wrong_first_ten = right.copy()
+    wrong_first_ten[:10] = right[:10, ::-1]
+    for key, logits in ((RunKey("graft", "distill", 6), right),
+                        (RunKey("drop-top", "distill", 6), wrong_first_ten)):
+        folder = tmp_path / key.name
+        folder.mkdir()
+        np.savez(folder / PREDICTIONS_NAME, test=logits, teacher_test=right, dev=right[:5])
+
+    def run_dir(task, key):
+        return tmp_path / key.name
+
+    configs = (("graft", "distill"), ("drop-top", "distill"))
+    pairs = [(SENT, 6, configs), (SENT, 4, configs), (SENT, 3, None)]  # 4: no predictions
+    rows = paired.paired_rows(pairs, run_dir)
+    assert len(rows) == 1  # test only: dev and the teacher's logits are not compared
+    row = rows[0]
+    assert (row["layers"], row["split"], row["n"]) == (6, "test", len(labels))
+    assert (row["only_a"], row["only_b"]) == (10, 0) and row["mcnemar_p"] < 0.01
+    assert row["delta"] == pytest.approx(10 / len(labels))
+    assert row["a_run"] == "graft/distill" and row["b_run"] == "drop-top/distill"
+    table = "\n".join(paired.paired_table(rows, SENT))
+    assert "| 6 | test | graft/distill vs drop-top/distill |" in table
+    assert paired.paired_table(rows, RATE) == []
+    # the 12-layer stage compares graft with the strongest baseline once all baselines ran
+    assert all(c is None for _, _, c in mpnet_plan.paired_configs([]))
