@@ -41,7 +41,7 @@ import measure
 import render
 from mpnet_plan import FULL_BUDGET, STAGES, TASK, paired_configs, plan
 from offline import ROOT, Store, Suite, of_kind, run_planned
-from paired import paired_rows
+from paired import paired_rows, replaced_by
 from stagecli import plan_line, stage_parser
 
 from layergraft.pipeline.finetune import RESULTS_NAME as TEACHER_RESULTS
@@ -75,7 +75,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     for stage in stages:
         run_planned(SUITE, plan(stage, store.rows), store)
-        store.put(paired_rows(paired_configs(store.rows), SUITE.run_dir), of_kind("paired"))
+        compared = paired_rows(paired_configs(store.rows), SUITE.run_dir)
+        store.put(compared, replaced_by(compared))
         store.put([measure.environment()], of_kind("environment"))
         render.write(Suite().results, Suite().markdown)  # BENCHMARKS.md's 12-layer section
 

@@ -33,7 +33,7 @@ from pathlib import Path
 import measure
 import render
 from jsonstore import claim, read_rows, update_rows
-from paired import paired_rows
+from paired import paired_rows, replaced_by
 from stages import (
     DEPTHS,
     FULL_BUDGET,
@@ -254,7 +254,8 @@ def finish_stage(suite: Suite, store: Store) -> None:
     """Paired tests and the environment row from what is on disk, then BENCHMARKS.md."""
     pairs = [(task, layers, curve_configs(store.rows, task, layers))
              for task in TASKS for layers in DEPTHS]
-    store.put(paired_rows(pairs, suite.run_dir), of_kind("paired"))
+    compared = paired_rows(pairs, suite.run_dir)
+    store.put(compared, replaced_by(compared))
     store.put([measure.environment()], of_kind("environment"))
     render.write(suite.results, suite.markdown)
 

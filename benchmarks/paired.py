@@ -44,6 +44,14 @@ def paired_rows(pairs: Iterable[Pair], run_dir: Callable[[str, RunKey], Path]) -
     return out
 
 
+def replaced_by(rows: Sequence[Mapping]) -> Callable[[Mapping], bool]:
+    """The stored paired rows that `rows` replace: those of the same task and depth. A pair
+    whose predictions are not on this disk keeps its stored rows, since a suite's results
+    outlive its work folder."""
+    keys = {(r["task"], r["layers"]) for r in rows}
+    return lambda r: r.get("kind") == "paired" and (r["task"], r["layers"]) in keys
+
+
 def paired_table(rows: Sequence[Mapping], task: str) -> list[str]:
     """The task's paired rows as a titled table, or nothing while there are none."""
     paired = [r for r in rows if r.get("kind") == "paired" and r["task"] == task]

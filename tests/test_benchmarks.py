@@ -530,5 +530,10 @@ def test_paired_tests_compare_the_two_runs_on_the_same_examples(tmp_path):
     table = "\n".join(paired.paired_table(rows, SENT))
     assert "| 6 | test | graft/distill vs drop-top/distill |" in table
     assert paired.paired_table(rows, RATE) == []
+    # stored rows of a depth whose predictions are gone stay; the recomputed depth is replaced
+    kept, stale = {**row, "layers": 4}, {**row, "delta": 0.5}
+    same = paired.replaced_by(rows)
+    assert [r for r in (kept, stale, {"kind": "run", "task": SENT, "layers": 6}) if same(r)] \
+        == [stale]
     # the 12-layer stage compares graft with the strongest baseline once all baselines ran
     assert all(c is None for _, _, c in mpnet_plan.paired_configs([]))
