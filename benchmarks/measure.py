@@ -121,7 +121,10 @@ def speed_together(teacher: Path, students: Sequence[Path], task: str,
     so one student per depth stands for all of them."""
     records = bench_models([str(teacher), *map(str, students)], task, repeats=SPEED_REPEATS,
                            precision=precision)
+    reference = next(r for r in records if r["model"] == str(teacher))
     return [{"kind": "speed", "task": task, "model": r["model"], "layers": r["layers"],
              "batch": r["batch_size"], "speed_up": r["throughput_ratio"],
-             "ideal": r["ideal_ratio"], "repeats": SPEED_REPEATS, "threads": r["threads"]}
+             "ideal": r["ideal_ratio"], "repeats": SPEED_REPEATS, "threads": r["threads"],
+             "params": r["params"], "size_bytes": r["size_bytes"],
+             "teacher_params": reference["params"], "teacher_size_bytes": reference["size_bytes"]}
             for r in records if r["model"] != str(teacher)]

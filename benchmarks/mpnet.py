@@ -31,6 +31,9 @@ Stages, run in this order:
 - M3: the budget curve at 6 layers (1/8, 1/4, 1/2 of the full budget): graft and the
   strongest baseline (chosen on dev at the full budget).
 - M4: seeds 1 and 2 for graft and the strongest baseline at 6 and 3 layers.
+After each stage the teacher and graft's seed-0 student of every depth are timed together in
+one interleaved run (batch 32 and 1, dev lengths), again whenever that set of students
+changed (`--remeasure`: again anyway).
 """
 
 from __future__ import annotations
@@ -39,8 +42,8 @@ from collections.abc import Sequence
 
 import measure
 import render
-from mpnet_plan import FULL_BUDGET, STAGES, TASK, paired_configs, plan
-from offline import ROOT, Store, Suite, of_kind, run_planned
+from mpnet_plan import DEPTHS, FULL_BUDGET, GRAFT_STRATEGY, STAGES, TASK, paired_configs, plan
+from offline import ROOT, Store, Suite, of_kind, run_planned, time_students
 from paired import paired_rows, replaced_by
 from stagecli import plan_line, stage_parser
 
@@ -67,7 +70,10 @@ def dry_run(stages: Sequence[str], rows: Sequence[dict]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = stage_parser(__doc__, STAGES).parse_args(argv)
+    parser = stage_parser(__doc__, STAGES)
+    parser.add_argument("--remeasure", action="store_true",
+                        help="Time the graft students again even if their set is unchanged.")
+    args = parser.parse_args(argv)
     stages = args.stage or list(STAGES)
     store = Store(SUITE.results)
     if args.dry_run:
@@ -75,6 +81,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     for stage in stages:
         run_planned(SUITE, plan(stage, store.rows), store)
+        if GRAFT_STRATEGY:
+            time_students(SUITE, TASK, store, args.remeasure, DEPTHS, GRAFT_STRATEGY)
         compared = paired_rows(paired_configs(store.rows), SUITE.run_dir)
         store.put(compared, replaced_by(compared))
         store.put([measure.environment()], of_kind("environment"))

@@ -37,7 +37,7 @@ def section(path: Path) -> list[str]:
     for layers in mpnet.DEPTHS:
         parts += [f"### 12 -> {layers} layers, full budget", _depth_table(res, layers)]
     return parts + ["### Budget curve at 6 layers (test retention)", _curve(rows, res),
-                    *paired_table(rows, TASK)]
+                    *paired_table(rows, TASK), *_size_and_speed(rows)]
 
 
 def _intro() -> str:
@@ -141,6 +141,28 @@ def _size_verdict(hours: float, runs_left: int) -> str:
     if runs_left:
         return ""
     return ": MET" if hours <= SIZE_HOURS else ": MISSED"
+
+
+def _size_and_speed(rows: Sequence[Mapping]) -> list[str]:
+    """Parameters, size on disk and speed-up of each timed graft student, from the one
+    interleaved speed run of the teacher and those students; nothing before it ran."""
+    speed = {(r["layers"], r["batch"]): r for r in rows if r.get("kind") == "speed"}
+    if not speed:
+        return []
+    first = next(iter(speed.values()))
+    cells = [["12 (teacher)", f"{first['teacher_params'] / 1e6:.1f}M", "100%",
+              format_cell({"size_bytes": first["teacher_size_bytes"]}, "size_bytes"), "1×", "1×"]]
+    for layers in sorted({k[0] for k in speed}, reverse=True):
+        row = speed.get((layers, 32)) or speed[(layers, 1)]
+        ups = [f"{speed[(layers, b)]['speed_up']:.2f}×" if (layers, b) in speed else "—"
+               for b in (32, 1)]
+        cells.append([f"{layers}", f"{row['params'] / 1e6:.1f}M",
+                      f"{100 * row['params'] / row['teacher_params']:.0f}%",
+                      format_cell(row, "size_bytes"), *ups])
+    return [f"### Size and speed (graft's students, timed with the teacher in one interleaved "
+            f"run of {first['repeats']} repeats on dev lengths, {first['threads']} thread(s))",
+            markdown_from_cells(["layers", "parameters", "of the teacher", "on disk",
+                                 "speed-up, batch 32", "speed-up, batch 1"], cells)]
 
 
 def _teacher(rows: Sequence[Mapping]) -> str:

@@ -237,10 +237,11 @@ def measure_costs(suite: Suite, store: Store, remeasure: bool = False) -> None:
                       of_kind("cost", name="analyze_seconds", task=task))
 
 
-def time_students(suite: Suite, task: str, store: Store, remeasure: bool = False) -> None:
-    """One speed run per task over the finished seed-0 graft/distill students; measured again
-    when the set of students changed, or on `remeasure`."""
-    students = [suite.run_dir(task, RunKey("graft", "distill", n, 0)) for n in DEPTHS]
+def time_students(suite: Suite, task: str, store: Store, remeasure: bool = False,
+                  depths: Sequence[int] = DEPTHS, strategy: str = "distill") -> None:
+    """One speed run per task over the finished seed-0 graft students of `strategy`, one per
+    depth; measured again when the set of students changed, or on `remeasure`."""
+    students = [suite.run_dir(task, RunKey("graft", strategy, n, 0)) for n in depths]
     students = [s for s in students if (s / RESULTS_NAME).is_file()]
     with claim(suite.claim_file(task, "speed")) as mine:
         timed = {r["model"] for r in store.rows if of_kind("speed", task=task)(r)}

@@ -402,6 +402,8 @@ def test_the_speed_stage_times_teacher_and_students_together(tmp_path, monkeypat
     assert {(r["layers"], r["batch"]) for r in rows} == {(2, 32), (2, 1), (1, 32), (1, 1)}
     assert all(r["kind"] == "speed" and r["speed_up"] > 0 for r in rows)
     assert {r["ideal"] for r in rows} == {model.config.num_hidden_layers / n for n in (2, 1)}
+    assert all(0 < r["params"] < r["teacher_params"] and 0 < r["size_bytes"]
+               < r["teacher_size_bytes"] for r in rows)
 
 
 def test_a_costly_suite_scores_surgery_without_ood_and_times_only_trained_grafts(tmp_path,
@@ -468,6 +470,18 @@ def test_the_12_layer_section_marks_issue_14s_targets_from_its_rows(tmp_path, mo
     assert all(status[("fidelity", f"12 -> {n}")] == targets.MET for n in mpnet.DEPTHS)
     assert status[("compute", "12 -> 6")] == targets.NOT_MEASURED  # no 1/8 or 1/4 rows
     assert "| graft | distill | 3 |" in text and "12 -> 2 layers, full budget" in text
+    assert "Size and speed" not in text  # no interleaved speed run yet
+    speed = [{"kind": "speed", "task": SENT, "model": "s6", "layers": 6, "batch": batch,
+              "speed_up": up, "ideal": 2.0, "repeats": 15, "threads": 1, "params": 55_000_000,
+              "size_bytes": 210 * 2**20, "teacher_params": 110_000_000,
+              "teacher_size_bytes": 420 * 2**20} for batch, up in ((32, 1.98), (1, 1.9))]
+    path.write_text(json.dumps(rows + speed))
+    text = "\n".join(mpnet_section.section(path))
+    assert "| 6 | 55.0M | 50% | 210.0 MiB | 1.98× | 1.90× |" in text
+    status = {(c.target, c.scope): c.status
+              for c in mpnet_section.evaluate(rows + speed, targets.Results(rows + speed))}
+    assert status[("speed", "6 layers, batch 32")] == targets.MET  # 1.98 >= 0.97 x 2
+    assert status[("speed", "6 layers, batch 1")] == targets.MISSED
 
 
 def test_healing_names_its_runs_and_rows_and_the_retraining_free_stage_follows_dev():
