@@ -433,6 +433,25 @@ def test_a_costly_suite_scores_surgery_without_ood_and_times_only_trained_grafts
     assert mpnet.SUITE.measures(RunKey("graft", "distill", 3)) == {"speed": True, "ood": True}
 
 
+def test_a_stage_runs_what_waits_on_its_own_rows_in_the_same_call(tmp_path, monkeypatch):
+    ran = []
+
+    def fake_compress(teacher, task, *, layers, method, strategy, seed, **kwargs):
+        ran.append((task, RunKey(method, strategy, layers, seed).name))
+        return record(task, method, strategy, layers, seed=seed,
+                      dev=0.9 if method == "graft" else 0.8)
+
+    monkeypatch.setattr(offline, "compress", fake_compress)
+    monkeypatch.setattr(offline, "ensure_teacher", lambda *args: "teacher")
+    suite = offline.Suite(work=tmp_path / "work", results=tmp_path / "rows.json",
+                          markdown=tmp_path / "BENCHMARKS.md")
+    store = offline.Store(suite.results)
+    offline.run_stage(suite, "H", store)
+    planned = stages.plan_stage("H", store.rows)
+    assert any(p.key.seed == 2 for p in planned) and not any(p.pending for p in planned)
+    assert len(ran) == len(set(ran)) == len(planned)  # every run once, the seeds included
+
+
 def test_the_12_layer_section_marks_issue_14s_targets_from_its_rows(tmp_path, monkeypatch):
     import mpnet_plan as mpnet
     import mpnet_section
