@@ -44,7 +44,7 @@ import measure
 import render
 from mpnet_plan import DEPTHS, FULL_BUDGET, GRAFT_STRATEGY, STAGES, TASK, paired_configs, plan
 from offline import ROOT, Store, Suite, of_kind, run_planned, time_students
-from paired import paired_rows, replaced_by
+from paired import refresh_paired
 from stagecli import plan_line, stage_parser
 
 from layergraft.pipeline.finetune import RESULTS_NAME as TEACHER_RESULTS
@@ -83,8 +83,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         run_planned(SUITE, plan(stage, store.rows), store)
         if GRAFT_STRATEGY:
             time_students(SUITE, TASK, store, args.remeasure, DEPTHS, GRAFT_STRATEGY)
-        compared = paired_rows(paired_configs(store.rows), SUITE.run_dir)
-        store.put(compared, replaced_by(compared))
+        refresh_paired(store, paired_configs(store.rows), SUITE.predictions_dir)
         store.put([measure.environment()], of_kind("environment"))
         render.write(Suite().results, Suite().markdown)  # BENCHMARKS.md's 12-layer section
 

@@ -33,7 +33,8 @@ from pathlib import Path
 import measure
 import render
 from jsonstore import claim, read_rows, update_rows
-from paired import paired_rows, replaced_by
+from paired import refresh_paired
+from recorded import keep_predictions, predictions_home, recorded_digests, settings_digest
 from stages import (
     DEPTHS,
     FULL_BUDGET,
@@ -95,6 +96,20 @@ class Suite:
     def run_dir(self, task: str, key: RunKey) -> Path:
         return self.work / "runs" / task / key.name
 
+    def kept_predictions(self, task: str, key: RunKey) -> Path:
+        """Committed beside the results: paired tests outlive the work folder."""
+        return self.results.parent / "predictions" / self.results.stem / task / key.name
+
+    def predictions_dir(self, task: str, key: RunKey) -> Path:
+        return predictions_home(self.run_dir(task, key), self.kept_predictions(task, key))
+
+    def teacher_recipe(self, task: str) -> dict:
+        """What makes the task's teacher (`make_teacher`), standing for its bytes in the
+        settings digest of every run row (benchmarks/recorded.py)."""
+        return {"model": self.model, "task": task, "epochs": TEACHER_EPOCHS,
+                "seed": TEACHER_SEED, "precision": self.precision,
+                "group_by_length": self.group_by_length}
+
     def claim_file(self, task: str, item: str) -> Path:
         return self.work / "claims" / task / f"{item}.lock"
 
@@ -124,15 +139,18 @@ def of_kind(kind: str, **fields) -> Callable[[Mapping], bool]:
     return lambda r: r.get("kind", "run") == kind and all(r.get(k) == v for k, v in fields.items())
 
 
-def suite_rows(record: Mapping, planned: Planned, run_dir: Path) -> list[dict]:
-    """compare's long rows for one run plus what the suite's report needs beyond them."""
+def suite_rows(record: Mapping, planned: Planned, run_dir: Path,
+               digest: str | None = None) -> list[dict]:
+    """compare's long rows for one run plus what the suite's report needs beyond them;
+    `digest` is the run's settings digest (benchmarks/recorded.py)."""
     stages = record["train"]["stages"]
     extra = {"kind": "run", "stage": planned.stage, "run": planned.key.name,
              "steps": record["train"]["budget_steps"],
              "trained_steps": sum(s.get("global_step", s["steps"]) for s in stages),
              "teacher_layers": record["teacher"]["layers"],
              "size_bytes": safetensors_size(run_dir), "run_seconds": record.get("seconds"),
-             "peak_rss_bytes": record["train"].get("peak_rss_bytes")}
+             "peak_rss_bytes": record["train"].get("peak_rss_bytes"),
+             **({"settings_digest": digest} if digest else {})}
     return [{**row, **extra} for row in record_rows(record, planned.key.budget)]
 
 
@@ -202,30 +220,55 @@ def run_planned(suite: Suite, planned_runs: Sequence[Planned], store: Store) -> 
         if planned.pending:
             continue
         teacher = ensure_teacher(suite, planned.task, store)
+        if recorded(suite, planned, teacher, store.rows):
+            continue  # finished in an earlier session: its rows are committed
         with claim(suite.claim_file(planned.task, planned.key.name)) as mine:
             if mine:  # else another suite process is running it
                 run_one(suite, planned, teacher, store)
 
 
+def compress_options(suite: Suite, planned: Planned) -> dict:
+    """The keyword arguments of the suite's compress call for one planned run."""
+    key = planned.key
+    return {"layers": key.layers,
+            "method": key.method, "strategy": key.strategy, "seed": key.seed,
+            "budget": key.scaled(Budget.parse(suite.full_budget)),
+            "out_dir": suite.run_dir(planned.task, key), "precision": suite.precision,
+            "cache_dir": suite.work / "cache",
+            "training": student_training(group_by_length=suite.group_by_length),
+            "heal": HealConfig(steps=key.heal) if key.heal else None,
+            "replace_other_runs": True, **suite.measures(key)}
+
+
+def recorded(suite: Suite, planned: Planned, teacher: str, rows: Sequence[Mapping]) -> bool:
+    """Whether the results file holds this run's rows under the settings the package would
+    give it now, its work folder gone or not."""
+    digests = recorded_digests(rows, planned.task, planned.key.name)
+    if not digests:
+        return False
+    settings = compress(teacher, planned.task, **compress_options(suite, planned),
+                        dry_run=True)["settings"]
+    return settings_digest(settings, suite.teacher_recipe(planned.task)) in digests
+
+
 def run_one(suite: Suite, planned: Planned, teacher: str, store: Store) -> None:
-    """One compress run and its rows (a failure is recorded instead)."""
+    """One compress run and its rows (a failure is recorded instead); a seed-0, full-budget
+    run's predictions are kept for the paired tests."""
     task, key = planned.task, planned.key
     out = suite.run_dir(task, key)
     try:
-        record = compress(teacher, task, layers=key.layers, method=key.method,
-                          strategy=key.strategy, seed=key.seed,
-                          budget=key.scaled(Budget.parse(suite.full_budget)), out_dir=out,
-                          precision=suite.precision, cache_dir=suite.work / "cache",
-                          training=student_training(group_by_length=suite.group_by_length),
-                          heal=HealConfig(steps=key.heal) if key.heal else None,
-                          replace_other_runs=True, **suite.measures(key))
+        record = compress(teacher, task, **compress_options(suite, planned))
     except Exception as error:  # recorded in offline.json and BENCHMARKS.md
         traceback.print_exc()
         store.put([{"kind": "failure", "stage": planned.stage, "task": task, "run": key.name,
                     "error": f"{type(error).__name__}: {error}"}],
                   of_kind("failure", task=task, run=key.name))
         return
-    store.put(suite_rows(record, planned, out), of_kind("run", task=task, run=key.name))
+    digest = settings_digest(record["settings"], suite.teacher_recipe(task)) \
+        if "settings" in record else None
+    if key.seed == 0 and key.budget == 1.0:
+        keep_predictions(out, suite.kept_predictions(task, key))
+    store.put(suite_rows(record, planned, out, digest), of_kind("run", task=task, run=key.name))
     store.put([], of_kind("failure", task=task, run=key.name))
 
 
@@ -262,8 +305,7 @@ def finish_stage(suite: Suite, store: Store) -> None:
     """Paired tests and the environment row from what is on disk, then BENCHMARKS.md."""
     pairs = [(task, layers, curve_configs(store.rows, task, layers))
              for task in TASKS for layers in DEPTHS]
-    compared = paired_rows(pairs, suite.run_dir)
-    store.put(compared, replaced_by(compared))
+    refresh_paired(store, pairs, suite.predictions_dir)
     store.put([measure.environment()], of_kind("environment"))
     render.write(suite.results, suite.markdown)
 
@@ -292,16 +334,19 @@ def dry_run(suite: Suite, stages: Sequence[str], rows: Sequence[Mapping]) -> str
             lines.append("  its own plan: python benchmarks/embeddings.py --dry-run")
             continue
         planned = plan_stage(stage, rows)
-        states = [_state(suite, p) for p in planned]
-        todo = [p for p, s in zip(planned, states, strict=True) if s != "done"]
+        states = [_state(suite, p, rows) for p in planned]
+        todo = [p for p, s in zip(planned, states, strict=True) if s == "todo"]
         minutes = sum(_minutes(rows, p.task, p.key) for p in todo)
         total += minutes
         lines += [f"  {p.task:16} {p.key.name:48} {s}"
                   + (f" (failed last time: {failed[p.task, p.key.name]})"
-                     if (p.task, p.key.name) in failed and s != "done" else "")
+                     if (p.task, p.key.name) in failed and s == "todo" else "")
                   for p, s in zip(planned, states, strict=True)]
+        recorded_only = (f", {states.count('recorded')} recorded (checked once the teacher "
+                         "is made)") if "recorded" in states else ""
         lines.append(f"  {len(planned)} runs: {states.count('done')} done, "
-                     f"{states.count('todo')} to run, {states.count('pending')} pending; "
+                     f"{states.count('todo')} to run, {states.count('pending')} pending"
+                     f"{recorded_only}; "
                      f"about {minutes / 60:.1f} h left")
         waiting = list(dict.fromkeys(p.pending for p in planned if p.pending))
         if waiting:
@@ -312,11 +357,19 @@ def dry_run(suite: Suite, stages: Sequence[str], rows: Sequence[Mapping]) -> str
     return "\n".join(lines)
 
 
-def _state(suite: Suite, planned: Planned) -> str:
+def _state(suite: Suite, planned: Planned, rows: Sequence[Mapping]) -> str:
+    """done: its folder holds its results, or the results file its rows under today's
+    settings; recorded: rows with a settings digest, checked once the teacher is made."""
     if planned.pending:
         return "pending"
-    return "done" if (suite.run_dir(planned.task, planned.key) / RESULTS_NAME).is_file() else \
-        "todo"
+    if (suite.run_dir(planned.task, planned.key) / RESULTS_NAME).is_file():
+        return "done"
+    if not recorded_digests(rows, planned.task, planned.key.name):
+        return "todo"
+    teacher = suite.teacher(planned.task)
+    if not (teacher / TEACHER_RESULTS).is_file():
+        return "recorded"
+    return "done" if recorded(suite, planned, str(teacher), rows) else "todo"
 
 
 def _minutes(rows: Sequence[Mapping], task: str, key: RunKey) -> float:

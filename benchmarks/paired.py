@@ -44,6 +44,24 @@ def paired_rows(pairs: Iterable[Pair], run_dir: Callable[[str, RunKey], Path]) -
     return out
 
 
+def refresh_paired(store, pairs: Sequence[Pair],
+                   predictions_dir: Callable[[str, RunKey], Path]) -> None:
+    """Store the paired tests of `pairs` (a suite's `Store`): new ones replace those of their
+    task and depth, and stored ones whose two runs are no longer the chosen ones go."""
+    compared = paired_rows(pairs, predictions_dir)
+    store.put([], outdated(pairs))
+    store.put(compared, replaced_by(compared))
+
+
+def outdated(pairs: Sequence[Pair]) -> Callable[[Mapping], bool]:
+    """Stored paired rows of a task and depth in `pairs` that compare other runs than the
+    ones chosen now (a choice on dev changed, or is not made yet)."""
+    chosen = {(task, layers): tuple("/".join(c) for c in configs) if configs else None
+              for task, layers, configs in pairs}
+    return lambda r: (r.get("kind") == "paired" and (r["task"], r["layers"]) in chosen
+                      and (r["a_run"], r["b_run"]) != chosen[r["task"], r["layers"]])
+
+
 def replaced_by(rows: Sequence[Mapping]) -> Callable[[Mapping], bool]:
     """The stored paired rows that `rows` replace: those of the same task and depth. A pair
     whose predictions are not on this disk keeps its stored rows, since a suite's results

@@ -570,3 +570,67 @@ def test_paired_tests_compare_the_two_runs_on_the_same_examples(tmp_path):
         == [stale]
     # the 12-layer stage compares graft with the strongest baseline once all baselines ran
     assert all(c is None for _, _, c in mpnet_plan.paired_configs([]))
+    # a stored pair whose runs are no longer the chosen ones goes; the chosen one stays
+    moved = paired.outdated([(SENT, 6, (("graft", "heal"), ("drop-top", "distill"))),
+                             (SENT, 4, configs), (SENT, 3, None)])
+    assert [r for r in (row, kept, {**row, "layers": 3}, {**row, "layers": 2}) if moved(r)] \
+        == [row, {**row, "layers": 3}]
+
+
+def test_a_run_whose_rows_are_committed_is_not_redone_on_a_new_machine(tmp_path,
+                                                                     monkeypatch):
+    """The work folder is gone (a new session); the rows' settings digest decides."""
+    import recorded
+
+    ran, defaults = [], {"lr": 4e-4}
+
+    def fake_compress(teacher, task, *, layers, method, strategy, seed, heal, out_dir,
+                      dry_run=False, **kwargs):
+        key = RunKey(method, strategy, layers, seed, heal=heal.steps if heal else 0)
+        settings = {"teacher": teacher, "teacher_content": f"bytes of {teacher}",
+                    "run": key.name, **defaults}
+        if dry_run:
+            return {"status": "to do", "out": str(out_dir), "settings": settings}
+        ran.append(key.name)
+        return {**grid_record(task, key), "settings": settings}
+
+    monkeypatch.setattr(offline, "compress", fake_compress)
+    monkeypatch.setattr(offline, "ensure_teacher", lambda suite, task, store: f"{suite.work}/t")
+    first = offline.Suite(work=tmp_path / "one", results=tmp_path / "rows.json",
+                          markdown=tmp_path / "BENCHMARKS.md")
+    store = offline.Store(first.results)
+    offline.run_stage(first, "A", store)
+    planned = len(stages.plan_stage("A", []))
+    assert len(ran) == planned and all(r.get("settings_digest") for r in store.rows)
+    # a new machine: another work folder, a teacher made again by the same recipe elsewhere
+    second = dataclasses.replace(first, work=tmp_path / "two")
+    offline.run_stage(second, "A", store)
+    assert len(ran) == planned
+    defaults["lr"] = 1e-4  # a package default changed: every run is redone
+    offline.run_stage(second, "A", store)
+    assert len(ran) == 2 * planned
+    other = recorded.settings_digest({"teacher": "a", "lr": 1}, second.teacher_recipe(SENT))
+    assert other == recorded.settings_digest({"teacher": "b", "lr": 1},
+                                             second.teacher_recipe(SENT))
+    assert other != recorded.settings_digest({"teacher": "a", "lr": 1},
+                                             second.teacher_recipe(RATE))
+
+
+def test_paired_tests_read_the_kept_predictions_when_the_work_folder_is_gone(tmp_path):
+    import recorded
+
+    from layergraft.pipeline.runs import PREDICTIONS_NAME
+
+    suite = offline.Suite(work=tmp_path / "work", results=tmp_path / "results" / "rows.json")
+    key = RunKey("graft", "distill", 3)
+    run_dir = suite.run_dir(SENT, key)
+    run_dir.mkdir(parents=True)
+    (run_dir / PREDICTIONS_NAME).write_bytes(b"logits")
+    assert suite.predictions_dir(SENT, key) == run_dir
+    kept = suite.kept_predictions(SENT, key)
+    recorded.keep_predictions(run_dir, kept)
+    assert kept == tmp_path / "results" / "predictions" / "rows" / SENT / key.name
+    (run_dir / PREDICTIONS_NAME).unlink()
+    assert suite.predictions_dir(SENT, key) == kept
+    assert (kept / PREDICTIONS_NAME).read_bytes() == b"logits"
+    assert [p.name for p in kept.iterdir()] == [PREDICTIONS_NAME]  # no partial copy left
