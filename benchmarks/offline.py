@@ -252,8 +252,8 @@ def recorded(suite: Suite, planned: Planned, teacher: str, rows: Sequence[Mappin
 
 
 def run_one(suite: Suite, planned: Planned, teacher: str, store: Store) -> None:
-    """One compress run and its rows (a failure is recorded instead); a seed-0, full-budget
-    run's predictions are kept for the paired tests."""
+    """One compress run and its rows (a failure is recorded instead); the predictions of a
+    trained seed-0, full-budget run are kept for the paired tests."""
     task, key = planned.task, planned.key
     out = suite.run_dir(task, key)
     try:
@@ -266,8 +266,8 @@ def run_one(suite: Suite, planned: Planned, teacher: str, store: Store) -> None:
         return
     digest = settings_digest(record["settings"], suite.teacher_recipe(task)) \
         if "settings" in record else None
-    if key.seed == 0 and key.budget == 1.0:
-        keep_predictions(out, suite.kept_predictions(task, key))
+    if key.seed == 0 and key.budget == 1.0 and key.strategy not in ("none", "heal"):
+        keep_predictions(out, suite.kept_predictions(task, key))  # a pair can choose it
     store.put(suite_rows(record, planned, out, digest), of_kind("run", task=task, run=key.name))
     store.put([], of_kind("failure", task=task, run=key.name))
 

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+import numpy as np
 
 from layergraft.pipeline.runs import PREDICTIONS_NAME
 
@@ -39,13 +40,19 @@ def recorded_digests(rows: Sequence[Mapping], task: str, run: str) -> set[str]:
 
 
 def keep_predictions(run_dir: Path, kept: Path) -> None:
-    """Copy a finished run's per-example predictions to where the results are committed."""
+    """Copy what paired tests read of a finished run's predictions (its own outputs on every
+    split but dev; not the teacher's) to where the results are committed, compressed."""
     source = run_dir / PREDICTIONS_NAME
-    if source.is_file():
-        kept.mkdir(parents=True, exist_ok=True)
-        partial = kept / f".{PREDICTIONS_NAME}.partial"
-        shutil.copyfile(source, partial)
-        partial.replace(kept / PREDICTIONS_NAME)
+    if not source.is_file():
+        return
+    with np.load(source) as arrays:
+        compared = {name: arrays[name] for name in arrays.files
+                    if name != "dev" and not name.startswith("teacher_")}
+    kept.mkdir(parents=True, exist_ok=True)
+    partial = kept / f".{PREDICTIONS_NAME}.partial"
+    with open(partial, "wb") as handle:
+        np.savez_compressed(handle, **compared)
+    partial.replace(kept / PREDICTIONS_NAME)
 
 
 def predictions_home(run_dir: Path, kept: Path) -> Path:

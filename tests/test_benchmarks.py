@@ -617,6 +617,7 @@ def test_a_run_whose_rows_are_committed_is_not_redone_on_a_new_machine(tmp_path,
 
 
 def test_paired_tests_read_the_kept_predictions_when_the_work_folder_is_gone(tmp_path):
+    import numpy as np
     import recorded
 
     from layergraft.pipeline.runs import PREDICTIONS_NAME
@@ -625,12 +626,14 @@ def test_paired_tests_read_the_kept_predictions_when_the_work_folder_is_gone(tmp
     key = RunKey("graft", "distill", 3)
     run_dir = suite.run_dir(SENT, key)
     run_dir.mkdir(parents=True)
-    (run_dir / PREDICTIONS_NAME).write_bytes(b"logits")
+    logits = np.arange(12.0).reshape(6, 2)
+    np.savez(run_dir / PREDICTIONS_NAME, test=logits, dev=logits, teacher_test=logits)
     assert suite.predictions_dir(SENT, key) == run_dir
     kept = suite.kept_predictions(SENT, key)
     recorded.keep_predictions(run_dir, kept)
     assert kept == tmp_path / "results" / "predictions" / "rows" / SENT / key.name
     (run_dir / PREDICTIONS_NAME).unlink()
     assert suite.predictions_dir(SENT, key) == kept
-    assert (kept / PREDICTIONS_NAME).read_bytes() == b"logits"
+    with np.load(kept / PREDICTIONS_NAME) as copy:  # only what paired tests compare
+        assert copy.files == ["test"] and np.array_equal(copy["test"], logits)
     assert [p.name for p in kept.iterdir()] == [PREDICTIONS_NAME]  # no partial copy left
