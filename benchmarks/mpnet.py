@@ -43,12 +43,13 @@ from collections.abc import Sequence
 import measure
 import render
 from mpnet_plan import DEPTHS, FULL_BUDGET, GRAFT_STRATEGY, STAGES, TASK, paired_configs, plan
-from offline import ROOT, Store, Suite, of_kind, run_planned, time_students
+from offline import ROOT, Store, Suite, of_kind, run_planned, run_state, time_students
 from paired import refresh_paired
 from stagecli import plan_line, stage_parser
 
+from layergraft.assets import mpnet_path
+from layergraft.errors import LayergraftError
 from layergraft.pipeline.finetune import RESULTS_NAME as TEACHER_RESULTS
-from layergraft.pipeline.runs import RESULTS_NAME
 
 SUITE = Suite(work=ROOT / "benchmarks" / "work" / "mpnet",
               results=ROOT / "benchmarks" / "results" / "mpnet.json",
@@ -63,9 +64,8 @@ def dry_run(stages: Sequence[str], rows: Sequence[dict]) -> str:
     for stage in stages:
         planned = plan(stage, rows)
         lines.append(f"\nstage {stage}: {STAGES[stage]}")
-        lines += [plan_line(p.key.name, p.pending,
-                            (SUITE.run_dir(TASK, p.key) / RESULTS_NAME).is_file(), width=48)
-                  for p in planned]
+        lines += [plan_line(p.key.name, p.pending, run_state(SUITE, p, rows) == "done",
+                            width=48) for p in planned]
     return "\n".join(lines)
 
 
@@ -74,6 +74,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--remeasure", action="store_true",
                         help="Time the graft students again even if their set is unchanged.")
     args = parser.parse_args(argv)
+    try:  # the plan itself reads the model (benchmarks/recorded.py): fetched on request only
+        mpnet_path()
+    except LayergraftError as missing:
+        parser.exit(2, f"{missing}\n")
     stages = args.stage or list(STAGES)
     store = Store(SUITE.results)
     if args.dry_run:

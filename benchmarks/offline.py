@@ -219,9 +219,9 @@ def run_planned(suite: Suite, planned_runs: Sequence[Planned], store: Store) -> 
     for planned in planned_runs:
         if planned.pending:
             continue
-        teacher = ensure_teacher(suite, planned.task, store)
-        if recorded(suite, planned, teacher, store.rows):
+        if recorded(suite, planned, store.rows):
             continue  # finished in an earlier session: its rows are committed
+        teacher = ensure_teacher(suite, planned.task, store)
         with claim(suite.claim_file(planned.task, planned.key.name)) as mine:
             if mine:  # else another suite process is running it
                 run_one(suite, planned, teacher, store)
@@ -240,13 +240,16 @@ def compress_options(suite: Suite, planned: Planned) -> dict:
             "replace_other_runs": True, **suite.measures(key)}
 
 
-def recorded(suite: Suite, planned: Planned, teacher: str, rows: Sequence[Mapping]) -> bool:
+def recorded(suite: Suite, planned: Planned, rows: Sequence[Mapping]) -> bool:
     """Whether the results file holds this run's rows under the settings the package would
-    give it now, its work folder gone or not."""
+    give it now, its work folder (and teacher) gone or not. The digest names the teacher by
+    its recipe, so the suite's base model stands in for it: no teacher is fine-tuned again
+    only to learn that nothing is left to run."""
     digests = recorded_digests(rows, planned.task, planned.key.name)
     if not digests:
         return False
-    settings = compress(teacher, planned.task, **compress_options(suite, planned),
+    settings = compress(resolve_model(suite.model), planned.task,
+                        **compress_options(suite, planned), allow_untrained_head=True,
                         dry_run=True)["settings"]
     return settings_digest(settings, suite.teacher_recipe(planned.task)) in digests
 
@@ -334,7 +337,7 @@ def dry_run(suite: Suite, stages: Sequence[str], rows: Sequence[Mapping]) -> str
             lines.append("  its own plan: python benchmarks/embeddings.py --dry-run")
             continue
         planned = plan_stage(stage, rows)
-        states = [_state(suite, p, rows) for p in planned]
+        states = [run_state(suite, p, rows) for p in planned]
         todo = [p for p, s in zip(planned, states, strict=True) if s == "todo"]
         minutes = sum(_minutes(rows, p.task, p.key) for p in todo)
         total += minutes
@@ -342,11 +345,8 @@ def dry_run(suite: Suite, stages: Sequence[str], rows: Sequence[Mapping]) -> str
                   + (f" (failed last time: {failed[p.task, p.key.name]})"
                      if (p.task, p.key.name) in failed and s == "todo" else "")
                   for p, s in zip(planned, states, strict=True)]
-        recorded_only = (f", {states.count('recorded')} recorded (checked once the teacher "
-                         "is made)") if "recorded" in states else ""
         lines.append(f"  {len(planned)} runs: {states.count('done')} done, "
-                     f"{states.count('todo')} to run, {states.count('pending')} pending"
-                     f"{recorded_only}; "
+                     f"{states.count('todo')} to run, {states.count('pending')} pending; "
                      f"about {minutes / 60:.1f} h left")
         waiting = list(dict.fromkeys(p.pending for p in planned if p.pending))
         if waiting:
@@ -357,19 +357,14 @@ def dry_run(suite: Suite, stages: Sequence[str], rows: Sequence[Mapping]) -> str
     return "\n".join(lines)
 
 
-def _state(suite: Suite, planned: Planned, rows: Sequence[Mapping]) -> str:
-    """done: its folder holds its results, or the results file its rows under today's
-    settings; recorded: rows with a settings digest, checked once the teacher is made."""
+def run_state(suite: Suite, planned: Planned, rows: Sequence[Mapping]) -> str:
+    """done (its folder holds its results, or the results file its rows under today's
+    settings), todo or pending."""
     if planned.pending:
         return "pending"
-    if (suite.run_dir(planned.task, planned.key) / RESULTS_NAME).is_file():
-        return "done"
-    if not recorded_digests(rows, planned.task, planned.key.name):
-        return "todo"
-    teacher = suite.teacher(planned.task)
-    if not (teacher / TEACHER_RESULTS).is_file():
-        return "recorded"
-    return "done" if recorded(suite, planned, str(teacher), rows) else "todo"
+    done = (suite.run_dir(planned.task, planned.key) / RESULTS_NAME).is_file() or \
+        recorded(suite, planned, rows)
+    return "done" if done else "todo"
 
 
 def _minutes(rows: Sequence[Mapping], task: str, key: RunKey) -> float:
