@@ -60,7 +60,7 @@ SUITE = Suite(work=ROOT / "benchmarks" / "work" / "mpnet",
 
 def dry_run(stages: Sequence[str], rows: Sequence[dict]) -> str:
     present = (SUITE.teacher(TASK) / TEACHER_RESULTS).is_file()
-    lines = [f"teacher: {'present' if present else 'to fine-tune'}"]
+    lines = [f"teacher: {'present' if present else 'to fine-tune before the first run left'}"]
     for stage in stages:
         planned = plan(stage, rows)
         lines.append(f"\nstage {stage}: {STAGES[stage]}")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import statistics
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -248,9 +249,15 @@ def recorded(suite: Suite, planned: Planned, rows: Sequence[Mapping]) -> bool:
     digests = recorded_digests(rows, planned.task, planned.key.name)
     if not digests:
         return False
-    settings = compress(resolve_model(suite.model), planned.task,
-                        **compress_options(suite, planned), allow_untrained_head=True,
-                        dry_run=True)["settings"]
+    models_log = logging.getLogger("layergraft.models")
+    level = models_log.level
+    models_log.setLevel(logging.ERROR)  # its "random head" warning is about runs, not this
+    try:
+        settings = compress(resolve_model(suite.model), planned.task,
+                            **compress_options(suite, planned), allow_untrained_head=True,
+                            dry_run=True)["settings"]
+    finally:
+        models_log.setLevel(level)
     return settings_digest(settings, suite.teacher_recipe(planned.task)) in digests
 
 
@@ -319,7 +326,8 @@ def dry_run(suite: Suite, stages: Sequence[str], rows: Sequence[Mapping]) -> str
     for task in TASKS:
         done = (suite.teacher(task) / TEACHER_RESULTS).is_file()
         total += 0.0 if done else ASSUMED_MINUTES["teacher"]
-        lines.append(f"teacher {task}: {'present' if done else 'to fine-tune'}")
+        state = "present" if done else "to fine-tune before the first run left"
+        lines.append(f"teacher {task}: {state}")
     failed = {(r["task"], r["run"]): r["error"] for r in rows if r.get("kind") == "failure"}
     for stage in stages:
         lines.append(f"\nstage {stage}: {STAGES[stage]}")
