@@ -10,8 +10,11 @@ missing. Every run is a `layergraft.pipeline.compress.compress` call with its ow
 under benchmarks/work/runs/ (git-ignored), named and budgeted by
 `layergraft.pipeline.compare.RunKey`, so a rerun reuses every finished run and resumes an
 unfinished one from its checkpoints: interrupt it at any time. A run made with other
-settings (a package default changed since) is redone. After every run its rows replace its
-old ones in benchmarks/results/offline.json (written atomically); after every stage the
+settings (a package default changed since) is redone. The work folder does not outlive the
+machine, the committed results do: a run whose rows in offline.json carry the digest of
+today's settings is not redone on a new machine, and the predictions paired tests need are
+kept under benchmarks/results/predictions/ (benchmarks/recorded.py). After every run its
+rows replace its old ones in offline.json (written atomically); after every stage the
 paired tests and the environment row are refreshed and BENCHMARKS.md is rendered from that
 file alone (benchmarks/render.py).
 
