@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import statistics
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -38,7 +37,7 @@ import measure
 import render
 from jsonstore import claim, read_rows, update_rows
 from paired import refresh_paired
-from recorded import keep_predictions, predictions_home, recorded_digests, settings_digest
+from recorded import keep_predictions, predictions_home, settings_digest
 from stages import (
     DEPTHS,
     FULL_BUDGET,
@@ -60,6 +59,7 @@ from layergraft.pipeline.compress import compress
 from layergraft.pipeline.finetune import RESULTS_NAME as TEACHER_RESULTS
 from layergraft.pipeline.finetune import finetune
 from layergraft.pipeline.runs import RESULTS_NAME
+from layergraft.pipeline.strategies import UNTRAINED
 from layergraft.training.budget import Budget
 from layergraft.training.heal import HealConfig
 from layergraft.training.train import TrainConfig, student_training
@@ -143,8 +143,7 @@ def of_kind(kind: str, **fields) -> Callable[[Mapping], bool]:
     return lambda r: r.get("kind", "run") == kind and all(r.get(k) == v for k, v in fields.items())
 
 
-def suite_rows(record: Mapping, planned: Planned, run_dir: Path,
-               digest: str | None = None) -> list[dict]:
+def suite_rows(record: Mapping, planned: Planned, run_dir: Path, digest: str) -> list[dict]:
     """compare's long rows for one run plus what the suite's report needs beyond them;
     `digest` is the run's settings digest (benchmarks/recorded.py)."""
     stages = record["train"]["stages"]
@@ -154,7 +153,7 @@ def suite_rows(record: Mapping, planned: Planned, run_dir: Path,
              "teacher_layers": record["teacher"]["layers"],
              "size_bytes": safetensors_size(run_dir), "run_seconds": record.get("seconds"),
              "peak_rss_bytes": record["train"].get("peak_rss_bytes"),
-             **({"settings_digest": digest} if digest else {})}
+             "settings_digest": digest}
     return [{**row, **extra} for row in record_rows(record, planned.key.budget)]
 
 
@@ -219,11 +218,13 @@ def run_stage(suite: Suite, stage: str, store: Store, remeasure: bool = False) -
 
 
 def run_planned(suite: Suite, planned_runs: Sequence[Planned], store: Store) -> None:
-    """Every planned run that is not waiting, each claimed so that processes share them."""
+    """Every planned run that is not waiting, each claimed so that processes share them (a
+    run another process finished since `committed` was read returns its finished results)."""
+    committed = store.rows
     for planned in planned_runs:
         if planned.pending:
             continue
-        if recorded(suite, planned, store.rows):
+        if recorded(suite, planned, committed):
             continue  # finished in an earlier session: its rows are committed
         teacher = ensure_teacher(suite, planned.task, store)
         with claim(suite.claim_file(planned.task, planned.key.name)) as mine:
@@ -249,18 +250,13 @@ def recorded(suite: Suite, planned: Planned, rows: Sequence[Mapping]) -> bool:
     give it now, its work folder (and teacher) gone or not. The digest names the teacher by
     its recipe, so the suite's base model stands in for it: no teacher is fine-tuned again
     only to learn that nothing is left to run."""
-    digests = recorded_digests(rows, planned.task, planned.key.name)
+    digests = {r["settings_digest"] for r in rows
+               if of_kind("run", task=planned.task, run=planned.key.name)(r)
+               and r.get("settings_digest")}  # rows from before digests: the run is redone
     if not digests:
         return False
-    models_log = logging.getLogger("layergraft.models")
-    level = models_log.level
-    models_log.setLevel(logging.ERROR)  # its "random head" warning is about runs, not this
-    try:
-        settings = compress(resolve_model(suite.model), planned.task,
-                            **compress_options(suite, planned), allow_untrained_head=True,
-                            dry_run=True)["settings"]
-    finally:
-        models_log.setLevel(level)
+    settings = compress(resolve_model(suite.model), planned.task,
+                        **compress_options(suite, planned), dry_run=True)["settings"]
     return settings_digest(settings, suite.teacher_recipe(planned.task)) in digests
 
 
@@ -277,9 +273,8 @@ def run_one(suite: Suite, planned: Planned, teacher: str, store: Store) -> None:
                     "error": f"{type(error).__name__}: {error}"}],
                   of_kind("failure", task=task, run=key.name))
         return
-    digest = settings_digest(record["settings"], suite.teacher_recipe(task)) \
-        if "settings" in record else None
-    if key.seed == 0 and key.budget == 1.0 and key.strategy not in ("none", "heal"):
+    digest = settings_digest(record["settings"], suite.teacher_recipe(task))
+    if key.seed == 0 and key.budget == 1.0 and key.strategy not in UNTRAINED:
         keep_predictions(out, suite.kept_predictions(task, key))  # a pair can choose it
     store.put(suite_rows(record, planned, out, digest), of_kind("run", task=task, run=key.name))
     store.put([], of_kind("failure", task=task, run=key.name))
@@ -381,11 +376,10 @@ def run_state(suite: Suite, planned: Planned, rows: Sequence[Mapping]) -> str:
 def _minutes(rows: Sequence[Mapping], task: str, key: RunKey) -> float:
     """Median minutes of finished runs like this one (same task, depth, trained or not: healing
     alone counts as untrained), scaled by budget; else the assumed figure."""
-    untrained = ("none", "heal")
-    trains = key.strategy not in untrained
+    trains = key.strategy not in UNTRAINED
     seen = [r["run_seconds"] / (r["budget"] if trains else 1.0) / 60 for r in run_rows(rows)
             if r["task"] == task and r["layers"] == key.layers and r.get("run_seconds")
-            and (r["strategy"] not in untrained) == trains and r["split"] == "dev"
+            and (r["strategy"] not in UNTRAINED) == trains and r["split"] == "dev"
             and r["metric"] == TASKS[task]]
     if seen:
         return statistics.median(seen) * (key.budget if trains else 1.0)

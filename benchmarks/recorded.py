@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -29,14 +29,6 @@ def settings_digest(settings: Mapping, teacher_recipe: Mapping) -> str:
     portable = {k: v for k, v in settings.items() if k not in TEACHER_BYTES}
     text = json.dumps({**portable, "teacher_recipe": dict(teacher_recipe)}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def recorded_digests(rows: Sequence[Mapping], task: str, run: str) -> set[str]:
-    """The settings digests the results file holds for one run (none for rows made before
-    digests were recorded: those runs are redone)."""
-    return {r["settings_digest"] for r in rows
-            if r.get("kind", "run") == "run" and r.get("task") == task and r.get("run") == run
-            and r.get("settings_digest")}
 
 
 def keep_predictions(run_dir: Path, kept: Path) -> None:

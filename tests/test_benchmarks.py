@@ -15,6 +15,7 @@ import offline  # noqa: E402
 import render  # noqa: E402
 import stages  # noqa: E402
 import targets  # noqa: E402
+from recorded import settings_digest  # noqa: E402
 
 from layergraft.pipeline.compare import RunKey, strategy_label  # noqa: E402
 from layergraft.surgery.methods import METHODS  # noqa: E402
@@ -42,7 +43,9 @@ def record(task, method, strategy, layers, *, seed=0, dev=0.98, test=0.98, agree
            "train": {"seconds": seconds if trained else 0.0, "budget_steps": steps * trained,
                      "stages": [{"steps": steps, "global_step": steps}] if trained else []},
            "speed": {"throughput_ratio": {"32": speed[0], "1": speed[1]}},
-           "dev": split(dev, 1040), "test": split(test, 1060), "seconds": seconds}
+           "dev": split(dev, 1040), "test": split(test, 1060), "seconds": seconds,
+           "settings": {"task": task, "method": method, "strategy": strategy, "layers": layers,
+                        "seed": seed}}
     for name, value in (ood or {}).items():
         out[name] = split(0.9, 4000, value)
     return out
@@ -54,7 +57,7 @@ def rows_of(*records, budget=1.0, stage="A"):
         key = RunKey(rec["method"], rec["strategy"], rec["layers"], rec["seed"], budget,
                      heal=(rec.get("heal") or {}).get("steps", 0))
         rows += offline.suite_rows(rec, stages.Planned(stage, rec["task"], key),
-                                   Path("/nonexistent"))
+                                   Path("/nonexistent"), settings_digest(rec["settings"], {}))
     return rows
 
 

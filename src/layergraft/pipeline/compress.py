@@ -52,6 +52,7 @@ from layergraft.pipeline.runs import (
 from layergraft.pipeline.strategies import (
     ONE,
     PER_STAGE,
+    UNTRAINED,
     check_request,
     normalized_spans,
     steps_after_heal,
@@ -150,14 +151,16 @@ def compress(
     `dry_run` loads and runs nothing: it returns `{"status": "done" | "stale" | "to do",
     "out": ..., "settings": ...}`, what a call would do with `out_dir` (`runs.run_status`).
     A teacher whose classification head was never trained is refused unless
-    `allow_untrained_head` (it needs `layergraft finetune` first).
+    `allow_untrained_head` (it needs `layergraft finetune` first); a dry run uses no head,
+    so any encoder can stand in for a teacher there (a suite checking its settings).
     `progressive_schedule` "one" trains progressive's stages on one optimizer and one
     learning-rate curve over the whole budget instead of one of each per stage
     (`layergraft.training.schedule`); it is part of the run's settings.
     """
     heal = heal or HealConfig()
     check_request(method, strategy, pairs, heal, progressive_schedule)
-    untrained_head(teacher_path, allow_untrained_head)  # refused before anything else
+    if not dry_run:
+        untrained_head(teacher_path, allow_untrained_head)  # refused before anything else
     source = as_source(task)
     run = _Run(teacher_path=str(teacher_path), source=source, layers=int(layers), method=method,
                strategy=strategy, budget=Budget.parse(budget), seed=seed,
@@ -216,7 +219,7 @@ class _Run:
                     if k not in ("output_dir", "epochs", "max_steps", "seed", "precision",
                                  "device", "progress", "resume")
                     and (k, v) != ("group_by_length", False)}  # runs from before it stay valid
-        trains = self.strategy not in ("none", "heal")
+        trains = self.strategy not in UNTRAINED
         distils = self.strategy in ("distill", "progressive", "replace")
         return {"teacher": self.teacher_path, "task": asdict(self.source), "layers": self.layers,
                 "teacher_content": content_fingerprint(resolve_model(self.teacher_path)),
@@ -254,7 +257,7 @@ class _Run:
             raise LayergraftError(f"batch size {self.training.batch_size} does not divide "
                                   f"among {state.num_processes} processes: choose a multiple")
         total = (self.budget.steps(len(encoded["train"]), self.training.batch_size)
-                 if self.strategy not in ("none", "heal") else 0)
+                 if self.strategy not in UNTRAINED else 0)
         budget_steps = total  # healing, if any, is charged against it
         plan = Plan.from_spans(depth, self.pairs) if self.pairs else None
         ctx = _Context(self, state, task, teacher, tokenizer, encoded)
@@ -268,7 +271,7 @@ class _Run:
             if self.heal.steps:
                 student, healed = ctx.heal(student, manifest)
                 total = steps_after_heal(total, healed["charge"], self.strategy)
-            stages = [] if self.strategy in ("none", "heal") else [ctx.train_stage(
+            stages = [] if self.strategy in UNTRAINED else [ctx.train_stage(
                 student, manifest, total, self.out / CHECKPOINTS)]
             student = stages[-1].pop("model") if stages else student
         # the graft options chosen by reconstruction, per step (as in the manifest)

@@ -24,6 +24,8 @@ from layergraft.surgery.methods import get_method
 from layergraft.training.heal import HealConfig
 
 STRATEGIES = ("none", "heal", "finetune", "distill", "progressive", "replace")
+# the strategies that train no model as a whole: no budget, no global training stage
+UNTRAINED = ("none", "heal")
 # what `compare` runs for graft unless told: `heal` needs a number of healing steps
 GRAFT_GRID = ("none", "finetune", "distill", "progressive")
 # how progressive's stages train: each its own optimizer and curve (the default), or one
