@@ -140,6 +140,21 @@ def test_python_functions_refuse_unless_allowed(base, tmp_path):
     assert record["student"]["layers"] == 2
 
 
+def test_a_dry_run_uses_no_head_and_refuses_no_encoder(base, tmp_path, caplog):
+    """A suite checks a run's settings with the base model standing in for its teacher."""
+    from layergraft.pipeline.compress import compress
+
+    model, task = base
+    with caplog.at_level(logging.WARNING, logger="layergraft"):
+        plan = compress(model, task, layers=2, method="drop-top", strategy="none",
+                        out_dir=tmp_path / "c", dry_run=True, **QUICK)
+    assert plan["status"] == "to do" and plan["settings"]["layers"] == 2
+    assert not (tmp_path / "c").exists() and not caplog.records
+    with pytest.raises(LayergraftError, match="layergraft finetune"):
+        compress(model, task, layers=2, method="drop-top", strategy="none",
+                 out_dir=tmp_path / "c", **QUICK)
+
+
 def test_an_untrained_head_is_the_same_for_every_command(base, tmp_path):
     """The new head is seeded, so an analysis of the base model fits a graft of it."""
     model, task = base
