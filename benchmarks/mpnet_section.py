@@ -11,7 +11,7 @@ import mpnet_plan as mpnet
 import targets
 from jsonstore import read_rows
 from paired import paired_table
-from stages import run_rows
+from stages import run_rows, teacher_table
 
 from layergraft.data.tasks import get_spec
 from layergraft.report.tables import format_cell, markdown_from_cells
@@ -30,7 +30,7 @@ def section(path: Path) -> list[str]:
         return parts + ["No runs yet: `python benchmarks/mpnet.py`."]
     res = targets.Results(rows)
     checks = evaluate(rows, res)
-    parts += [_stages(rows), _teacher(rows),
+    parts += [_stages(rows), teacher_table(rows) or "Teacher: not trained yet.",
               markdown_from_cells(["target", "scope", "needed", "measured", "status"],
                                   [[c.target, c.scope, c.needed, c.measured, c.status]
                                    for c in checks])]
@@ -163,14 +163,6 @@ def _size_and_speed(rows: Sequence[Mapping]) -> list[str]:
             f"run of {first['repeats']} repeats on dev lengths, {first['threads']} thread(s))",
             markdown_from_cells(["layers", "parameters", "of the teacher", "on disk",
                                  "speed-up, batch 32", "speed-up, batch 1"], cells)]
-
-
-def _teacher(rows: Sequence[Mapping]) -> str:
-    cells = [[r["split"], r["metric"], f"{100 * r['value']:.2f}", f"{r['global_step']}",
-              f"{r['train_seconds']:.0f}", format_cell(r, "size_bytes")]
-             for r in rows if r.get("kind") == "teacher"]
-    return markdown_from_cells(["teacher split", "metric", "value", "steps", "train s",
-                                "on disk"], cells) if cells else "Teacher: not trained yet."
 
 
 def _depth_table(res: targets.Results, layers: int) -> str:

@@ -38,6 +38,7 @@ from stages import (
     plan_stage,
     point_configs,
     run_rows,
+    teacher_table,
 )
 
 from layergraft.report.figures import budget_figure
@@ -142,14 +143,7 @@ def _environment(rows) -> list[str]:
 
 
 def _teachers(rows) -> list[str]:
-    teachers = [r for r in rows if r.get("kind") == "teacher"]
-    if not teachers:
-        return ["## Teachers", "Not trained yet."]
-    cells = [[r["task"], r["split"], r["metric"], f"{100 * r['value']:.2f}",
-              f"{r['global_step']}", f"{r['train_seconds']:.0f}",
-              format_cell(r, "size_bytes")] for r in teachers]
-    return ["## Teachers", _table(["task", "split", "metric", "value", "steps", "train s",
-                                   "on disk"], cells)]
+    return ["## Teachers", teacher_table(rows) or "Not trained yet."]
 
 
 def _task(rows, task: str, figures: Path, link: str) -> list[str]:

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from layergraft.pipeline.compare import RunKey
+from layergraft.report.tables import format_cell, markdown_from_cells
 from layergraft.surgery.methods import METHODS
 
 # Task -> the metric its targets are stated in (issue 5: accuracy, Spearman for rating).
@@ -74,6 +75,16 @@ class Planned:
 def run_rows(rows: Sequence[Mapping]) -> list[Mapping]:
     """The rows of trained/evaluated students (offline.json also holds other kinds)."""
     return [r for r in rows if r.get("kind", "run") == "run"]
+
+
+def teacher_table(rows: Sequence[Mapping]) -> str | None:
+    """The teachers' rows as a Markdown table (None before any teacher is trained): every
+    report of a suite shows what its retentions are measured against."""
+    cells = [[r["task"], r["split"], r["metric"], f"{100 * r['value']:.2f}",
+              f"{r['global_step']}", f"{r['train_seconds']:.0f}", format_cell(r, "size_bytes")]
+             for r in rows if r.get("kind") == "teacher"]
+    return markdown_from_cells(["task", "split", "metric", "value", "steps", "train s",
+                                "on disk"], cells) if cells else None
 
 
 def run_key(method: str, strategy: str, layers: int, seed: int = 0,
