@@ -215,7 +215,11 @@ def depth_verdict(scope: str, graft: Mapping | None, bases: Mapping[str, Mapping
     worst = min(margins, key=lambda m: margins[m][0] + sign * margins[m][1])
     gap, std = margins[worst]
     seeds = min(graft["n"], bases[strongest]["n"])
-    measured = (f"closest: {worst}, graft {100 * gap:+.2f} pts (combined std {100 * std:.2f}; "
+    unknown = [m for m, e in (("graft", graft), (worst, bases[worst]))
+               if e["retention_std"] is None]  # one seed: its std counts as 0
+    spread = f"combined std {100 * std:.2f}" + (
+        f", none for {' and '.join(unknown)} (1 seed)" if unknown else "")
+    measured = (f"closest: {worst}, graft {100 * gap:+.2f} pts ({spread}; "
                 f"seeds: graft {graft['n']}, strongest baseline {bases[strongest]['n']})")
     gaps = [g for g, _ in margins.values()]
     if strict and min(gaps) <= 0:

@@ -182,6 +182,7 @@ def test_depth_target_needs_three_seeds_unless_the_rows_decide():
     loose = rows + seeds(SENT, 2, cells, [(0.99, 0.95), (0.951, 0.949)])
     result = check(loose, "depth", scope)
     assert result.status == targets.MISSED and "closest: drop-top" in result.measured
+    assert "none for drop-top (1 seed)" in result.measured  # its std is not known to be 0
     below = grid(SENT, 2, dev=lead, test={("drop-top", "distill"): 0.99})
     assert check(below, "depth", scope).status == targets.MISSED  # below: decided already
     level = grid(SENT, 3, dev={("graft", "distill"): 0.99})
