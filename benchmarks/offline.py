@@ -41,6 +41,7 @@ from recorded import keep_predictions, predictions_home, settings_digest
 from stages import (
     DEPTHS,
     FULL_BUDGET,
+    PRECISION,
     STAGES,
     TASKS,
     TEACHER_EPOCHS,
@@ -76,9 +77,7 @@ class Suite:
     work: Path = ROOT / "benchmarks" / "work"
     results: Path = ROOT / "benchmarks" / "results" / "offline.json"
     markdown: Path = ROOT / "BENCHMARKS.md"
-    # fp32 on every machine: the CPU behind this project changes between sessions, bf16 is
-    # native on some and emulated (~20x slower) on others, and one table never mixes the two.
-    precision: str = "fp32"
+    precision: str = PRECISION
     model: str = "minilm"  # the built-in model every teacher is fine-tuned from
     group_by_length: bool = False  # students and teachers on length-grouped batches
     full_budget: str = FULL_BUDGET

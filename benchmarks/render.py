@@ -29,6 +29,7 @@ from paired import paired_table
 from stages import (
     DEPTHS,
     FULL_BUDGET,
+    PRECISION,
     STAGES,
     TASKS,
     TEACHER_EPOCHS,
@@ -63,11 +64,11 @@ once the runs are done, `--stage cost --stage speed --remeasure`, run alone, tim
 
 Setup. Teachers: the offline all-MiniLM-L6-v2 (6 layers, 22.7M parameters) fine-tuned on
 each task's full train split, {TEACHER_EPOCHS:g} epochs (best dev epoch kept), seed {TEACHER_SEED},
-bf16. Students: every
+{PRECISION}. Students: every
 method cut to 3, 2 and 1 layers and trained with the same full budget, {FULL_BUDGET}, in
 every row of a table (the issue's trial showed every method within noise of 99% at half
 depth with it); shorter budgets are separate
-runs with their own schedule. bf16 autocast; distillation, graft and training settings are
+runs with their own schedule, {PRECISION} too; distillation, graft and training settings are
 the package defaults: {DistillConfig()}; {GraftOptions()}; peak learning rate
 {STUDENT_LEARNING_RATE:g} for every student (chosen on dev, see the ablations). Which
 strategy is a method's best, and which baseline is the strongest, is decided on dev at
@@ -130,16 +131,25 @@ def _environment(rows) -> list[str]:
                  f"device {env['device']}; {env['platform']}. Versions: {versions}; commit "
                  f"{env['commit'] or 'unknown'}. Last suite run: {env['updated']}.")
     runs = run_rows(rows)
-    stage_rows = []
+    stage_rows, older = [], {}
     for stage, text in STAGES.items():
-        done = {(r["task"], r["run"]): r.get("run_seconds") or 0.0 for r in runs
-                if r.get("stage") == stage}
+        here = [r for r in runs if r.get("stage") == stage]
+        # a row without a settings digest predates the rerun: shown until a run replaces it
+        done = {(r["task"], r["run"]): r.get("run_seconds") or 0.0 for r in here
+                if r.get("settings_digest")}
+        older[stage] = len({(r["task"], r["run"]) for r in here} - done.keys())
         planned = len(plan_stage(stage, rows)) or "—"
         stage_rows.append([stage, text, f"{len(done)} / {planned}",
                            f"{sum(done.values()) / 3600:.2f}"])
-    return parts + [_table(["stage", "what", "runs done / planned", "run time (h)"], stage_rows),
-                    "Seeds: 0 for every run; 1 and 2 as well for graft and the strongest "
-                    "baseline at every depth and budget point (stage E)."]
+    parts += [_table(["stage", "what", "runs done / planned", "run time (h)"], stage_rows),
+              "Seeds: 0 for every run; 1 and 2 as well for graft and the strongest "
+              "baseline at every depth and budget point (stage E)."]
+    if any(older.values()):
+        counts = ", ".join(f"{n} of stage {stage}" for stage, n in older.items() if n)
+        parts.append(f"Not yet rerun under today's settings, and still in the tables until "
+                     f"their runs replace them: {counts} (rows recorded before runs carried "
+                     f"a settings digest).")
+    return parts
 
 
 def _teachers(rows) -> list[str]:

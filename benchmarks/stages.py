@@ -27,6 +27,9 @@ DEPTHS = (3, 2, 1)
 FULL_BUDGET = "3 epochs"
 # Teachers: the package default (a dev sweep chose 2 epochs, see train.py), best epoch kept.
 TEACHER_EPOCHS, TEACHER_SEED = 2.0, 0
+# fp32 on every machine: the CPU behind this project changes between sessions, bf16 is
+# native on some and emulated (~20x slower) on others, and one table never mixes the two.
+PRECISION = "fp32"
 CURVE_BUDGETS = (0.25, 0.125, 0.5)  # 1/4 first: the compute target reads it
 EXTRA_SEEDS = (1, 2)
 BASELINES = tuple(m for m in METHODS if m != "graft")

@@ -641,3 +641,19 @@ def test_paired_tests_read_the_kept_predictions_when_the_work_folder_is_gone(tmp
     with np.load(kept / PREDICTIONS_NAME) as copy:  # only what paired tests compare
         assert copy.files == ["test"] and np.array_equal(copy["test"], logits)
     assert [p.name for p in kept.iterdir()] == [PREDICTIONS_NAME]  # no partial copy left
+
+
+def test_rows_from_before_the_rerun_are_counted_apart():
+    """A row without a settings digest predates the rerun: not done, but said to be shown."""
+    rows = grid(SENT, 3)
+    old = rows[0]["run"]
+    rows = [{k: v for k, v in r.items() if k != "settings_digest"} if r["run"] == old else r
+            for r in rows]
+    env = {"kind": "environment", "cpu": "AMD EPYC", "cores": 2, "torch_threads": 1,
+           "device": "cpu", "platform": "Linux", "versions": {"torch": "2.13.0"},
+           "commit": "abc", "updated": "2026-12-05"}
+    text = "\n".join(render._environment([env, *rows]))
+    planned = len(stages.plan_stage("A", rows))
+    assert f"| {planned - 1} / {planned} |" in text
+    assert "their runs replace them: 1 of stage A" in text
+    assert "replace them" not in "\n".join(render._environment([env, *grid(SENT, 3)]))
