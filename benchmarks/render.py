@@ -22,6 +22,7 @@ from pathlib import Path
 
 import deploy
 import embedding_section
+import levers
 import mpnet_section
 import targets
 from measure import SPEED_REPEATS
@@ -118,7 +119,8 @@ def _targets(rows) -> list[str]:
             _table(["target", "what", "status"],
                    [[t, text, f"**{verdict[t]}**"] for t, text in targets.TARGETS.items()]),
             _table(["target", "scope", "needed", "measured", "status"],
-                   [[c.target, c.scope, c.needed, c.measured, c.status] for c in checks])]
+                   [[c.target, c.scope, c.needed, c.measured, c.status] for c in checks]),
+            *levers.section(rows)]
 
 
 def _environment(rows) -> list[str]:

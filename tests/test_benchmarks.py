@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import levers  # noqa: E402
 import offline  # noqa: E402
 import render  # noqa: E402
 import stages  # noqa: E402
@@ -203,6 +204,23 @@ def test_compute_target_reads_graft_at_a_quarter_budget():
     # graft's row at a point is the strategy dev chose there, not the best on test
     other = curve_point(rows, SENT, 3, 0.125, dev=lead, test={("graft", "replace"): 0.99})
     assert check(rows + short + other, "compute", scope).status == targets.MISSED
+
+
+def test_the_lever_table_shows_every_lever_beside_the_dev_choice_never_in_its_place():
+    dev = {("graft", "finetune"): 0.99, ("graft", "replace"): 0.95}
+    rows = grid(SENT, 2, dev=dev, test={("graft", "replace"): 0.991}, default=0.9)
+    quarter = curve_point(rows, SENT, 2, 0.25, dev={("graft", "distill"): 0.97})
+    table = levers.section(rows + quarter)[-1]
+    full = next(line for line in table.splitlines() if line.startswith(f"| {SENT} | 2 | full"))
+    cells = [c.strip() for c in full.strip("|").split("|")]
+    assert cells[3:8] == ["**99.0 / 90.0**", "90.0 / 90.0", "90.0 / 90.0", "95.0 / 99.1",
+                          "90.0 / 90.0"]  # finetune chosen on dev; replace leads on test
+    assert cells[8].endswith(": 90.0 / 90.0")
+    part = next(line for line in table.splitlines() if line.startswith(f"| {SENT} | 2 | 1/4"))
+    cells = [c.strip() for c in part.strip("|").split("|")]
+    assert cells[3] == "—" and cells[4] == "**97.0 / 90.0**"  # finetune is no curve candidate
+    waiting = next(line for line in table.splitlines() if line.startswith(f"| {RATE} | 1 | full"))
+    assert waiting.count("—") == len(stages.TRAINED) and "not yet chosen" in waiting
 
 
 def test_fidelity_pools_test_and_out_of_domain_sets():
