@@ -17,7 +17,7 @@ from stages import (
     TRAINED,
     dev_retention,
     point_configs,
-    run_rows,
+    seed0_retention,
 )
 
 from layergraft.report.tables import markdown_from_cells
@@ -25,20 +25,10 @@ from layergraft.report.tables import markdown_from_cells
 BUDGETS = {1.0: "full", 0.25: "1/4"}  # what the quality and compute targets read
 
 
-def seed0_test_retention(rows: Sequence[Mapping], task: str, layers: int, method: str,
-                         strategy: str, budget: float) -> float | None:
-    for row in run_rows(rows):
-        if (row["task"], row["layers"], row["method"], row["strategy"], row["seed"],
-                row["split"], row["metric"], row["budget"]) == (
-                task, layers, method, strategy, 0, "test", TASKS[task], budget):
-            return row["retention"]
-    return None
-
-
 def _cell(rows: Sequence[Mapping], task: str, layers: int, method: str, strategy: str,
           budget: float, chosen: bool) -> str:
     dev = dev_retention(rows, task, layers, method, strategy, budget)
-    test = seed0_test_retention(rows, task, layers, method, strategy, budget)
+    test = seed0_retention(rows, task, layers, method, strategy, budget, split="test")
     if dev is None and test is None:
         return "—"
     text = " / ".join("—" if v is None else f"{100 * v:.1f}" for v in (dev, test))

@@ -106,15 +106,22 @@ def grid(layers: Sequence[int]) -> list[RunKey]:
     return sorted(keys, key=lambda k: (order[k.layers], k.strategy != "none"))
 
 
-def dev_retention(rows: Sequence[Mapping], task: str, layers: int, method: str,
-                  strategy: str, budget: float = 1.0) -> float | None:
-    """Seed-0 retention on dev of the task's target metric, at the full budget or a share."""
+def seed0_retention(rows: Sequence[Mapping], task: str, layers: int, method: str,
+                    strategy: str, budget: float = 1.0, split: str = "dev") -> float | None:
+    """Seed-0 retention on `split` of the task's target metric, at the full budget or a
+    share."""
     for row in run_rows(rows):
         if (row["task"], row["layers"], row["method"], row["strategy"], row["seed"],
                 row["split"], row["metric"], row["budget"]) == (
-                task, layers, method, strategy, 0, "dev", TASKS[task], budget):
+                task, layers, method, strategy, 0, split, TASKS[task], budget):
             return row["retention"]
     return None
+
+
+def dev_retention(rows: Sequence[Mapping], task: str, layers: int, method: str,
+                  strategy: str, budget: float = 1.0) -> float | None:
+    """Seed-0 retention on dev, where every choice of the suite is made."""
+    return seed0_retention(rows, task, layers, method, strategy, budget)
 
 
 def best_strategy(rows: Sequence[Mapping], task: str, layers: int,
