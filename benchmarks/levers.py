@@ -17,7 +17,7 @@ from stages import (
     TRAINED,
     dev_retention,
     point_configs,
-    seed0_retention,
+    seed0_row,
 )
 
 from layergraft.report.tables import markdown_from_cells
@@ -28,7 +28,8 @@ BUDGETS = {1.0: "full", 0.25: "1/4"}  # what the quality and compute targets rea
 def _cell(rows: Sequence[Mapping], task: str, layers: int, method: str, strategy: str,
           budget: float, chosen: bool) -> str:
     dev = dev_retention(rows, task, layers, method, strategy, budget)
-    test = seed0_retention(rows, task, layers, method, strategy, budget, split="test")
+    test_row = seed0_row(rows, task, layers, method, strategy, budget, split="test")
+    test = None if test_row is None else test_row["retention"]
     if dev is None and test is None:
         return "—"
     text = " / ".join("—" if v is None else f"{100 * v:.1f}" for v in (dev, test))

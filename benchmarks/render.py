@@ -73,7 +73,8 @@ runs with their own schedule, {PRECISION} too; distillation, graft and training 
 the package defaults: {DistillConfig()}; {GraftOptions()}; peak learning rate
 {STUDENT_LEARNING_RATE:g} for every student (chosen on dev, see the ablations). Which
 strategy is a method's best, and which baseline is the strongest, is decided on dev at
-the full budget (seed 0), never on test or out-of-domain data.
+the full budget (seed 0; an exact tie broken by dev agreement with the teacher), never on
+test or out-of-domain data.
 Retention = student / teacher on the same split; agreement = share of the teacher's
 predicted classes the student reproduces (Pearson with the teacher for regression)."""
 

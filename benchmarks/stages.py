@@ -3,9 +3,9 @@
 A-C are fixed grids (every method with `none` and `distill`, plus `graft` with every
 strategy, `replace` and healing before distillation included) at the full budget. D (budget
 curves) and E (two more seeds) follow, at each task and depth, graft's best strategy and
-the strongest baseline: both chosen on the dev split from the seed-0, full-budget rows,
-never on test, and only once every grid cell they are chosen among has finished (so the
-choice never changes under a rerun). Until then a stage D/E cell is planned as a
+the strongest baseline: both chosen on the dev split from the seed-0, full-budget rows
+(`dev_rank`), never on test, and only once every grid cell they are chosen among has
+finished (so the choice never changes under a rerun). Until then a stage D/E cell is planned as a
 placeholder with the reason it waits. H is issue 13's retraining-free grid (healing alone).
 """
 
@@ -106,28 +106,37 @@ def grid(layers: Sequence[int]) -> list[RunKey]:
     return sorted(keys, key=lambda k: (order[k.layers], k.strategy != "none"))
 
 
-def seed0_retention(rows: Sequence[Mapping], task: str, layers: int, method: str,
-                    strategy: str, budget: float = 1.0, split: str = "dev") -> float | None:
-    """Seed-0 retention on `split` of the task's target metric, at the full budget or a
-    share."""
+def seed0_row(rows: Sequence[Mapping], task: str, layers: int, method: str, strategy: str,
+              budget: float = 1.0, split: str = "dev") -> Mapping | None:
+    """The seed-0 row on `split` of the task's target metric, at the full budget or a share."""
     for row in run_rows(rows):
         if (row["task"], row["layers"], row["method"], row["strategy"], row["seed"],
                 row["split"], row["metric"], row["budget"]) == (
                 task, layers, method, strategy, 0, split, TASKS[task], budget):
-            return row["retention"]
+            return row
     return None
 
 
 def dev_retention(rows: Sequence[Mapping], task: str, layers: int, method: str,
                   strategy: str, budget: float = 1.0) -> float | None:
     """Seed-0 retention on dev, where every choice of the suite is made."""
-    return seed0_retention(rows, task, layers, method, strategy, budget)
+    row = seed0_row(rows, task, layers, method, strategy, budget)
+    return None if row is None else row["retention"]
+
+
+def dev_rank(rows: Sequence[Mapping], task: str, layers: int, method: str, strategy: str,
+             budget: float = 1.0) -> tuple[float, float] | None:
+    """What every choice of the suite maximises: seed-0 dev retention, an exact tie (the
+    same count of right answers on dev) broken by dev agreement with the teacher, the
+    fidelity a student is distilled for, rather than by the order strategies are listed in."""
+    row = seed0_row(rows, task, layers, method, strategy, budget)
+    return None if row is None else (row["retention"], row.get("agreement") or 0.0)
 
 
 def best_strategy(rows: Sequence[Mapping], task: str, layers: int,
-                  method: str) -> tuple[str, float] | None:
-    """The method's trained strategy with the best dev retention, once all of them ran."""
-    scores = {s: dev_retention(rows, task, layers, method, s)
+                  method: str) -> tuple[str, tuple[float, float]] | None:
+    """The method's trained strategy of best `dev_rank`, with that rank, once all ran."""
+    scores = {s: dev_rank(rows, task, layers, method, s)
               for s in GRID_STRATEGIES.get(method, ("distill",))}
     if any(v is None for v in scores.values()):
         return None
@@ -137,7 +146,7 @@ def best_strategy(rows: Sequence[Mapping], task: str, layers: int,
 
 def strongest_baseline(rows: Sequence[Mapping], task: str,
                        layers: int) -> tuple[str, str] | None:
-    """The baseline (with its best strategy) of highest dev retention at the full budget."""
+    """The baseline (with its best strategy) of best `dev_rank` at the full budget."""
     picks = {m: best_strategy(rows, task, layers, m) for m in BASELINES}
     if any(p is None for p in picks.values()):
         return None
@@ -159,11 +168,11 @@ def curve_candidates(rows: Sequence[Mapping], task: str,
                      layers: int) -> list[tuple[str, str]] | None:
     """What a budget point chooses among (issue 13: graft's best strategy and the strongest
     baseline are chosen on dev at each point): graft with each of `CURVE_STRATEGIES`, and
-    the `RIVALS` baselines of best full-budget dev retention; None until the grid is done."""
+    the `RIVALS` baselines of best full-budget `dev_rank`; None until the grid is done."""
     if curve_configs(rows, task, layers) is None:
         return None
     scores = {m: best_strategy(rows, task, layers, m) for m in BASELINES}
-    rivals = sorted(scores, key=lambda m: -scores[m][1])[:RIVALS]
+    rivals = sorted(scores, key=lambda m: scores[m][1], reverse=True)[:RIVALS]
     return [("graft", s) for s in CURVE_STRATEGIES] + [(m, scores[m][0]) for m in rivals]
 
 
@@ -176,7 +185,7 @@ def point_configs(rows: Sequence[Mapping], task: str, layers: int,
     candidates = curve_candidates(rows, task, layers)
     if candidates is None:
         return None
-    scores = {c: dev_retention(rows, task, layers, *c, budget) for c in candidates}
+    scores = {c: dev_rank(rows, task, layers, *c, budget) for c in candidates}
     if any(v is None for v in scores.values()):
         return None
     best = {side: max((c for c in candidates if (c[0] == "graft") == side), key=scores.get)
@@ -226,8 +235,8 @@ def healed_key(method: str, layers: int, seed: int = 0) -> RunKey:
 
 
 def strongest_healed(rows: Sequence[Mapping], task: str, layers: int) -> str | None:
-    """The baseline of best seed-0 dev retention after healing alone, once all have run."""
-    scores = {m: dev_retention(rows, task, layers, m, "heal") for m in BASELINES}
+    """The baseline of best `dev_rank` after healing alone, once all have run."""
+    scores = {m: dev_rank(rows, task, layers, m, "heal") for m in BASELINES}
     if any(v is None for v in scores.values()):
         return None
     return max(scores, key=lambda m: scores[m])

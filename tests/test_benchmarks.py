@@ -150,6 +150,17 @@ def test_curves_and_seeds_follow_dev_choices_never_test():
     assert all(p.pending for p in stages.plan_stage("D", partial))
 
 
+def test_an_exact_tie_on_dev_is_broken_by_dev_agreement_not_by_list_order():
+    tie = {("graft", "finetune"): 0.99, ("graft", "replace"): 0.99}
+    rows = grid(SENT, 2, dev=tie)
+    assert stages.best_strategy(rows, SENT, 2, "graft")[0] == "finetune"  # level: list order
+    for row in rows:
+        if row["run"] == "L2-graft-replace-s0":  # agrees more with the teacher on dev only
+            row["agreement"] = 0.97 if row["split"] == "dev" else 0.5
+    assert stages.best_strategy(rows, SENT, 2, "graft")[0] == "replace"
+    assert stages.curve_configs(rows, SENT, 2)[0] == ("graft", "replace")
+
+
 def test_quality_target_met_missed_and_not_measured():
     rows = grid(SENT, 3, test={("graft", "distill"): 0.995}, dev={("graft", "distill"): 0.99})
     rows += grid(SENT, 2, test={("graft", "distill"): 0.95}, dev={("graft", "distill"): 0.99})
