@@ -86,6 +86,7 @@ ABLATION_COMMANDS = {"healing": "python benchmarks/lever_ablation.py --set heali
                      "surgery only: graft options": "python benchmarks/surgery_ablation.py",
                      "surgery only: least-squares refit": "python benchmarks/surgery_ablation.py"}
 GRAFT_ABLATION_COMMAND = "python benchmarks/graft_ablation.py"  # every other ablation
+MISSES = Path(__file__).with_name("misses.md")  # hand-written: why the misses, what next
 
 
 def write(results: Path, markdown: Path) -> Path:
@@ -121,7 +122,7 @@ def _targets(rows) -> list[str]:
                    [[t, text, f"**{verdict[t]}**"] for t, text in targets.TARGETS.items()]),
             _table(["target", "scope", "needed", "measured", "status"],
                    [[c.target, c.scope, c.needed, c.measured, c.status] for c in checks]),
-            *levers.section(rows)]
+            *levers.section(rows), MISSES.read_text().strip()]
 
 
 def _environment(rows) -> list[str]:
