@@ -117,7 +117,7 @@ def render(rows: Sequence[Mapping], ablations: Sequence[Mapping], figures: Path,
 def _targets(rows) -> list[str]:
     checks = targets.evaluate(rows)
     verdict = targets.overall(checks)
-    return ["## Targets (issue 5)",
+    return ["## Targets (issues 5 and 13)",
             _table(["target", "what", "status"],
                    [[t, text, f"**{verdict[t]}**"] for t, text in targets.TARGETS.items()]),
             _table(["target", "scope", "needed", "measured", "status"],

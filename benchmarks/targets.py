@@ -1,4 +1,4 @@
-"""Issue 5's targets judged from the suite's rows: MET, MISSED or NOT YET MEASURED.
+"""Issues 5 and 13's targets judged from the suite's rows: MET, MISSED or NOT YET MEASURED.
 
 Reads rows only. Retention is on test unless stated, in the task's target metric
 (`stages.TASKS`); the configurations compared are chosen on dev (`stages.best_strategy`,
