@@ -15,7 +15,6 @@ from stages import (
     DEPTHS,
     TASKS,
     TRAINED,
-    dev_retention,
     point_configs,
     seed0_row,
 )
@@ -27,12 +26,11 @@ BUDGETS = {1.0: "full", 0.25: "1/4"}  # what the quality and compute targets rea
 
 def _cell(rows: Sequence[Mapping], task: str, layers: int, method: str, strategy: str,
           budget: float, chosen: bool) -> str:
-    dev = dev_retention(rows, task, layers, method, strategy, budget)
-    test_row = seed0_row(rows, task, layers, method, strategy, budget, split="test")
-    test = None if test_row is None else test_row["retention"]
-    if dev is None and test is None:
+    found = [seed0_row(rows, task, layers, method, strategy, budget, split)
+             for split in ("dev", "test")]
+    if found == [None, None]:
         return "—"
-    text = " / ".join("—" if v is None else f"{100 * v:.1f}" for v in (dev, test))
+    text = " / ".join("—" if r is None else f"{100 * r['retention']:.1f}" for r in found)
     return f"**{text}**" if chosen else text
 
 

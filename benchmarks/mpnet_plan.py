@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from stages import Planned, dev_retention
+from stages import Planned, strongest_with
 
 from layergraft.pipeline.compare import RunKey
 
@@ -33,11 +33,8 @@ FULL_BUDGET = "1 epoch"  # of distillation; why one, not the MiniLM suite's thre
 
 
 def strongest_baseline(rows: Sequence[dict], layers: int) -> str | None:
-    """The distilled baseline with the best dev accuracy retention at the full budget."""
-    scores = {m: dev_retention(rows, TASK, layers, m, "distill") for m in BASELINES}
-    if any(v is None for v in scores.values()):
-        return None
-    return max(scores, key=lambda m: scores[m])
+    """The distilled baseline chosen on dev at the full budget, by the MiniLM suite's rule."""
+    return strongest_with(rows, TASK, layers, "distill", BASELINES)
 
 
 def paired_configs(rows: Sequence[dict]) -> list[tuple[str, int, tuple | None]]:

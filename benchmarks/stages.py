@@ -5,8 +5,9 @@ strategy, `replace` and healing before distillation included) at the full budget
 curves) and E (two more seeds) follow, at each task and depth, graft's best strategy and
 the strongest baseline: both chosen on the dev split from the seed-0, full-budget rows
 (`dev_rank`), never on test, and only once every grid cell they are chosen among has
-finished (so the choice never changes under a rerun). Until then a stage D/E cell is planned as a
-placeholder with the reason it waits. H is issue 13's retraining-free grid (healing alone).
+finished (so the choice never changes under a rerun). Until then a stage D/E cell is
+planned as a placeholder with the reason it waits. H is issue 13's retraining-free grid
+(healing alone).
 """
 
 from __future__ import annotations
@@ -234,9 +235,10 @@ def healed_key(method: str, layers: int, seed: int = 0) -> RunKey:
     return RunKey(method, "heal", layers, seed, heal=HEAL_STEPS)
 
 
-def strongest_healed(rows: Sequence[Mapping], task: str, layers: int) -> str | None:
-    """The baseline of best `dev_rank` after healing alone, once all have run."""
-    scores = {m: dev_rank(rows, task, layers, m, "heal") for m in BASELINES}
+def strongest_with(rows: Sequence[Mapping], task: str, layers: int, strategy: str,
+                   methods: Sequence[str] = BASELINES) -> str | None:
+    """The method of best `dev_rank` with one strategy (healing alone, say), once all ran."""
+    scores = {m: dev_rank(rows, task, layers, m, strategy) for m in methods}
     if any(v is None for v in scores.values()):
         return None
     return max(scores, key=lambda m: scores[m])
@@ -248,7 +250,7 @@ def _healed(rows: Sequence[Mapping]) -> list[Planned]:
                for m in METHODS]
     for task in TASKS:
         for layers in DEPTHS:
-            rival = strongest_healed(rows, task, layers)
+            rival = strongest_with(rows, task, layers, "heal")
             pending = None if rival else f"{task} {layers}L healed baselines"
             planned += [Planned("H", task, healed_key(m, layers, seed), pending)
                         for seed in EXTRA_SEEDS for m in ("graft", rival or BASELINE_PLACEHOLDER)]
