@@ -298,14 +298,27 @@ def time_students(suite: Suite, task: str, store: Store, remeasure: bool = False
                   depths: Sequence[int] = DEPTHS, strategy: str = "distill") -> None:
     """One speed run per task over the finished seed-0 graft students of `strategy`, one per
     depth; measured again when the set of students changed, or on `remeasure`."""
-    students = [suite.run_dir(task, RunKey("graft", strategy, n, 0)) for n in depths]
-    students = [s for s in students if (s / RESULTS_NAME).is_file()]
+    students, missing = speed_students(suite, task, depths, strategy)
+    if missing:
+        print(f"speed, {task}: not timed here: {', '.join(missing)}")
     with claim(suite.claim_file(task, "speed")) as mine:
         timed = {r["model"] for r in store.rows if of_kind("speed", task=task)(r)}
         if mine and students and (remeasure or timed != {str(s) for s in students}):
             store.put(measure.speed_together(suite.teacher(task), students, task,
                                                   suite.precision),
                       of_kind("speed", task=task))
+
+
+def speed_students(suite: Suite, task: str, depths: Sequence[int] = DEPTHS,
+                   strategy: str = "distill") -> tuple[list[Path], list[str]]:
+    """The seed-0 graft students the speed stage times, and a line per one not on this
+    machine: rows committed from another machine count as done, but their models stay there,
+    and a run folder is what the timing needs."""
+    folders = [suite.run_dir(task, RunKey("graft", strategy, n, 0)) for n in depths]
+    present = [f for f in folders if (f / RESULTS_NAME).is_file()]
+    missing = [f"{f} has no finished run (its rows may come from another machine; delete "
+               f"that run's rows to train it here)" for f in folders if f not in present]
+    return present, missing
 
 
 def finish_stage(suite: Suite, store: Store) -> None:
@@ -337,6 +350,8 @@ def dry_run(suite: Suite, stages: Sequence[str], rows: Sequence[Mapping]) -> str
         if stage == "speed":
             lines.append("  one interleaved run per task over the finished graft students "
                          "(about 10 minutes each)")
+            lines += [f"  {task}: not timed here: {line}" for task in TASKS
+                      for line in speed_students(suite, task)[1]]
             continue
         if stage == "embeddings":
             lines.append("  its own plan: python benchmarks/embeddings.py --dry-run")

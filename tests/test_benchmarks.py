@@ -686,3 +686,14 @@ def test_rows_from_before_the_rerun_are_counted_apart():
     assert f"| {planned - 1} / {planned} |" in text
     assert "their runs replace them: 1 of stage A" in text
     assert "replace them" not in "\n".join(render._environment([env, *grid(SENT, 3)]))
+
+
+def test_the_speed_stage_names_every_student_it_cannot_time_here(tmp_path):
+    suite = offline.Suite(work=tmp_path / "work", results=tmp_path / "offline.json")
+    finished = suite.run_dir(SENT, RunKey("graft", "distill", 2, 0))
+    finished.mkdir(parents=True)
+    (finished / offline.RESULTS_NAME).write_text("{}")
+    present, missing = offline.speed_students(suite, SENT)
+    assert present == [finished]
+    assert len(missing) == len(offline.DEPTHS) - 1
+    assert all("another machine" in line and "L2-" not in line for line in missing)
