@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from layergraft.pipeline.bench_run import bench_models
+from layergraft.runtime import cpu_capability
 from layergraft.training.distill import DistillConfig
 from layergraft.utils import versions, write_json_atomic
 
@@ -122,7 +123,9 @@ def speed_together(teacher: Path, students: Sequence[Path], task: str,
     records = bench_models([str(teacher), *map(str, students)], task, repeats=SPEED_REPEATS,
                            precision=precision)
     reference = next(r for r in records if r["model"] == str(teacher))
-    return [{"kind": "speed", "task": task, "model": r["model"], "layers": r["layers"],
+    machine = environment()
+    where = {"cpu": f"{machine['cpu']} ({cpu_capability()})", "measured": machine["updated"]}
+    return [{"kind": "speed", "task": task, **where, "model": r["model"], "layers": r["layers"],
              "batch": r["batch_size"], "speed_up": r["throughput_ratio"],
              "ideal": r["ideal_ratio"], "repeats": SPEED_REPEATS, "threads": r["threads"],
              "params": r["params"], "size_bytes": r["size_bytes"],

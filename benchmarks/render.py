@@ -274,7 +274,19 @@ def _speed(rows) -> list[str]:
             "split's real lengths: the suite's speed stage, one interleaved run per task with "
             f"{SPEED_REPEATS} repeats, else each training run's own check)",
             _table(["layers", "batch", "median speed-up", "ideal", "of ideal", "from"], cells)
-            if cells else "Not yet measured.", *_fixed_cost(rows)]
+            if cells else "Not yet measured.", *_speed_machines(rows), *_fixed_cost(rows)]
+
+
+def _speed_machines(rows) -> list[str]:
+    """Which CPU and when each speed run timed, since a ratio holds only for its machine."""
+    runs = {(r["task"], r.get("cpu"), r.get("measured"), r["threads"])
+            for r in rows if r.get("kind") == "speed"}
+    if not runs:
+        return []
+    return ["Timed on: " + "; ".join(
+        f"{task}: {cpu or 'CPU not recorded'}, {threads} thread(s), "
+        f"{measured or 'date not recorded (rows from before the speed rows kept them)'}"
+        for task, cpu, measured, threads in sorted(runs, key=str)) + "."]
 
 
 def _fixed_cost(rows) -> list[str]:

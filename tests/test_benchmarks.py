@@ -697,3 +697,13 @@ def test_the_speed_stage_names_every_student_it_cannot_time_here(tmp_path):
     assert present == [finished]
     assert len(missing) == len(offline.DEPTHS) - 1
     assert all("another machine" in line and "L2-" not in line for line in missing)
+
+
+def test_the_speed_section_says_on_which_cpu_and_when_each_task_was_timed():
+    row = {"kind": "speed", "task": SENT, "layers": 3, "batch": 32, "speed_up": 1.9,
+           "ideal": 2.0, "threads": 1}
+    rows = [{**row, "cpu": "Xeon (AVX512)", "measured": "2026-12-06T20:00:00+00:00"},
+            {**row, "task": "movie-rating"}]
+    line = render._speed_machines(rows)[0]
+    assert f"{SENT}: Xeon (AVX512), 1 thread(s), 2026-12-06T20:00:00+00:00" in line
+    assert "movie-rating: CPU not recorded" in line
