@@ -33,19 +33,28 @@ SPEED_REPEATS = 15
 COST_STEPS = 60  # per arm, interleaved step by step (benchmarks/distill_cost.py)
 
 
-def environment() -> dict:
-    """What machine and code produced the rows (replaced on every suite invocation)."""
-    cpu = platform.processor() or platform.machine()
+def cpu_name() -> str:
+    """The CPU's model name where Linux tells it, else what `platform` knows."""
     info = Path("/proc/cpuinfo")
     if info.is_file():
         names = [line.split(":", 1)[1].strip() for line in info.read_text().splitlines()
                  if line.startswith("model name")]
-        cpu = names[0] if names else cpu
+        if names:
+            return names[0]
+    return platform.processor() or platform.machine()
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def environment() -> dict:
+    """What machine and code produced the rows (replaced on every suite invocation)."""
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
-    return {"kind": "environment", "cpu": cpu, "cores": os.cpu_count(),
+    return {"kind": "environment", "cpu": cpu_name(), "cores": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "device": device,
             "platform": platform.platform(), "versions": versions(), "commit": _commit(),
-            "updated": datetime.now(UTC).isoformat(timespec="seconds")}
+            "updated": now()}
 
 
 def _commit() -> str | None:
@@ -123,8 +132,7 @@ def speed_together(teacher: Path, students: Sequence[Path], task: str,
     records = bench_models([str(teacher), *map(str, students)], task, repeats=SPEED_REPEATS,
                            precision=precision)
     reference = next(r for r in records if r["model"] == str(teacher))
-    machine = environment()
-    where = {"cpu": f"{machine['cpu']} ({cpu_capability()})", "measured": machine["updated"]}
+    where = {"cpu": f"{cpu_name()} ({cpu_capability()})", "measured": now()}
     return [{"kind": "speed", "task": task, **where, "model": r["model"], "layers": r["layers"],
              "batch": r["batch_size"], "speed_up": r["throughput_ratio"],
              "ideal": r["ideal_ratio"], "repeats": SPEED_REPEATS, "threads": r["threads"],

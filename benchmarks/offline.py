@@ -300,7 +300,7 @@ def time_students(suite: Suite, task: str, store: Store, remeasure: bool = False
     depth; measured again when the set of students changed, or on `remeasure`."""
     students, missing = speed_students(suite, task, depths, strategy)
     if missing:
-        print(f"speed, {task}: not timed here: {', '.join(missing)}")
+        print("\n".join(missing))
     with claim(suite.claim_file(task, "speed")) as mine:
         timed = {r["model"] for r in store.rows if of_kind("speed", task=task)(r)}
         if mine and students and (remeasure or timed != {str(s) for s in students}):
@@ -311,13 +311,14 @@ def time_students(suite: Suite, task: str, store: Store, remeasure: bool = False
 
 def speed_students(suite: Suite, task: str, depths: Sequence[int] = DEPTHS,
                    strategy: str = "distill") -> tuple[list[Path], list[str]]:
-    """The seed-0 graft students the speed stage times, and a line per one not on this
-    machine: rows committed from another machine count as done, but their models stay there,
-    and a run folder is what the timing needs."""
+    """The seed-0 graft students the speed stage times, and a line to print per one not on
+    this machine: rows committed from another machine count as done, but their models stay
+    there, and a run folder is what the timing needs."""
     folders = [suite.run_dir(task, RunKey("graft", strategy, n, 0)) for n in depths]
     present = [f for f in folders if (f / RESULTS_NAME).is_file()]
-    missing = [f"{f} has no finished run (its rows may come from another machine; delete "
-               f"that run's rows to train it here)" for f in folders if f not in present]
+    missing = [f"{task}: not timed here: {f} has no finished run (its rows may come from "
+               f"another machine; delete that run's rows to train it here)"
+               for f in folders if f not in present]
     return present, missing
 
 
@@ -350,8 +351,7 @@ def dry_run(suite: Suite, stages: Sequence[str], rows: Sequence[Mapping]) -> str
         if stage == "speed":
             lines.append("  one interleaved run per task over the finished graft students "
                          "(about 10 minutes each)")
-            lines += [f"  {task}: not timed here: {line}" for task in TASKS
-                      for line in speed_students(suite, task)[1]]
+            lines += [f"  {line}" for task in TASKS for line in speed_students(suite, task)[1]]
             continue
         if stage == "embeddings":
             lines.append("  its own plan: python benchmarks/embeddings.py --dry-run")
