@@ -145,7 +145,7 @@ def test_requests_healing_cannot_serve_are_refused_in_one_line(inputs, tmp_path)
 
 
 def test_the_cli_heals_at_the_library_defaults():
-    from layergraft.cli_options import HEAL_FLAGS
+    from layergraft.cli.options import HEAL_FLAGS
 
     defaults = {p.name: p.default for p in HEAL_FLAGS}
     assert defaults["heal_lr"] == HealConfig.learning_rate

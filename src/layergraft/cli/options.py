@@ -20,7 +20,7 @@ import typer
 
 from layergraft.errors import LayergraftError
 
-# The `layergraft` command: `layergraft.cli` and `layergraft.cli_tools` add its subcommands.
+# The `layergraft` command: `layergraft.cli.app` and `layergraft.cli.tools` add its subcommands.
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,

@@ -1,8 +1,8 @@
 """The `layergraft` command: each subcommand parses flags and calls one public function.
 
 `layergraft X` calls `layergraft.X` (`layergraft.api`). Options several commands share are
-declared once in `cli_options` (option types, and option groups added by decorator);
-`compare --config` reads a grid from a TOML file (`cli_config`). Heavy imports (torch,
+declared once in `cli.options` (option types, and option groups added by decorator);
+`compare --config` reads a grid from a TOML file (`cli.config`). Heavy imports (torch,
 transformers, datasets) happen inside the handlers so `--help` is instant. A
 LayergraftError becomes one line on stderr and exit status 2.
 """
@@ -15,8 +15,8 @@ from typing import Annotated
 
 import typer
 
-from layergraft.cli_config import ConfigOpt
-from layergraft.cli_options import (
+from layergraft.cli.config import ConfigOpt
+from layergraft.cli.options import (
     EVAL_TASKS,
     BatchSizeOpt,
     BudgetOpt,
@@ -377,7 +377,7 @@ def _headline(record: dict) -> str:
             f"{100 * result['agreement']:.1f}%)")
 
 
-from layergraft import cli_tools  # noqa: E402,F401  (export, demo, assets after the core)
+from layergraft.cli import tools  # noqa: E402,F401  (export, demo, assets after the core)
 
 
 def main() -> None:
@@ -388,6 +388,3 @@ def main() -> None:
         typer.echo(f"error: {error}", err=True)
         sys.exit(2)
 
-
-if __name__ == "__main__":
-    main()

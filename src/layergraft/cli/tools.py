@@ -1,5 +1,5 @@
 """The `layergraft` commands around the core ones: deployment (`export`), the built-in demo
-and the built-in models (`assets`), on the app of `layergraft.cli_options`; `layergraft.cli`
+and the built-in models (`assets`), on the app of `layergraft.cli.options`; `layergraft.cli.app`
 registers them after the core commands.
 Heavy imports happen inside the handlers so `--help` stays instant.
 """
@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from layergraft.cli_options import (
+from layergraft.cli.options import (
     ModelArg,
     OutOpt,
     OverwriteOpt,
