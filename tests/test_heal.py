@@ -121,9 +121,9 @@ def test_an_interrupted_run_does_not_heal_again(inputs, tmp_path, monkeypatch):
     def crash(*args, **kwargs):
         raise KeyboardInterrupt
 
-    from layergraft.pipeline import compress as compress_module
+    from layergraft.pipeline.context import RunContext
 
-    monkeypatch.setattr(compress_module._Context, "train_stage", crash)
+    monkeypatch.setattr(RunContext, "train_stage", crash)
     options = dict(strategy="distill", heal=HealConfig(steps=4, batch_size=16))
     with pytest.raises(KeyboardInterrupt):
         run(inputs, tmp_path / "run", **options)

@@ -16,7 +16,8 @@ from layergraft.data.encoding import encode
 from layergraft.data.tasks import load_task
 from layergraft.errors import LayergraftError
 from layergraft.models import load_classifier
-from layergraft.pipeline import compress as strategies
+from layergraft.pipeline import compress as compress_module
+from layergraft.pipeline import context as strategies
 from layergraft.pipeline.compress import compress
 from layergraft.pipeline.evaluation import predict
 from layergraft.scoring.analysis import AnalysisSettings
@@ -239,7 +240,7 @@ def test_a_progressive_schedule_without_stages_is_refused(inputs, tmp_path):
 def test_finished_run_is_returned_and_other_runs_are_not_overwritten(inputs, tmp_path,
                                                                      monkeypatch):
     first = run(inputs, tmp_path / "run", strategy="none")
-    monkeypatch.setattr(strategies._Run, "execute", lambda *a: pytest.fail("recomputed"))
+    monkeypatch.setattr(compress_module._Run, "execute", lambda *a: pytest.fail("recomputed"))
     assert run(inputs, tmp_path / "run", strategy="none") == first
     with pytest.raises(LayergraftError, match="--overwrite"):
         run(inputs, tmp_path / "run", strategy="none", method="drop-top")

@@ -210,8 +210,9 @@ def bench(models: Sequence[str], task: str | TaskSource, *, split: str = "dev",
     """`layergraft bench`: throughput, latency, parameters and size of `models` measured in one
     run on the real lengths of a `task` split, then on batches of each fixed length in
     `seq_lens` (each record's `lengths`: "real" or the length); the first model is the
-    reference of the speed ratios. `backends` (torch-fp32, torch-bf16, torch-int8, onnx-fp32,
-    onnx-int8; default PyTorch in the run's precision) times every model on each, all in the
+    reference of the speed ratios. `backends` (torch-fp32, torch-bf16, torch-int8, and the ONNX
+    graphs onnx-[opt-]fp32 / int8 / int8-static of `layergraft.deploy.variants`; default
+    PyTorch in the run's precision) times every model on each, all in the
     same run (each record's `backend`; torch-bf16 is skipped where bf16 is not native). With
     `score`, every (model, backend) is scored on `score_split` (default: test where labelled,
     else dev) with its retention vs the first model on the first backend. `out` receives
@@ -243,11 +244,15 @@ def load(model: str, num_labels: int | None = None
     return load_classifier(model, num_labels)
 
 
-def export(model: str, *, out: str | os.PathLike, quantize: str | None = None,
-           task: str | TaskSource | None = None, split: str | None = None,
-           overwrite: bool = False, allow_untrained_head: bool = False) -> dict:
+def export(model: str, *, out: str | os.PathLike, quantize: str | Sequence[str] | None = None,
+           optimize: bool = False, task: str | TaskSource | None = None,
+           split: str | None = None, overwrite: bool = False,
+           allow_untrained_head: bool = False) -> dict:
     """`layergraft export`: `model` as ONNX in `out` (model.onnx; model.int8.onnx with
-    `quantize="int8"`, ONNX Runtime dynamic int8) with its tokenizer, config and graft
+    `quantize="int8"`, ONNX Runtime dynamic int8; model.int8-static.onnx with "int8-static",
+    QDQ calibrated on `task`'s training texts; both with "int8,int8-static"; with `optimize`,
+    each also fused by ONNX Runtime's transformer optimizer, model.opt*.onnx, named by
+    `layergraft.deploy.variants`) with its tokenizer, config and graft
     manifest, verified against PyTorch: on `task`'s dev split (or `split`) when given, else on
     built-in sentences. Returns the report, also written to `out/export_report.json`; a failed
     check raises LayergraftError after the report is written."""
@@ -256,5 +261,6 @@ def export(model: str, *, out: str | os.PathLike, quantize: str | None = None,
     from layergraft.models import resolve_model
 
     loaded = as_source(task).load() if task is not None else None
-    return export_model(resolve_model(model), out, quantize=quantize, task=loaded, split=split,
+    return export_model(resolve_model(model), out, quantize=quantize, optimize=optimize,
+                        task=loaded, split=split,
                         overwrite=overwrite, allow_untrained_head=allow_untrained_head)

@@ -10,8 +10,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import pickle
+import re
 import shutil
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,6 +27,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from layergraft.data.encoding import fit_tokenizer
 from layergraft.errors import LayergraftError
 from layergraft.surgery.arch import spec_for_config
 from layergraft.surgery.manifest import Manifest
@@ -45,11 +49,56 @@ def default_model_path() -> str:
     return str(minilm_path())
 
 
-def resolve_model(name_or_path: str) -> str:
-    """A folder or hub name as given; a built-in name ('minilm', 'mpnet') means its folder."""
+def resolve_model(name_or_path: str | os.PathLike) -> str:
+    """A folder or hub name as given; a built-in name ('minilm', 'mpnet') means its folder.
+
+    A name written as a path that is not there is refused here, in one line: the hub would
+    answer with its repo-id rules, which say nothing about a mistyped folder."""
     from layergraft.assets import builtin_path
 
-    return str(builtin_path(name_or_path) or name_or_path)
+    builtin = builtin_path(str(name_or_path))
+    if builtin is not None:
+        return str(builtin)
+    name = str(name_or_path)
+    path = Path(name).expanduser()
+    if _written_as_path(name) and not path.exists():
+        raise LayergraftError(
+            f"no such folder: '{name}' does not exist; give the folder of a saved model, a "
+            "hub name (with a network) or a built-in model (minilm, mpnet)")
+    return str(path) if name.startswith("~") else name
+
+
+_HUB_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*/[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+def _written_as_path(name: str) -> bool:
+    """Whether a model name can only be a path: it starts with ./ ../ / or ~, or holds a
+    path separator without being a hub id's one 'namespace/name'."""
+    separators = {os.sep, os.altsep or os.sep}
+    if name.startswith((".", "~")) or name[:1] in separators or Path(name).is_absolute():
+        return True
+    return any(sep in name for sep in separators) and not (
+        _HUB_ID.fullmatch(name) and ".." not in name)
+
+
+@contextlib.contextmanager
+def refusing_pickled_code(name_or_path: str) -> Iterator[None]:
+    """Loading weights inside it: a `pytorch_model.bin` that holds pickled code (refused by
+    torch's weights-only loader, rightly) is one line naming the safe format, not a trace."""
+    try:
+        yield
+    except pickle.UnpicklingError as error:
+        bins = sorted(p.name for p in Path(name_or_path).rglob("*.bin"))
+        files = ", ".join(bins) or "its weights"
+        if "weights only load failed" in str(error).lower():
+            problem = f"refusing '{name_or_path}': {files} holds pickled code, not only tensors"
+        else:
+            problem = f"cannot load '{name_or_path}': {files} is not a readable tensor file"
+        raise LayergraftError(
+            f"{problem}; safetensors is the safe format: get the model as model.safetensors, "
+            "or convert a copy you trust (from_pretrained(..., weights_only=False), then "
+            "save_pretrained, which writes model.safetensors)"
+        ) from None
 
 
 def load_config(name_or_path: str):
@@ -90,9 +139,10 @@ def load_classifier(
         kwargs = {"num_labels": num_labels}
         if num_labels == 1:
             kwargs["problem_type"] = "regression"
-    with _transformers_quiet() if new_head else contextlib.nullcontext():
+    with (_transformers_quiet() if new_head else contextlib.nullcontext(),
+          refusing_pickled_code(name_or_path)):
         model = AutoModelForSequenceClassification.from_pretrained(name_or_path, **kwargs)
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    tokenizer = fit_tokenizer(AutoTokenizer.from_pretrained(name_or_path), model.config)
     return model.eval(), tokenizer
 
 

@@ -324,7 +324,10 @@ def bench(
         "e.g. 64,128), after the split's real lengths.")] = None,
     backends: Annotated[str | None, typer.Option(
         "--backends", help="Time every model on each of these, in one run: torch-fp32, "
-        "torch-bf16, torch-int8, onnx-fp32, onnx-int8 (default: PyTorch in --precision).")]
+        "torch-bf16, torch-int8, or an ONNX graph named onnx-[opt-]PRECISION: opt- is the "
+        "graph fused by ONNX Runtime's transformer optimizer (export --optimize), PRECISION "
+        "fp32, int8 (dynamic) or int8-static (QDQ, calibrated on the task's training texts); "
+        "e.g. onnx-fp32, onnx-opt-int8, onnx-int8-static (default: PyTorch in --precision).")]
     = None,
     score_split: Annotated[str | None, typer.Option(
         "--score-split", help="Score every model and backend on this split (default: test "

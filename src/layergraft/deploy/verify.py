@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from layergraft.data.encoding import EXAMPLE_ID, LABELS, by_length, encode, loader
+from layergraft.data.encoding import EXAMPLE_ID, LABELS, by_length, encode, loader, token_limit
 from layergraft.data.metrics import METRICS, compute_metrics
 from layergraft.data.tasks import Task
 from layergraft.deploy.onnx import run_session
@@ -40,9 +40,10 @@ def sentence_batches(tokenizer: PreTrainedTokenizerBase, names: Iterable[str]) -
     """SENTENCES as two padded batches (single sentences, then pairs) of the graph's inputs."""
     singles = [s for s in SENTENCES if isinstance(s, str)]
     pairs = [s for s in SENTENCES if not isinstance(s, str)]
-    encoded = [tokenizer(singles, padding=True, return_tensors="pt"),
+    cut = {"truncation": True, "max_length": token_limit(tokenizer)}
+    encoded = [tokenizer(singles, padding=True, return_tensors="pt", **cut),
                tokenizer([a for a, _ in pairs], [b for _, b in pairs], padding=True,
-                         return_tensors="pt")]
+                         return_tensors="pt", **cut)]
     return [{name: batch[name] for name in names} for batch in encoded]
 
 

@@ -44,8 +44,8 @@ def compress_embedding(
     cosine_weight: float = 0.0, pairs: str | None = None,
     eval_tasks: Sequence[str] = DEFAULT_EVAL_TASKS, cache_dir: str | os.PathLike | None = None,
     overwrite: bool = False, refit_samples: int = 0, heal=None, speed: bool = True,
-    dry_run: bool = False, replace_other_runs: bool = False,
-    progressive_schedule: str = "per-stage", **ignored,
+    ood: bool = True, dry_run: bool = False, replace_other_runs: bool = False,
+    progressive_schedule: str = "per-stage", progress: bool = True, **ignored,
 ) -> dict:
     """Compress the sentence-transformers model `teacher` to `layers` layers; save the student
     to `out` and return the results record (also `out/results.json`).
@@ -56,10 +56,12 @@ def compress_embedding(
     `strategy` "distill" trains with the embedding MSE (plus `cosine_weight` times the
     cosine distance) for `budget`; "heal" is surgery + healing only (`heal`, a HealConfig,
     which may also precede "distill"); "none" is surgery only. The record holds
-    `layergraft.embeddings.fidelity`'s evaluation on `eval_tasks` (teacher side by side)
-    and, with `speed`, the interleaved student / teacher throughput. `training` (a
+    `layergraft.embeddings.fidelity`'s evaluation on `eval_tasks` (teacher side by side;
+    none: the held-out mean cosine alone; `ood=False`: neighbours among the first task's
+    dev + test, not its out-of-domain sets) and, with `speed`, the interleaved student /
+    teacher throughput; `progress` says each evaluation part on stderr. `training` (a
     TrainConfig) supplies learning rate, batch size and max length; the classifier-only
-    options (distill, ood, ...) are ignored. `dry_run` returns {"status": ...} only.
+    options (distill, ...) are ignored. `dry_run` returns {"status": ...} only.
     """
     from layergraft.embeddings.objective import EmbeddingTraining
     from layergraft.models import resolve_model
@@ -76,7 +78,7 @@ def compress_embedding(
                               f"choose {' or '.join(STRATEGIES)}")
     if refit_samples:
         raise LayergraftError("--refit is not available with --objective embedding: use --heal")
-    check_request(method, strategy, pairs, heal, progressive_schedule)
+    check_request(method, strategy, pairs, heal, progressive_schedule, graft_options)
     from layergraft.embeddings.model import read_folder
 
     path = resolve_model(teacher)
@@ -101,6 +103,8 @@ def compress_embedding(
         "training": config.to_dict() if strategy == "distill" else None,
         "pairs": normalized_spans(pairs), "eval_tasks": list(eval_tasks),
         "heal": heal.to_dict() if heal is not None and heal.steps else None, "speed": speed,
+        # only when off, so that the runs made before the option keep their settings
+        **({} if ood else {"ood": False}),
     }
     run = EmbeddingRun(Path(out), identity)
     if dry_run:
@@ -108,10 +112,13 @@ def compress_embedding(
     finished = finished_results(run, overwrite)
     if finished is not None:
         return finished
+    from layergraft.embeddings.model import load_embedding_model
+
+    loaded = load_embedding_model(path, runtime.device)  # bad weights: refused, nothing written
     run.out.mkdir(parents=True, exist_ok=True)
     start_fresh_or_resume(run, overwrite, replace_other_runs)
-    return _execute(run, path, corpus, runtime, options, analysis, config, budget, heal,
-                    cache_dir)
+    return _execute(run, loaded, corpus, runtime, options, analysis, config, budget, heal,
+                    cache_dir, progress)
 
 
 def _training_texts(texts, task, text_column) -> tuple[list[str], dict]:
@@ -132,13 +139,12 @@ def _training_texts(texts, task, text_column) -> tuple[list[str], dict]:
             {"task": asdict(source), "content": content_fingerprint(source.name)})
 
 
-def _execute(run: EmbeddingRun, path: str, corpus: list[str], runtime, options, analysis,
-             config, budget, heal_config, cache_dir) -> dict:
-    from layergraft.embeddings.fidelity import evaluate_embeddings
+def _execute(run: EmbeddingRun, loaded, corpus: list[str], runtime, options, analysis,
+             config, budget, heal_config, cache_dir, progress: bool = True) -> dict:
+    from layergraft.embeddings.fidelity import evaluate_embeddings, say
     from layergraft.embeddings.model import (
         analyze_embedding_model,
         graft_embedding_model,
-        load_embedding_model,
         save_embedding_model,
         transformer_of,
     )
@@ -148,7 +154,7 @@ def _execute(run: EmbeddingRun, path: str, corpus: list[str], runtime, options, 
     from layergraft.utils import num_parameters, versions, write_json_atomic
 
     settings = run.settings()
-    teacher, folder = load_embedding_model(path, runtime.device)
+    teacher, folder = loaded
     train, held_out = _split(corpus)
     transformer = transformer_of(teacher)
     depth = num_layers(transformer.config)
@@ -173,9 +179,12 @@ def _execute(run: EmbeddingRun, path: str, corpus: list[str], runtime, options, 
         "heal": healed, "training": trained, "runtime": runtime.record(),
         "versions": versions(),
         **evaluate_embeddings(student, teacher, held_out=held_out,
-                              eval_tasks=settings["eval_tasks"], cache_dir=cache_dir),
+                              eval_tasks=settings["eval_tasks"],
+                              ood=settings.get("ood", True), cache_dir=cache_dir,
+                              progress=progress),
     }
     if settings["speed"]:
+        say(progress, f"speed of student and teacher on {len(held_out)} held-out texts")
         record["speed"] = embedding_speed(teacher, student, held_out,
                                           max_length=config.max_length,
                                           precision=runtime.precision)

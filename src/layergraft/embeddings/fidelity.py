@@ -13,6 +13,7 @@ once per model: movie-sentiment and movie-rating share their splits, so they sha
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 
 import torch
@@ -47,36 +48,55 @@ class EmbeddingMemo:
 
 
 def evaluate_embeddings(student, teacher=None, *, held_out: Sequence[str] | None = None,
-                        eval_tasks: Sequence[str] = DEFAULT_EVAL_TASKS,
-                        cache_dir: str | os.PathLike | None = None) -> dict:
+                        eval_tasks: Sequence[str] = DEFAULT_EVAL_TASKS, ood: bool = True,
+                        cache_dir: str | os.PathLike | None = None,
+                        progress: bool = False) -> dict:
     """The record described above; without a `teacher` only the student's own downstream
-    values (nothing to be faithful to). `cache_dir` keeps the teacher's embeddings."""
+    values (nothing to be faithful to). `ood=False` takes the neighbour corpus from the first
+    task's dev + test instead of its out-of-domain sets (as a classifier's `--no-ood` skips
+    them); no `eval_tasks` leaves the held-out mean cosine alone. `cache_dir` keeps the
+    teacher's embeddings; `progress` says each part on stderr as it starts."""
     from layergraft.data.tasks import as_source
 
     models = {STUDENT: student, **({TEACHER: teacher} if teacher is not None else {})}
     memo = EmbeddingMemo(models, cache_dir)
     record: dict = {}
     if held_out and teacher is not None:
+        say(progress, f"mean cosine to the teacher on {len(held_out)} held-out texts")
         record["held_out"] = len(held_out)
         record["mean_cosine"] = _cosine(memo, held_out)
+    if eval_tasks:
+        say(progress, f"loading the evaluation tasks {', '.join(eval_tasks)}")
     tasks = [as_source(name).load() for name in eval_tasks]
     if tasks and teacher is not None:
-        corpus, sources = neighbour_corpus(tasks)
+        corpus, sources = neighbour_corpus(tasks, ood)
+        say(progress, f"top-{NEIGHBOURS} neighbours among {len(corpus)} sentences of "
+                      f"{', '.join(sources)}")
         record["neighbours"] = {"corpus": len(corpus), "sources": sources, "k": NEIGHBOURS,
                                 "agreement": _agreement(memo, corpus),
                                 "mean_cosine": _cosine(memo, corpus)}
-    downstream = {task.spec.name: measures for task in tasks
-                  if (measures := task_measures(memo, task))}
+    downstream = {}
+    for task in tasks:
+        say(progress, f"frozen-embedding probes on {task.spec.name} (train -> test)")
+        if measures := task_measures(memo, task):
+            downstream[task.spec.name] = measures
     if downstream:
         record["downstream"] = downstream
     return record
 
 
-def neighbour_corpus(tasks: Sequence) -> tuple[list[str], list[str]]:
-    """(texts, the sets they come from): see the module's docstring."""
+def say(progress: bool, part: str) -> None:
+    """One stderr line as an evaluation part starts (each can take minutes on a CPU)."""
+    if progress:
+        print(f"evaluating: {part}", file=sys.stderr, flush=True)
+
+
+def neighbour_corpus(tasks: Sequence, ood: bool = True) -> tuple[list[str], list[str]]:
+    """(texts, the sets they come from): see the module's docstring; without `ood`, the
+    first task's dev + test."""
     from layergraft.embeddings.texts import task_texts
 
-    for task in tasks:
+    for task in tasks if ood else ():
         if task.spec.ood:
             others = task.ood()
             texts = [t for other in others.values() for t in task_texts(other, ("test",))]
@@ -142,7 +162,7 @@ def evaluate_folder(model: str, teacher: str | None = None, *,
     if reference is not None:
         record["teacher_layers"] = num_layers(transformer_of(reference).config)
     return {**record, **evaluate_embeddings(student, reference, held_out=texts,
-                                            eval_tasks=eval_tasks)}
+                                            eval_tasks=eval_tasks, progress=True)}
 
 
 def _teacher_of(path) -> str | None:

@@ -17,7 +17,10 @@ def encoded_texts(tokenizer, texts: Sequence[str], max_length: int = 128):
     """The texts as an encoded split (token columns and `example_id`), unpadded."""
     import datasets
 
-    columns = dict(tokenizer(list(texts), truncation=True, max_length=max_length))
+    from layergraft.data.encoding import token_limit
+
+    columns = dict(tokenizer(list(texts), truncation=True,
+                             max_length=token_limit(tokenizer, max_length)))
     return datasets.Dataset.from_dict({**columns, "example_id": list(range(len(texts)))})
 
 

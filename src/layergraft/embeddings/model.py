@@ -83,8 +83,15 @@ def load_embedding_model(path: str | os.PathLike, device: str | torch.device = "
     """(SentenceTransformer in eval mode, EmbeddingFolder) of a recognised folder."""
     from sentence_transformers import SentenceTransformer
 
+    from layergraft.data.encoding import fit_tokenizer
+    from layergraft.models import refusing_pickled_code
+
     folder = read_folder(path)
-    model = SentenceTransformer(str(folder.path), device=str(device))
+    with refusing_pickled_code(str(folder.path)):
+        model = SentenceTransformer(str(folder.path), device=str(device))
+    tokenizer = fit_tokenizer(model.tokenizer, transformer_of(model).config)
+    model.max_seq_length = min(model.max_seq_length or tokenizer.model_max_length,
+                               tokenizer.model_max_length)
     return model.eval(), folder
 
 
@@ -108,7 +115,10 @@ def pool_function(model):
 def tokenized_batches(model, texts: list[str], batch_size: int = 32,
                       max_length: int = 128) -> list[dict[str, torch.Tensor]]:
     """The texts as padded model inputs of the transformer, `batch_size` at a time."""
+    from layergraft.data.encoding import token_limit
+
     tokenizer = model[0].tokenizer
+    max_length = token_limit(tokenizer, max_length)
     return [dict(tokenizer(texts[i:i + batch_size], padding=True, truncation=True,
                            max_length=max_length, return_tensors="pt"))
             for i in range(0, len(texts), batch_size)]

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from layergraft.data.encoding import token_limit
 from layergraft.errors import LayergraftError
 from layergraft.utils import atomic_write, cache_root, model_fingerprint
 
@@ -92,7 +93,7 @@ def teacher_embeddings(teacher, texts: list[str], *, max_length: int = 128,
     if path.is_file():
         return load_file(path)["embedding"]
     previous = teacher.max_seq_length
-    teacher.max_seq_length = max_length
+    teacher.max_seq_length = token_limit(teacher.tokenizer, max_length)
     try:
         embeddings = embed(teacher, texts, batch_size).contiguous()
     finally:
@@ -132,7 +133,7 @@ def train_embedding(student, texts: list[str], targets: torch.Tensor, *, steps: 
 
     if len(texts) != len(targets):
         raise LayergraftError(f"{len(texts)} texts but {len(targets)} teacher embeddings")
-    student.max_seq_length = config.max_length
+    student.max_seq_length = token_limit(student.tokenizer, config.max_length)
     data = Dataset.from_dict({"sentence": texts, "label": targets.float().tolist()})
     args = SentenceTransformerTrainingArguments(
         output_dir=str(Path(work_dir)), max_steps=steps,

@@ -18,12 +18,12 @@ def embedding_speed(teacher, student, texts: Sequence[str], *, max_length: int =
                     precision: str = "fp32", batch_size: int = SPEED_BATCH,
                     repeats: int = SPEED_REPEATS) -> dict:
     """Throughput of both (sentences/s), student / teacher ratio, ideal ratio, settings."""
+    from layergraft.embeddings.heal import encoded_texts
     from layergraft.embeddings.model import transformer_of
     from layergraft.pipeline.bench import measure_speed
 
-    tokenizer = teacher[0].tokenizer
-    lengths = [len(ids) for ids in tokenizer(list(texts), truncation=True,
-                                             max_length=max_length)["input_ids"]]
+    lengths = [len(ids) for ids in encoded_texts(teacher[0].tokenizer, texts,
+                                                 max_length)["input_ids"]]
     rows = measure_speed({"teacher": transformer_of(teacher), "student": transformer_of(student)},
                          lengths, batch_sizes=(batch_size,), repeats=repeats,
                          precision=precision)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from layergraft.data.encoding import encode
+from layergraft.data.encoding import encode, usable_positions
 from layergraft.data.tasks import Task
 from layergraft.deploy.backends import ExportedModel, Runner, TorchRunner, default_backend
 from layergraft.errors import LayergraftError
@@ -211,7 +211,7 @@ def _check_seq_lens(models: Mapping[str, PreTrainedModel], seq_lens: Sequence[in
         if n < 1:
             raise LayergraftError(f"--seq-len must be a number of tokens, at least 1, not {n}")
         for name, model in models.items():
-            limit = getattr(model.config, "max_position_embeddings", None)
+            limit = usable_positions(model.config)
             if limit is not None and n > limit:
                 raise LayergraftError(f"--seq-len {n} is more tokens than '{name}' takes "
                                       f"({limit} positions)")

@@ -17,7 +17,7 @@ import torch
 
 from layergraft.data.tasks import Task, load_task
 from layergraft.deploy.backends import (
-    ONNX_FILES,
+    ONNX_GRAPHS,
     ExportedModel,
     TorchRunner,
     build_runner,
@@ -68,7 +68,7 @@ def bench_models(
         lengths[path] = task_lengths(task, tokenizers[path], split, max_length)
     with _workspace(cache_dir) as cache:
         runners = _runners(models, names, runtime, options.get("threads"),
-                           _exports(paths, names or (), cache))
+                           _exports(paths, names or (), cache, task))
         rows = measure_speed(models, lengths, paths={p: p for p in paths},
                              precision=runtime.precision, runners=runners, **options)
         if score_split is not None:
@@ -85,7 +85,11 @@ def _load(path: str, runtime: Runtime):
         return model.to(runtime.device), tokenizer
     from transformers import AutoTokenizer
 
-    return ExportedModel.load(path, load_config(path)), AutoTokenizer.from_pretrained(path)
+    from layergraft.data.encoding import fit_tokenizer
+
+    config = load_config(path)
+    return ExportedModel.load(path, config), fit_tokenizer(AutoTokenizer.from_pretrained(path),
+                                                           config)
 
 
 def _runners(models, names, runtime: Runtime, threads: int | None, folders) -> dict:
@@ -100,21 +104,26 @@ def _runners(models, names, runtime: Runtime, threads: int | None, folders) -> d
             for name, model in models.items() for backend in names}
 
 
-def _exports(paths: Sequence[str], names: Sequence[str], cache: Path) -> dict[str, Path]:
+def _exports(paths: Sequence[str], names: Sequence[str], cache: Path,
+             task: Task) -> dict[str, Path]:
     """The export folder of each model the onnx backends need: the model itself when it is
-    one, else a fresh export into `cache` (verified on built-in sentences)."""
+    one, else a fresh export into `cache` of the graphs they name (verified on built-in
+    sentences; static int8 calibrated on the task's training texts)."""
     from layergraft.deploy.export import export_model
 
-    if not any(name in ONNX_FILES for name in names):
+    graphs = [ONNX_GRAPHS[name] for name in names if name in ONNX_GRAPHS]
+    if not graphs:
         return {}
+    quantize = sorted({g.precision for g in graphs} - {"fp32"})
+    optimize = any(g.fused for g in graphs)
     folders = {}
     for index, path in enumerate(paths):
         if is_export_folder(path):
             folders[path] = Path(path)
             continue
         folders[path] = cache / f"{index}-{Path(path).name}"
-        export_model(path, folders[path], quantize="int8" if "onnx-int8" in names else None,
-                     overwrite=True, allow_untrained_head=True)
+        export_model(path, folders[path], quantize=quantize, optimize=optimize,
+                     calibration=task, overwrite=True, allow_untrained_head=True)
     return folders
 
 

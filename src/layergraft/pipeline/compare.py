@@ -180,7 +180,7 @@ def grid_cells(teacher_path: str, task, out_dir: str | os.PathLike, runs: Sequen
 
     for key in runs:
         check_request(key.method, key.strategy, options.get("pairs"), options.get("heal"),
-                      **schedule_of(key))
+                      options=options.get("graft_options"), **schedule_of(key))
     if compress is None:
         from layergraft.pipeline.compress import compress
     source = as_source(task) if task is not None else None

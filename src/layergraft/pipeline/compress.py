@@ -19,13 +19,12 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from accelerate import PartialState
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from layergraft.data.encoding import encode
-from layergraft.data.tasks import TaskSource, as_source
+from layergraft.data.tasks import Task, TaskSource, as_source
 from layergraft.errors import LayergraftError
 from layergraft.models import (
-    holds_model,
-    load_classifier,
     load_for_task,
     resolve_model,
     save_model,
@@ -37,12 +36,11 @@ from layergraft.pipeline.assess import (
     teacher_predictions,
     time_student,
 )
-from layergraft.pipeline.healing import heal_stage
+from layergraft.pipeline.context import RunContext
 from layergraft.pipeline.runs import (
     CHECKPOINTS,
     FORMAT,
     PREDICTIONS_NAME,
-    PROGRESSIVE,
     RESULTS_NAME,
     WORK_FOLDERS,
     finished_results,
@@ -50,50 +48,35 @@ from layergraft.pipeline.runs import (
     start_fresh_or_resume,
 )
 from layergraft.pipeline.strategies import (
-    ONE,
     PER_STAGE,
     UNTRAINED,
     check_request,
     normalized_spans,
     steps_after_heal,
 )
-from layergraft.pipeline.workflows import refit_after_surgery
 from layergraft.report.model_card import write_card
 from layergraft.runtime import Runtime
 from layergraft.scoring.analysis import (
-    Analysis,
     AnalysisSettings,
-    load_analysis,
-    measure,
-    save_analysis,
 )
 from layergraft.surgery.arch import num_layers
-from layergraft.surgery.graft import graft_model
 from layergraft.surgery.manifest import Manifest
-from layergraft.surgery.methods import NEEDS_SCORES, TAKES_OPTIONS, GraftOptions
+from layergraft.surgery.methods import TAKES_OPTIONS, GraftOptions
 from layergraft.surgery.plan import Plan
-from layergraft.surgery.recipes import unchanged_parameters
-from layergraft.training.attention import attention_teacher
-from layergraft.training.budget import Budget, next_share
-from layergraft.training.calibrate import ReconstructionJudge, calibration_texts
+from layergraft.training.budget import Budget
 from layergraft.training.distill import (
     DistillConfig,
-    TeacherCache,
-    dataset_fingerprint,
-    layer_map_from_manifest,
-    make_distill_loss,
     model_fingerprint,
 )
+from layergraft.training.guard import CollapseGuard
 from layergraft.training.heal import HealConfig
 from layergraft.training.parallel import process_state
-from layergraft.training.replace import REPLACE, ScheduleCallback, unwrap, wrap
-from layergraft.training.schedule import OneSchedule
-from layergraft.training.train import TrainConfig, student_training, train
+from layergraft.training.replace import REPLACE
+from layergraft.training.train import TrainConfig, student_training
 from layergraft.utils import (
     cache_root,
     content_fingerprint,
     num_parameters,
-    short_hash,
     versions,
     write_json_atomic,
 )
@@ -127,6 +110,8 @@ def compress(
     dry_run: bool = False,
     allow_untrained_head: bool = False,
     progressive_schedule: str = PER_STAGE,
+    recalibrate_samples: int = 0,
+    guard: CollapseGuard | None = None,
 ) -> dict:
     """Compress `teacher_path` to `layers` layers on `task`; save the student and results.
 
@@ -156,9 +141,13 @@ def compress(
     `progressive_schedule` "one" trains progressive's stages on one optimizer and one
     learning-rate curve over the whole budget instead of one of each per stage
     (`layergraft.training.schedule`); it is part of the run's settings.
+    `recalibrate_samples` > 0 matches each new layer's output statistics to the teacher's
+    at its span end on that many examples (`layergraft.surgery.recalibrate`) after surgery.
+    `guard` (`layergraft.training.guard`; default: none) retrains a stage that collapsed
+    from its start at half the rate; its restarts are in the results.
     """
     heal = heal or HealConfig()
-    check_request(method, strategy, pairs, heal, progressive_schedule)
+    check_request(method, strategy, pairs, heal, progressive_schedule, graft_options)
     if not dry_run:
         untrained_head(teacher_path, allow_untrained_head)  # refused before anything else
     source = as_source(task)
@@ -171,18 +160,27 @@ def compress(
                cache=cache_root(cache_dir), speed=speed, ood=ood, progress=progress,
                refit_samples=refit_samples, heal=heal, pairs=normalized_spans(pairs),
                allow_untrained_head=allow_untrained_head,
-               progressive_schedule=progressive_schedule)
+               progressive_schedule=progressive_schedule,
+               recalibrate_samples=recalibrate_samples, guard=guard or CollapseGuard(retries=0))
     if dry_run:
         return {"status": run_status(run), "out": str(run.out), "settings": run.settings()}
     state = process_state(run.runtime)
     finished = finished_results(run, overwrite)
     if finished is not None:
         return finished
+    task = run.source.load()  # bad data or weights are refused before anything is written
+    teacher, tokenizer = load_for_task(run.teacher_path, task,
+                                       allow_untrained_head=allow_untrained_head)
     if state.is_main_process:
         start_fresh_or_resume(run, overwrite, replace_other_runs)
     state.wait_for_everyone()
-    return run.execute(state)
+    return run.execute(state, task, teacher, tokenizer)
 
+
+
+# Training settings at these values are left out of a run's identity, so that runs made
+# before the option existed stay valid.
+NEUTRAL_TRAINING = {("group_by_length", False), ("inherited_learning_rate", None)}
 
 
 @dataclass
@@ -212,13 +210,15 @@ class _Run:
     pairs: str | None = None
     allow_untrained_head: bool = False  # a gate, not a setting: no part of the run's identity
     progressive_schedule: str = PER_STAGE
+    recalibrate_samples: int = 0
+    guard: CollapseGuard = CollapseGuard(retries=0)
 
     def settings(self) -> dict:
         """What identifies the run: a finished run with equal settings is not redone."""
         training = {k: v for k, v in asdict(self.training).items()
                     if k not in ("output_dir", "epochs", "max_steps", "seed", "precision",
                                  "device", "progress", "resume")
-                    and (k, v) != ("group_by_length", False)}  # runs from before it stay valid
+                    and (k, v) not in NEUTRAL_TRAINING}
         trains = self.strategy not in UNTRAINED
         distils = self.strategy in ("distill", "progressive", "replace")
         return {"teacher": self.teacher_path, "task": asdict(self.source), "layers": self.layers,
@@ -234,6 +234,9 @@ class _Run:
                 "training": training if trains else None,
                 # absent at their defaults, so that runs from before the options stay valid
                 **({"refit_samples": self.refit_samples} if self.refit_samples else {}),
+                **({"recalibrate_samples": self.recalibrate_samples}
+                   if self.recalibrate_samples else {}),
+                **({"guard": self.guard.to_dict()} if self.guard.retries and trains else {}),
                 **({"pairs": self.pairs} if self.pairs else {}),
                 **({"heal": self.heal.to_dict()} if self.heal.steps else {}),
                 **({"replace": REPLACE.to_dict()} if self.strategy == "replace" else {}),
@@ -241,12 +244,10 @@ class _Run:
                    if self.progressive_schedule != PER_STAGE else {}),
                 **({} if self.ood else {"ood": False})}
 
-    def execute(self, state: PartialState) -> dict:
+    def execute(self, state: PartialState, task: Task, teacher: PreTrainedModel,
+                tokenizer: PreTrainedTokenizerBase) -> dict:
         start = time.perf_counter()
         self.runtime.reset_peak_memory()
-        task = self.source.load()
-        teacher, tokenizer = load_for_task(self.teacher_path, task,
-                                           allow_untrained_head=self.allow_untrained_head)
         teacher.to(state.device)
         encoded = encode(task, tokenizer, self.training.max_length)
         depth = num_layers(teacher.config)
@@ -260,7 +261,7 @@ class _Run:
                  if self.strategy not in UNTRAINED else 0)
         budget_steps = total  # healing, if any, is charged against it
         plan = Plan.from_spans(depth, self.pairs) if self.pairs else None
-        ctx = _Context(self, state, task, teacher, tokenizer, encoded)
+        ctx = RunContext(self, state, task, teacher, tokenizer, encoded)
         analysis, analysis_dir, analysis_seconds = ctx.teacher_analysis()
         manifest = Manifest.for_teacher(teacher)
         healed = None
@@ -314,129 +315,3 @@ class _Run:
                 shutil.rmtree(self.out / work, ignore_errors=True)
         state.wait_for_everyone()
         return json.loads((self.out / RESULTS_NAME).read_text())
-
-
-class _Context:
-    """The loaded teacher, task and encoded data one run works on."""
-
-    def __init__(self, run: _Run, state: PartialState, task, teacher, tokenizer, encoded):
-        self.run, self.state, self.task = run, state, task
-        self.teacher, self.tokenizer, self.encoded = teacher, tokenizer, encoded
-        self.train_fingerprint = dataset_fingerprint(encoded["train"])
-
-    def teacher_analysis(self) -> tuple[Analysis, Path, float]:
-        """Importance and similarity of the teacher, measured once per teacher/data/settings;
-        the folder also holds their plots."""
-        settings = {k: v for k, v in asdict(self.run.analysis).items() if k != "progress"}
-        key = json.dumps({**settings, "precision": self.run.runtime.precision}, sort_keys=True)
-        folder = (self.run.cache / "analysis" / f"model-{model_fingerprint(self.teacher)}"
-                  / f"data-{self.train_fingerprint}" / short_hash(key))
-        start = time.perf_counter()
-        with self.state.local_main_process_first():
-            if not (folder / "analysis.json").is_file():
-                save_analysis(self.measure(self.teacher, self.run.analysis), folder)
-        return load_analysis(folder), folder, time.perf_counter() - start
-
-    def measure(self, model, settings: AnalysisSettings) -> Analysis:
-        return measure(model, self.tokenizer, self.task, settings,
-                       precision=self.run.runtime.precision)
-
-    def surgery(self, model, manifest: Manifest, layers: int, analysis: Analysis,
-                plan: Plan | None = None):
-        student, manifest = graft_model(
-            model, layers=layers, plan=plan, method=self.run.method,
-            head_scores=analysis.scores.head, neuron_scores=analysis.scores.neuron,
-            cka=analysis.cka, adjacent_cosine=analysis.adjacent_cosine, options=self.run.options,
-            importance_info={**analysis.info, "scores": analysis.scores.info},
-            seed=self.run.seed, manifest=manifest, judge=self.judge(model))
-        if self.run.refit_samples:
-            refit_after_surgery(student, model, manifest.steps[-1], self.task, self.tokenizer,
-                                replace(self.run.analysis, samples=self.run.refit_samples))
-        return student, manifest
-
-    def judge(self, model) -> ReconstructionJudge | None:
-        """What `--choose-by reconstruction` measures candidates with: `model`'s states on
-        the calibration sample of the training split (None when the options do not ask)."""
-        if not self.run.options.by_reconstruction:
-            return None
-        return ReconstructionJudge(
-            model, calibration_texts(self.encoded["train"], self.run.options.calibration),
-            self.tokenizer, cache_dir=self.run.cache)
-
-    def heal(self, student, manifest: Manifest):
-        """Local healing of the fresh student (kept in the run folder for a resume)."""
-        run = self.run
-        return heal_stage(student, manifest, self.teacher, self.encoded["train"],
-                          self.tokenizer, run.heal, out=run.out, runtime=run.runtime,
-                          train_batch=run.training.batch_size, cache_dir=run.cache,
-                          seed=run.seed, progress=run.progress,
-                          is_main=self.state.is_main_process)
-
-    def progressive(self, analysis: Analysis, manifest: Manifest, total: int):
-        """Merge one pair at a time (most similar first), distilling after each merge.
-
-        Each stage gets its share of `total` (`next_share`), so all stages together take
-        exactly the steps `distill` gets; with the `one` schedule a stage starts where the
-        previous one stopped, on one curve with one optimizer (`OneSchedule`)."""
-        model, run = self.teacher, self.run
-        schedule = OneSchedule(total) if run.progressive_schedule == ONE else None
-        stages = []
-        # Methods that ignore importance only need the (forward-only) similarity.
-        again = (run.analysis if run.method in NEEDS_SCORES
-                 else replace(run.analysis, importance="weight"))
-        for target in range(num_layers(model.config) - 1, run.layers - 1, -1):
-            saved = run.out / PROGRESSIVE / f"{target}-layers"
-            if holds_model(saved):  # finished by an interrupted earlier call
-                model, _ = load_classifier(str(saved))
-                model.to(self.state.device)
-                manifest = Manifest.load(saved)
-                stages.append(json.loads((saved / "stage.json").read_text()))
-                schedule = OneSchedule.load(saved) if schedule else None
-                continue
-            if model is not self.teacher:
-                analysis = self.measure(model, again)
-            model, manifest = self.surgery(model, manifest, target, analysis)
-            taken = schedule.offset if schedule else sum(s["steps"] for s in stages)
-            share = next_share(total, taken, target - run.layers + 1)
-            if schedule:
-                schedule.follow(unchanged_parameters(model, manifest.steps[-1].recipes))
-            stage = self.train_stage(model, manifest, share, run.out / CHECKPOINTS / saved.name,
-                                     schedule)
-            model = stage.pop("model")
-            stages.append(stage)
-            if self.state.is_main_process:  # the model last: it marks the stage finished
-                write_json_atomic(saved / "stage.json", stage)
-                if schedule:
-                    schedule.save(saved)
-                save_model(model, self.tokenizer, saved, manifest=manifest, overwrite=True)
-            self.state.wait_for_everyone()
-        return model, manifest, stages
-
-    def train_stage(self, student, manifest: Manifest, steps: int, output_dir: Path,
-                    schedule: OneSchedule | None = None) -> dict:
-        """The one training code path of every method and strategy (`schedule`: a stage of
-        progressive's one schedule)."""
-        run = self.run
-        loss_fn = None
-        if run.strategy != "finetune":
-            layer_map = layer_map_from_manifest(manifest) if run.distill.uses_hidden else []
-            teacher = TeacherCache.build(self.teacher, self.encoded["train"], self.tokenizer,
-                                         layers=layer_map, cache_dir=run.cache,
-                                         batch_size=run.training.eval_batch_size)
-            attention = attention_teacher(run.distill.attention_weight, self.teacher, student,
-                                          manifest)
-            loss_fn = make_distill_loss(teacher, run.distill, layer_map=layer_map,
-                                        attention=attention)
-        config = replace(run.training, output_dir=str(output_dir), max_steps=steps,
-                         batch_size=run.training.batch_size // self.state.num_processes,
-                         seed=run.seed, precision=run.runtime.precision,
-                         device=str(self.state.device), progress=run.progress, resume=True)
-        callbacks = []
-        if run.strategy == "replace":  # each span: the teacher's layers, then the graft alone
-            groups = Plan.from_dict(manifest.steps[-1].plan).groups
-            callbacks = [ScheduleCallback(wrap(student, self.teacher, groups), REPLACE, steps)]
-        result = train(student, self.tokenizer, self.encoded, config, loss_fn=loss_fn,
-                       callbacks=callbacks, spec=self.task.spec, schedule=schedule)
-        return {"model": unwrap(result.model), "layers": num_layers(student.config), "steps": steps,
-                "global_step": result.global_step, "seconds": round(result.train_seconds, 2),
-                "dev": result.metrics}

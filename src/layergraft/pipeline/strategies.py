@@ -20,7 +20,7 @@ the same budget, so every method and strategy is compared at equal compute.
 from __future__ import annotations
 
 from layergraft.errors import LayergraftError
-from layergraft.surgery.methods import get_method
+from layergraft.surgery.methods import GraftOptions, get_method
 from layergraft.training.heal import HealConfig
 
 STRATEGIES = ("none", "heal", "finetune", "distill", "progressive", "replace")
@@ -35,10 +35,12 @@ PROGRESSIVE_SCHEDULES = (PER_STAGE, ONE)
 
 def check_request(method: str, strategy: str, pairs: str | None = None,
                   heal: HealConfig | None = None,
-                  progressive_schedule: str = PER_STAGE) -> None:
+                  progressive_schedule: str = PER_STAGE,
+                  options: GraftOptions | None = None) -> None:
     """Refuse an unknown method or strategy, a fixed plan (`pairs`) where none applies
-    (progressive picks one pair at a time, and the drop-* methods pick their own layers), and
-    a progressive schedule other than the default for a run without stages."""
+    (progressive picks one pair at a time, and the drop-* methods pick their own layers), a
+    progressive schedule other than the default for a run without stages, and a width
+    (`options`) for a method that keeps or averages whole layers."""
     if strategy not in STRATEGIES:
         raise LayergraftError(f"unknown strategy '{strategy}': choose one of "
                               f"{', '.join(STRATEGIES)}")
@@ -50,6 +52,8 @@ def check_request(method: str, strategy: str, pairs: str | None = None,
                               f"stages of --strategy progressive; strategy '{strategy}' has "
                               "none: drop the option or use --strategy progressive")
     get_method(method)
+    if options is not None:
+        options.check_method(method)
     steps = heal.steps if heal else 0
     if strategy == "heal" and not steps:
         raise LayergraftError("strategy 'heal' needs healing steps: give --heal STEPS")

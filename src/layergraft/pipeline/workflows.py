@@ -30,6 +30,7 @@ from layergraft.surgery.graft import graft_model
 from layergraft.surgery.manifest import GraftStep, Manifest
 from layergraft.surgery.methods import NEEDS_SCORES, NEEDS_SIMILARITY, GraftOptions
 from layergraft.surgery.plan import Plan, check_target_depth
+from layergraft.surgery.width import check_heads
 
 if TYPE_CHECKING:
     from layergraft.data.tasks import Task, TaskSource
@@ -86,6 +87,7 @@ def graft_path(
         raise LayergraftError("--refit needs data to fit on: give --task (a task name or a "
                               "data file)")
     options.check_calibration(method, task_source is not None)
+    options.check_method(method)
     if task_source is not None:
         task = task_source.load()
         model, tokenizer = load_for_task(model_path, task,
@@ -93,6 +95,7 @@ def graft_path(
     else:
         task = None
         model, tokenizer = load_trained(model_path, allow_untrained_head=allow_untrained_head)
+    check_heads(model.config, options.heads)  # before measuring anything
     model.to(runtime.device)
     plan = Plan.from_spans(model.config.num_hidden_layers, pairs) if pairs else None
     if plan is None and layers is not None:  # before measuring anything
@@ -124,6 +127,22 @@ def refit_after_surgery(student: PreTrainedModel, source: PreTrainedModel, step:
                            progress=settings.progress)
     step.refit = {"samples": settings.samples, "split": settings.split, "seed": settings.seed,
                   "ridge": REFIT_RIDGE, "layers": report}
+
+
+def recalibrate_after_surgery(student: PreTrainedModel, source: PreTrainedModel,
+                              step: GraftStep, task: Task, tokenizer: PreTrainedTokenizerBase,
+                              settings: AnalysisSettings) -> None:
+    """Match the output statistics of every layer that stands for a span of two or more
+    source layers to the source's state at the span's end (REPAIR); record how in the step."""
+    from layergraft.surgery.recalibrate import recalibrate_norms
+
+    groups = Plan.from_dict(step.plan).groups if step.plan else [r.sources for r in step.recipes]
+    repaired = [i for i, group in enumerate(groups) if len(group) > 1]
+    report = recalibrate_norms(student, source, step.span_ends(), repaired,
+                               analysis_batches(task, tokenizer, settings),
+                               progress=settings.progress)
+    step.recalibrated = {"samples": settings.samples, "split": settings.split,
+                         "seed": settings.seed, "layers": report}
 
 
 def _judge(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: Task | None,

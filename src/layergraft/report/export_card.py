@@ -13,6 +13,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from layergraft.deploy.variants import GRAPHS
 from layergraft.report.model_card import CARD_NAME, compose, provenance_table
 from layergraft.utils import write_bytes_atomic
 
@@ -23,7 +24,8 @@ def export_card_text(report: Mapping, manifest: Mapping | None = None) -> str:
     tags = ["layergraft", "onnx", "onnxruntime", str(report["model_type"])]
     header: dict = {"base_model": str(base), "library_name": "onnx",
                     "pipeline_tag": "text-classification",
-                    "tags": tags + (["int8"] if "int8" in report else [])}
+                    "tags": tags + (["int8"] if _int8(report) else [])
+                    + (["optimized"] if "optimizer" in report else [])}
     if report.get("task"):
         header["datasets"] = [report["task"]]
     header["model-index"] = [{"name": Path(str(report["source"])).name + "-onnx",
@@ -44,19 +46,62 @@ def write_export_card(folder: str | os.PathLike, report: Mapping,
                               export_card_text(report, manifest).encode())
 
 
+def summary_lines(report: Mapping) -> list[str]:
+    """What `layergraft export` says: each graph's check, and what the optimizer fused."""
+    lines = []
+    for g in _graphs(report):
+        record = report[g.name]
+        if g.precision == "fp32":
+            lines.append(f"{g.name} ONNX vs PyTorch on {record['data']} ({record['rows']} rows): "
+                         f"max abs logit difference {record['max_abs_diff']:.2e}")
+            continue
+        ratio = report["files"][f"{g.name}_size_ratio"]
+        lines.append(f"{g.name}: {_scores(record)}agreement {100 * record['agreement']:.1f}%, "
+                     f"{100 * ratio:.0f}% of the {g.source.name} file")
+    if "optimizer" in report:
+        lines.append(f"optimizer: {_fusions(report['optimizer'])}")
+    return lines
+
+
 def metrics(report: Mapping) -> list[dict]:
-    """The header's metrics: the fp32 check, and int8's scores and agreement."""
-    fp32 = report["fp32"]
-    rows = [{"type": "max_abs_diff", "name": "fp32 ONNX vs PyTorch, max abs logit difference",
-             "value": float(fp32["max_abs_diff"])}]
-    int8 = report.get("int8")
-    if int8 and int8.get("checked"):
-        rows += [{"type": int8["metric"], "name": f"{int8['data']} {int8['metric']} ({name})",
-                  "value": round(float(int8[name]), 6)} for name in ("fp32", "int8")]
-    if int8:
-        rows.append({"type": "agreement", "name": "int8 vs fp32 prediction agreement",
-                     "value": round(float(int8["agreement"]), 6)})
+    """The header's metrics: each fp32 graph's check, and each int8 graph's scores (and its
+    fp32 graph's) and agreement."""
+    rows, scored = [], set()
+    for g in _graphs(report):
+        record = report[g.name]
+        if g.precision == "fp32":
+            rows.append({"type": "max_abs_diff", "value": float(record["max_abs_diff"]),
+                         "name": f"{g.name} ONNX vs PyTorch, max abs logit difference"})
+            continue
+        if record.get("checked"):
+            for name, key in ((g.source.name, "fp32"), (g.name, "int8")):
+                if name not in scored:
+                    scored.add(name)
+                    rows.append({"type": record["metric"], "value": round(float(record[key]), 6),
+                                 "name": f"{record['data']} {record['metric']} ({name})"})
+        rows.append({"type": "agreement", "value": round(float(record["agreement"]), 6),
+                     "name": f"{g.name} vs {g.source.name} prediction agreement"})
     return rows
+
+
+def _graphs(report: Mapping) -> list:
+    return [g for g in GRAPHS if g.name in report]
+
+
+def _int8(report: Mapping) -> bool:
+    return any(g.precision != "fp32" for g in _graphs(report))
+
+
+def _scores(record: Mapping) -> str:
+    return (f"{record['metric']} {100 * record['int8']:.2f} vs fp32 {100 * record['fp32']:.2f}, "
+            if record.get("checked") else "")
+
+
+def _fusions(optimizer: Mapping) -> str:
+    fused = ", ".join(f"{op} x{n}" for op, n in optimizer["fusions"].items()) or "nothing"
+    note = f" ({optimizer['note']})" if optimizer.get("note") else ""
+    return (f"ONNX Runtime's transformer optimizer ('{optimizer['model_type']}' rules) fused "
+            f"{fused}{note}")
 
 
 def _exported(report: Mapping) -> str:
@@ -72,23 +117,30 @@ def _exported(report: Mapping) -> str:
                      f"{'per channel' if report['int8']['per_channel'] else 'per tensor'}, "
                      f"activations quantised at run time; "
                      f"{100 * files['int8_size_ratio']:.0f}% of the fp32 file")
+    static = report.get("static_int8")
+    if static:
+        lines.append(f"- int8-static: ONNX Runtime static quantisation ({static['format']}), "
+                     f"int8 weights and activations of the {', '.join(static['ops'])} ops, "
+                     f"ranges calibrated on {static['rows']} rows of {static['calibration']}")
+    if "optimizer" in report:
+        lines.append(f"- opt graphs: {_fusions(report['optimizer'])}")
     return "\n".join(lines)
 
 
 def _verification(report: Mapping) -> str:
-    fp32 = report["fp32"]
-    lines = ["## Verification against PyTorch", "",
-             f"- fp32: max abs logit difference {fp32['max_abs_diff']:.2e} on {fp32['data']} "
-             f"({fp32['rows']} rows; tolerance {fp32['tolerance']:.0e}): "
-             f"{'passed' if fp32['passed'] else 'FAILED'}"]
-    int8 = report.get("int8")
-    if int8:
-        scores = (f"{int8['metric']} {100 * int8['int8']:.2f} vs fp32 {100 * int8['fp32']:.2f}, "
-                  if int8.get("checked") else "")
-        verdict = {True: ": passed", False: ": FAILED"}.get(int8.get("passed"), "")
-        lines.append(f"- int8 vs fp32 on {int8['data']}: {scores}agreement "
-                     f"{100 * int8['agreement']:.1f}%, max abs logit difference "
-                     f"{int8['max_abs_diff']:.2e}{verdict}")
+    lines = ["## Verification against PyTorch", ""]
+    for g in _graphs(report):
+        record = report[g.name]
+        if g.precision == "fp32":
+            lines.append(f"- {g.name}: max abs logit difference {record['max_abs_diff']:.2e} on "
+                         f"{record['data']} ({record['rows']} rows; tolerance "
+                         f"{record['tolerance']:.0e}): "
+                         f"{'passed' if record['passed'] else 'FAILED'}")
+            continue
+        verdict = {True: ": passed", False: ": FAILED"}.get(record.get("passed"), "")
+        lines.append(f"- {g.name} vs {g.source.name} on {record['data']}: {_scores(record)}"
+                     f"agreement {100 * record['agreement']:.1f}%, max abs logit difference "
+                     f"{record['max_abs_diff']:.2e}{verdict}")
     return "\n".join(lines)
 
 

@@ -26,6 +26,8 @@ Losses:
   Fisher as for regression but over many output dimensions. Its diagonal is estimated with
   EMBEDDING_PROBES fixed random directions v (E[v v^T] = I): g_v = ∂(v·e)/∂ξ, one backward
   pass each; "fisher" gives E_v g_v^2 (unbiased for diag J^T J), "michel" E_v |g_v|.
+- "lm": decoder LLMs, each text's next-token loss; a head is then a KV group
+  (`layergraft.scoring.decoder_importance`).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from layergraft.errors import LayergraftError
+from layergraft.scoring.decoder_importance import check_loss_fits, next_token_losses
 from layergraft.surgery.arch import (
     ArchSpec,
     encoder_layers,
@@ -52,7 +55,7 @@ from layergraft.surgery.arch import (
     spec_for,
 )
 
-LOSSES = ("task", "kl", "embedding")
+LOSSES = ("task", "kl", "embedding", "lm")  # "lm": decoders (scoring.decoder_importance)
 EMBEDDING_PROBES = 16  # random directions per example for the "embedding" loss
 GROUP_ROWS = 16  # examples per forward pass after regrouping a batch by length
 Batch = Mapping[str, torch.Tensor]
@@ -238,6 +241,7 @@ def score_importance(
                               "it takes one): score an embedding model through "
                               "layergraft.embeddings")
     spec = spec or spec_for(model)
+    check_loss_fits(spec, loss, scorer.needs)
     evidence = Evidence()
     if scorer.needs != "weights" or observe is not None:
         evidence = _collect(model, batches, spec, scorer.needs, loss, progress, observe, pool)
@@ -304,7 +308,8 @@ def _collect(
                 with torch.set_grad_enabled(gradients):
                     output = model(**group, output_hidden_states=observe is not None)
                 if gradients:
-                    target = output.logits if pool is None else pool(output, group)
+                    target = (next_token_losses(output.logits, group) if loss == "lm"
+                              else output.logits if pool is None else pool(output, group))
                     grads, weights = _unit_gradients(model, target, group_labels,
                                                      hooks.mask, loss)
                     weights = weights[:, :, None, None]
@@ -353,12 +358,13 @@ def _unit_gradients(
     if loss == "embedding":
         return _embedding_gradients(logits, mask)
     regression = model.config.num_labels == 1
-    if loss == "task":
-        labels = labels.to(logits.device)
-        if regression:
-            losses = (logits.squeeze(-1) - labels.to(logits.dtype)).square()
+    if loss in ("task", "lm"):
+        if loss == "lm":  # `logits` are each example's next-token loss already
+            losses = logits
+        elif regression:
+            losses = (logits.squeeze(-1) - labels.to(logits.device, logits.dtype)).square()
         else:
-            losses = F.cross_entropy(logits, labels.long(), reduction="none")
+            losses = F.cross_entropy(logits, labels.to(logits.device).long(), reduction="none")
         (grad,) = torch.autograd.grad(losses.sum(), mask)
         return grad[:, None], torch.ones(grad.shape[0], 1, device=grad.device)
     # Jacobian of each logit w.r.t. the masks, one backward pass per class

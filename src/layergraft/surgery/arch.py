@@ -26,6 +26,13 @@ class ArchSpec:
     consumes the concatenated heads column-wise. `shared_head_table` names a per-head
     table shared by all layers (relative to the base model): heads must then keep
     their slot when layers merge.
+
+    A `decoder` (Llama family, DESIGN.md section 14) is pre-norm: `attn_norm` and
+    `ffn_norm` are the RMSNorms *before* attention and the FFN, which surgery folds into
+    the projections they feed (`layergraft.surgery.decoder`); its attention unit is a KV
+    group (`num_heads`); `ffn_gate` is SwiGLU's gate, selected with `ffn_in` row by row;
+    `head_norms` pairs a per-head norm (Qwen3's q_norm) with the projection it follows.
+    `ffn_config` is the config field of the FFN width, which surgery sets to the new width.
     """
 
     model_type: str
@@ -37,6 +44,10 @@ class ArchSpec:
     ffn_out: str
     ffn_norm: str
     shared_head_table: str | None = None
+    decoder: bool = False
+    ffn_gate: str | None = None
+    head_norms: tuple[tuple[str, str], ...] = ()
+    ffn_config: str = "intermediate_size"
 
     @property
     def slot_aligned(self) -> bool:
@@ -55,6 +66,18 @@ _BERT_LIKE = dict(
     ffn_in="intermediate.dense",
     ffn_out="output.dense",
     ffn_norm="output.LayerNorm",
+)
+
+_LLAMA_LIKE = dict(
+    layers="layers",
+    head_projections=("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+    attn_out="self_attn.o_proj",
+    attn_norm="input_layernorm",
+    ffn_in="mlp.up_proj",
+    ffn_gate="mlp.gate_proj",
+    ffn_out="mlp.down_proj",
+    ffn_norm="post_attention_layernorm",
+    decoder=True,
 )
 
 ARCH_SPECS: Mapping[str, ArchSpec] = {
@@ -82,6 +105,7 @@ ARCH_SPECS: Mapping[str, ArchSpec] = {
         ffn_in="ffn.lin1",
         ffn_out="ffn.lin2",
         ffn_norm="output_layer_norm",
+        ffn_config="hidden_dim",
     ),
     # DeBERTa-v2/v3: the relative-position embeddings are shared but hidden-sized and
     # projected by each layer's own Q/K (or pos_* when share_att_key is off), so heads
@@ -102,6 +126,11 @@ ARCH_SPECS: Mapping[str, ArchSpec] = {
         ffn_out="output.dense",
         ffn_norm="output.LayerNorm",
     ),
+    "llama": ArchSpec(model_type="llama", **_LLAMA_LIKE),
+    "mistral": ArchSpec(model_type="mistral", **_LLAMA_LIKE),
+    "qwen2": ArchSpec(model_type="qwen2", **_LLAMA_LIKE),  # q/k/v biases: copied per row
+    "qwen3": ArchSpec(model_type="qwen3", **_LLAMA_LIKE, head_norms=(
+        ("self_attn.q_norm", "self_attn.q_proj"), ("self_attn.k_norm", "self_attn.k_proj"))),
 }
 
 
@@ -155,7 +184,9 @@ def head_projections(layer: nn.Module, spec: ArchSpec) -> list[tuple[str, nn.Lin
 
 
 def num_heads(config: PretrainedConfig) -> int:
-    return int(config.num_attention_heads)
+    """Attention units per layer: heads, or KV groups where query heads share KV heads (GQA:
+    one KV head, its n_rep query heads and their o_proj columns move together)."""
+    return int(getattr(config, "num_key_value_heads", None) or config.num_attention_heads)
 
 
 def num_layers(config: PretrainedConfig) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from transformers import PreTrainedModel
 
 from layergraft.errors import LayergraftError
@@ -17,6 +19,9 @@ from layergraft.surgery.methods import (
 )
 from layergraft.surgery.plan import Plan, check_target_depth
 from layergraft.surgery.recipes import apply_recipes
+from layergraft.surgery.width import check_heads, resolve_ffn_size, width_record
+
+logger = logging.getLogger(__name__)
 
 
 def graft_model(
@@ -41,9 +46,14 @@ def graft_model(
     Give either `layers` (target depth) or `plan`. `manifest` is the input model's own
     manifest when it is itself a graft, so chained grafts (12 -> 6 -> 3) trace back
     to the original teacher. `judge` measures candidate layers on calibration data; options
-    with `choose="reconstruction"` need it (`layergraft.surgery.choose`).
+    with `choose="reconstruction"` need it (`layergraft.surgery.choose`). A fractional
+    `options.ffn_size` is of the original teacher's width (the manifest's), so the stages of
+    a chained graft keep one width.
     """
     spec = spec or spec_for(model)
+    options = options or GraftOptions()
+    check_heads(model.config, options.heads)
+    options.check_method(method)
     depth = num_layers(model.config)
     if plan is None and layers is None:
         raise LayergraftError("say how deep the new model is: give --layers N or --pairs")
@@ -58,12 +68,13 @@ def graft_model(
         raise LayergraftError(
             f"method '{method}' chooses its own layers: give --layers, not --pairs"
         )
-    options = options or GraftOptions()
+    manifest = manifest or Manifest.for_teacher(model)
+    new_width = resolve_ffn_size(options.ffn_size, int(manifest.teacher["ffn_width"]))
     inp = MethodInput(
         num_layers=depth, num_heads=num_heads(model.config), ffn_width=ffn_width(model, spec),
         target_layers=target, plan=plan, head_scores=head_scores, neuron_scores=neuron_scores,
         cka=cka, adjacent_cosine=adjacent_cosine, options=options,
-        slot_aligned=spec.slot_aligned, seed=seed,
+        slot_aligned=spec.slot_aligned, seed=seed, ffn_size=new_width,
     )
     options.check_calibration(method, judge is not None)
     choice = None
@@ -72,7 +83,14 @@ def graft_model(
     else:
         chosen_plan, recipes = get_method(method)(inp)
     new_model = apply_recipes(model, recipes, spec)
-    manifest = manifest or Manifest.for_teacher(model)
+    width = None
+    if new_width is not None:
+        intact = [k for k, recipe in enumerate(recipes) if len(recipe.sources) == 1]
+        width = width_record(options.ffn_size, new_width, inp.ffn_width, intact,
+                             options.ffn_size_all)
+        if width["intact"] == "shrunk" and not options.ffn_size_all:
+            logger.warning(f"warning: --ffn-size {new_width}: {width['why']} (student layers "
+                           f"{', '.join(map(str, intact))}; --ffn-size-all says it is meant)")
     if manifest.num_layers != depth:
         raise LayergraftError(
             f"the manifest describes a {manifest.num_layers}-layer model but this one has {depth}"
@@ -81,6 +99,6 @@ def graft_model(
         method=method, input_layers=depth, recipes=recipes, plan=chosen_plan.to_dict(),
         options=options.to_dict() if method in TAKES_OPTIONS else {},
         importance=importance_info if method in NEEDS_SCORES else None, seed=seed,
-        choice=choice,
+        choice=choice, width=width,
     )
     return new_model, Manifest(teacher=dict(manifest.teacher), steps=[*manifest.steps, step])

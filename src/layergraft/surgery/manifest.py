@@ -36,11 +36,15 @@ class GraftStep:
     seed: int | None = None
     refit: dict | None = None  # how output projections were refit on data after surgery
     choice: dict | None = None  # per span: the options chosen by reconstruction, and why
+    recalibrated: dict | None = None  # output LayerNorms matched to the teacher's statistics
+    width: dict | None = None  # --ffn-size: the new width, and whether intact layers shrank
 
     def to_dict(self) -> dict:
         return {"method": self.method, "input_layers": self.input_layers, "plan": self.plan,
                 "options": self.options, "importance": self.importance, "seed": self.seed,
                 "refit": self.refit, "choice": self.choice,
+                **({"recalibrated": self.recalibrated} if self.recalibrated else {}),
+                **({"width": self.width} if self.width else {}),
                 "recipes": [r.to_dict() for r in self.recipes]}
 
     def span_ends(self) -> list[int]:
@@ -56,7 +60,8 @@ class GraftStep:
                    recipes=[LayerRecipe.from_dict(r) for r in data["recipes"]],
                    plan=data.get("plan"), options=dict(data.get("options") or {}),
                    importance=data.get("importance"), seed=data.get("seed"),
-                   refit=data.get("refit"), choice=data.get("choice"))
+                   refit=data.get("refit"), choice=data.get("choice"),
+                   recalibrated=data.get("recalibrated"), width=data.get("width"))
 
 
 @dataclass

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
 from layergraft.errors import LayergraftError
 from layergraft.surgery.plan import Plan
 from layergraft.surgery.recipes import LayerRecipe, Unit, keep_recipe
+from layergraft.surgery.width import parse_ffn_size, shrinks_intact
 
 BIAS_RULES = ("sum", "later", "earlier", "mean")
 NORM_RULES = ("mean", "later", "earlier")
@@ -48,6 +49,12 @@ class GraftOptions:
     options are the first candidate) by the grafted layer's span error on `calibration`
     training texts, since the best rule may differ between shallow and deep spans; it stays
     off by default until dev accuracy says otherwise.
+
+    `ffn_size` (DESIGN.md section 15) gives every new layer that many FFN neurons (a count,
+    or a fraction of the teacher's intermediate_size), chosen by the same importance over
+    the span; layers kept whole then shrink too, to their own best neurons, since a config
+    has one width (`ffn_size_all` asks for that, so it is no warning). `heads` is for
+    families whose config carries head_dim (`layergraft.surgery.width.check_heads`).
     """
 
     bias: str = "mean"
@@ -57,8 +64,17 @@ class GraftOptions:
     max_sources: int = 2
     choose: str = "fixed"
     calibration: int = CALIBRATION_TEXTS
+    ffn_size: int | float | None = None
+    ffn_size_all: bool = False
+    heads: int | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "ffn_size", parse_ffn_size(self.ffn_size))
+        if self.ffn_size_all and self.ffn_size is None:
+            raise LayergraftError("--ffn-size-all shrinks the layers kept whole to --ffn-size: "
+                                  "give --ffn-size too")
+        if self.heads is not None and self.heads < 1:
+            raise LayergraftError(f"--heads must be 1 or more, not {self.heads}")
         for value, allowed, flag in ((self.bias, BIAS_RULES, "--bias"),
                                      (self.norm, NORM_RULES, "--norm"),
                                      (self.quota, QUOTAS, "--quota"),
@@ -81,12 +97,24 @@ class GraftOptions:
             raise LayergraftError("--choose-by reconstruction calibrates on training texts: "
                                   "give --task (a task name or a data file)")
 
+    def check_method(self, method: str) -> None:
+        """Refuse a width for a method that keeps or averages whole layers."""
+        asked = [flag for flag, value in (("--ffn-size", self.ffn_size),
+                                          ("--heads", self.heads)) if value is not None]
+        if asked and method not in TAKES_OPTIONS:
+            raise LayergraftError(f"{' and '.join(asked)} shape the layers that methods choosing "
+                                  f"units by score build ({', '.join(sorted(TAKES_OPTIONS))}), "
+                                  f"not '{method}'")
+
     def to_dict(self) -> dict:
-        """The options; the choice rule only when on, so runs and manifests from before it
-        keep their settings."""
+        """The options; the choice rule and the width only when on, so runs and manifests
+        from before them keep their settings."""
         data = asdict(self)
         if not self.by_reconstruction:
             del data["choose"], data["calibration"]
+        for name, default in (("ffn_size", None), ("ffn_size_all", False), ("heads", None)):
+            if data[name] == default:
+                del data[name]
         return data
 
 
@@ -106,6 +134,7 @@ class MethodInput:
     options: GraftOptions = GraftOptions()
     slot_aligned: bool = False
     seed: int = 0
+    ffn_size: int | None = None  # neurons of every new layer (None: ffn_width)
 
     def resolved_plan(self) -> Plan:
         """The caller's plan, else the most-similar-first plan, else uniform groups."""
@@ -158,22 +187,32 @@ def _graft_recipes(inp: MethodInput, head_scores: torch.Tensor,
     if inp.options.normalize_scores:
         head_scores = head_scores / head_scores.norm(dim=1, keepdim=True).clamp_min(1e-12)
         neuron_scores = neuron_scores / neuron_scores.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    groups = [span[-inp.options.max_sources:] if inp.options.max_sources else span
+              for span in plan.groups]
+    width = inp.ffn_size or inp.ffn_width
+    shrink = shrinks_intact(groups, inp.ffn_width, width)
     recipes = []
-    for span in plan.groups:
-        group = span[-inp.options.max_sources:] if inp.options.max_sources else span
+    for group in groups:
         if len(group) == 1:
-            recipes.append(keep_recipe(group[0], inp.num_heads, inp.ffn_width))
+            recipes.append(_narrowed(group[0], inp.num_heads, neuron_scores, width) if shrink
+                           else keep_recipe(group[0], inp.num_heads, inp.ffn_width))
             continue
         heads = (_select_slots(head_scores, group) if inp.slot_aligned
                  else _select(head_scores, group, inp.num_heads, inp.options.quota))
         recipes.append(LayerRecipe(
             sources=tuple(group),
             heads=tuple(heads),
-            neurons=tuple(_select(neuron_scores, group, inp.ffn_width, inp.options.quota)),
+            neurons=tuple(_select(neuron_scores, group, width, inp.options.quota)),
             bias=_combine(group, inp.options.bias),
             norm=_combine(group, inp.options.norm),
         ))
     return plan, recipes
+
+
+def _narrowed(layer: int, heads: int, neuron_scores: torch.Tensor, width: int) -> LayerRecipe:
+    """A layer kept whole but for its FFN: its own best `width` neurons, in index order."""
+    return replace(keep_recipe(layer, heads, width),
+                   neurons=tuple(_select(neuron_scores, (layer,), width, "free")))
 
 
 def graft(inp: MethodInput) -> tuple[Plan, list[LayerRecipe]]:

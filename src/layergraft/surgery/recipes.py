@@ -11,12 +11,14 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from transformers import PreTrainedModel
 
 from layergraft.errors import LayergraftError
 from layergraft.surgery.arch import ArchSpec, encoder_layers, ffn_width, num_heads, spec_for
+from layergraft.surgery.decoder import decoder_layer_state, trim_layer_config
 
 Unit = tuple[int, int]  # (source layer, index within that layer)
 
@@ -93,12 +95,15 @@ def apply_recipes(
         for name, tensor in model.state_dict().items()
         if not name.startswith(prefix)
     }
+    build = partial(decoder_layer_state, select=_layer_state) if spec.decoder else _layer_state
     for index, recipe in enumerate(recipes):
-        for name, tensor in _layer_state(source_states, recipe, spec, model.config).items():
+        for name, tensor in build(source_states, recipe, spec, model.config).items():
             state[f"{prefix}{index}.{name}"] = tensor
 
     config = copy.deepcopy(model.config)
+    trim_layer_config(config, [recipe.sources for recipe in recipes])
     config.num_hidden_layers = len(recipes)
+    setattr(config, spec.ffn_config, _uniform_width(recipes, ffn_width(model, spec)))
     new_model = type(model)._from_config(config, dtype=model.dtype)
     missing, unexpected = new_model.load_state_dict(state, strict=False)
     if missing or unexpected:
@@ -107,6 +112,8 @@ def apply_recipes(
             f"missing {missing[:3]}, unexpected {unexpected[:3]}; check the ArchSpec"
         )
     new_model.train(model.training)
+    if model.can_generate():  # a decoder keeps its generation settings (eos, pad, sampling)
+        new_model.generation_config = copy.deepcopy(model.generation_config)
     return new_model
 
 
@@ -130,6 +137,16 @@ def unchanged_parameters(model: PreTrainedModel, recipes: Sequence[LayerRecipe],
         if int(index) in kept:
             names[name] = f"{prefix}{kept[int(index)]}.{rest}"
     return names
+
+
+def _uniform_width(recipes: Sequence[LayerRecipe], width: int) -> int:
+    """The one FFN width of the new layers (a weight-averaged layer keeps `width`): stock
+    `from_pretrained` builds every layer from one config field."""
+    widths = sorted({len(r.neurons) if r.neurons is not None else width for r in recipes})
+    if len(widths) > 1:
+        raise LayergraftError(f"the new layers would have FFN widths {widths}, but a model's "
+                              "layers share one intermediate_size: give them one width")
+    return widths[0]
 
 
 def _layers_prefix(model: PreTrainedModel, layers: torch.nn.ModuleList) -> str:
@@ -198,22 +215,24 @@ def _layer_state(
 def _select_neurons(
     states: Sequence[Mapping[str, torch.Tensor]], neurons: Sequence[Unit], spec: ArchSpec
 ) -> dict[str, torch.Tensor]:
-    """FFN rows of W1 (and b1) and columns of W2, gathered per source layer in one go."""
+    """FFN rows of W1 (and b1, and SwiGLU's gate) and columns of W2, gathered per source
+    layer in one go."""
     layer_ids = torch.tensor([u[0] for u in neurons])
     index = torch.tensor([u[1] for u in neurons])
     first = states[neurons[0][0]]
-    w1 = torch.empty((len(neurons), first[f"{spec.ffn_in}.weight"].shape[1]),
-                     dtype=first[f"{spec.ffn_in}.weight"].dtype)
-    b1 = torch.empty(len(neurons), dtype=w1.dtype)
-    w2 = torch.empty((first[f"{spec.ffn_out}.weight"].shape[0], len(neurons)), dtype=w1.dtype)
+    w2 = f"{spec.ffn_out}.weight"
+    row_names = [f"{path}.{suffix}" for path in filter(None, (spec.ffn_in, spec.ffn_gate))
+                 for suffix in ("weight", "bias") if f"{path}.{suffix}" in first]
+    out = {name: first[name].new_empty((len(neurons), *first[name].shape[1:]))
+           for name in row_names}
+    out[w2] = first[w2].new_empty((first[w2].shape[0], len(neurons)))
     for layer in layer_ids.unique().tolist():
         rows = (layer_ids == layer).nonzero().squeeze(1)
         src = index[rows]
-        w1[rows] = states[layer][f"{spec.ffn_in}.weight"][src]
-        b1[rows] = states[layer][f"{spec.ffn_in}.bias"][src]
-        w2[:, rows] = states[layer][f"{spec.ffn_out}.weight"][:, src]
-    return {f"{spec.ffn_in}.weight": w1, f"{spec.ffn_in}.bias": b1,
-            f"{spec.ffn_out}.weight": w2}
+        for name in row_names:
+            out[name][rows] = states[layer][name][src]
+        out[w2][:, rows] = states[layer][w2][:, src]
+    return out
 
 
 def _present(paths: Sequence[str], state: Mapping[str, torch.Tensor]) -> list[str]:

@@ -46,7 +46,7 @@ def refit_outputs(student: PreTrainedModel, teacher: PreTrainedModel, targets: S
     if len(targets) != len(layers):
         raise LayergraftError(f"{len(targets)} targets for a {len(layers)}-layer student: give "
                               "one teacher hidden-state index per student layer")
-    wanted = [_real_tokens(teacher(**b, output_hidden_states=True).hidden_states, b, targets,
+    wanted = [real_tokens(teacher(**b, output_hidden_states=True).hidden_states, b, targets,
                            work)
               for b in tqdm(batches, desc="teacher states", disable=not progress)]
     report = []
@@ -67,7 +67,7 @@ def _float64_device(device: torch.device) -> torch.device:
     return torch.device("cpu") if device.type == "mps" else device
 
 
-def _real_tokens(states: tuple[torch.Tensor, ...], batch: Batch, keep: Sequence[int],
+def real_tokens(states: tuple[torch.Tensor, ...], batch: Batch, keep: Sequence[int],
                  work: torch.device) -> list[torch.Tensor]:
     """The kept hidden states on real tokens (only those: a deep teacher's would not fit)."""
     mask = batch["attention_mask"].bool()

@@ -28,11 +28,12 @@ range, so it also suits larger hub encoders. Longer runs are guarded by early st
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
+import numpy as np
 import torch
 from transformers import (
     EarlyStoppingCallback,
@@ -69,6 +70,10 @@ class TrainConfig:
     early). ``resume`` continues from the last checkpoint
     in ``output_dir`` if there is one. ``precision`` and ``device`` are resolved by
     `layergraft.runtime` (``auto``: bf16 autocast only where the hardware computes it natively).
+    ``inherited_learning_rate`` is the peak rate of the weights a student inherited unchanged
+    (embeddings, head, intact layers: `train`'s ``inherited``), ``learning_rate`` then that of
+    its new layers only: a whole-model rate that suits a fresh graft can wreck a wide model's
+    intact layers (DESIGN section 12).
     """
 
     output_dir: str
@@ -90,6 +95,7 @@ class TrainConfig:
     save_total_limit: int = 2
     logging_steps: int = 50
     group_by_length: bool = False
+    inherited_learning_rate: float | None = None  # see `TaskTrainer`; None: one rate for all
 
     def runtime(self) -> Runtime:
         return Runtime.resolve(self.device, self.precision)
@@ -160,6 +166,8 @@ class TrainResult:
     train_seconds: float
     best_checkpoint: str | None
     log_history: list[dict]
+    dev_predictions: np.ndarray | None = None  # the returned weights' outputs on dev
+    dev_labels: np.ndarray | None = None
 
 
 class TrainingClock(TrainerCallback, ExportableState):
@@ -191,6 +199,29 @@ class TrainingClock(TrainerCallback, ExportableState):
             self._lap_start = now
 
 
+@dataclass(frozen=True)
+class InheritedRate:
+    """The weights a student inherited unchanged (parameter names) and their peak rate."""
+
+    names: frozenset[str]
+    learning_rate: float
+
+    def split(self, optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> None:
+        """Split each of the Trainer's parameter groups (decay / no decay) in two, the
+        inherited part at its own rate; deterministic, so a checkpoint's optimizer state fits
+        the groups of a resumed run. The scheduler, made afterwards, scales every group alike."""
+        inherited = {id(p) for name, p in model.named_parameters() if name in self.names}
+        groups = []
+        for group in optimizer.param_groups:
+            for own, rate in ((False, group["lr"]), (True, self.learning_rate)):
+                params = [p for p in group["params"] if (id(p) in inherited) == own]
+                if params:
+                    groups.append({**group, "params": params, "lr": rate})
+        optimizer.param_groups.clear()
+        for group in groups:
+            optimizer.add_param_group(group)
+
+
 class TaskTrainer(Trainer):
     """A Trainer that keeps ``example_id`` away from ``model.forward`` and, when given a
     ``loss_fn``, trains on it instead of the model's own loss (evaluation always reports the
@@ -203,15 +234,19 @@ class TaskTrainer(Trainer):
     loss_is_scaled_for_ga = False
 
     def __init__(self, *args, loss_fn: LossFn | None = None,
-                 schedule: OneSchedule | None = None, **kwargs) -> None:
+                 schedule: OneSchedule | None = None,
+                 inherited: InheritedRate | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.loss_fn = loss_fn
         self.schedule = schedule
+        self.inherited = inherited
         self.model_accepts_loss_kwargs = False  # no token-count rescaling of sentence losses
 
     def create_optimizer(self, model=None):
         fresh = self.optimizer is None
         optimizer = super().create_optimizer(model)
+        if fresh and self.inherited is not None:
+            self.inherited.split(optimizer, self.model)
         if fresh and self.schedule is not None:
             self.schedule.seed(optimizer, self.model)
         return optimizer
@@ -245,6 +280,7 @@ def train(
     *,
     spec: TaskSpec | None = None,
     schedule: OneSchedule | None = None,
+    inherited: Collection[str] = (),
 ) -> TrainResult:
     """Train ``model`` on the train split, evaluating on dev, and return it with the best
     dev checkpoint's weights loaded.
@@ -254,7 +290,8 @@ def train(
     returns the loss to minimise (default: the model's own task loss). Under data parallelism
     ``model`` there is the wrapped model: call it, don't reach into its attributes.
     ``schedule`` makes this run one stage of a longer one (`TaskTrainer`); it then holds where
-    the next stage starts and what it inherits.
+    the next stage starts and what it inherits. ``inherited`` names the parameters that
+    train at ``config.inherited_learning_rate`` (when it is set).
     """
     if isinstance(task, Task):
         spec = task.spec
@@ -279,6 +316,8 @@ def train(
         model=model, args=args, train_dataset=encoded["train"], eval_dataset=encoded["dev"],
         data_collator=collator(tokenizer), compute_metrics=score,
         callbacks=[*stopping, TrainingClock(), *callbacks], loss_fn=loss_fn, schedule=schedule,
+        inherited=(InheritedRate(frozenset(inherited), config.inherited_learning_rate)
+                   if config.inherited_learning_rate is not None else None),
     )
     if not config.progress:
         trainer.remove_callback(PrinterCallback)
@@ -288,9 +327,10 @@ def train(
     clock = next(c for c in trainer.callback_handler.callbacks if isinstance(c, TrainingClock))
     if schedule is not None:
         schedule.finish(trainer.state.global_step, trainer.optimizer, trainer.model)
-    final = trainer.predict(encoded["dev"]).metrics  # scores the loaded best weights, unlogged
-    metrics = {name: float(final[f"test_{name}"]) for name in spec.metrics}
+    final = trainer.predict(encoded["dev"])  # scores the loaded best weights, unlogged
+    metrics = {name: float(final.metrics[f"test_{name}"]) for name in spec.metrics}
     return TrainResult(model=trainer.model, metrics=metrics, global_step=trainer.state.global_step,
                        train_seconds=clock.seconds,
                        best_checkpoint=trainer.state.best_model_checkpoint,
-                       log_history=list(trainer.state.log_history))
+                       log_history=list(trainer.state.log_history),
+                       dev_predictions=final.predictions, dev_labels=final.label_ids)

@@ -1,0 +1,162 @@
+"""The 12-layer levers (issue 32): a rate of their own for inherited weights, the collapse
+guard, and output-statistics recalibration after surgery, each on tiny real models."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from helpers import make_tiny_batches, make_tiny_model
+from tiny_task import one_thread, train_tiny_teacher, write_tiny_task
+
+from layergraft.models import load_classifier
+from layergraft.pipeline.compress import compress
+from layergraft.scoring.analysis import AnalysisSettings
+from layergraft.surgery.graft import graft_model
+from layergraft.surgery.recalibrate import recalibrate_norms
+from layergraft.training.guard import CollapseGuard, collapse_reason, train_guarded
+from layergraft.training.train import InheritedRate, TrainConfig, TrainResult
+
+TRAINING = TrainConfig(output_dir="", batch_size=16, learning_rate=1e-3, progress=False,
+                       max_length=24, eval_batch_size=32)
+ANALYSIS = AnalysisSettings(samples=32, batch_size=16, max_length=24, progress=False)
+assert one_thread  # an autouse fixture
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("levers")
+    task = write_tiny_task(root / "task")
+    return train_tiny_teacher(root, task), task, root / "cache"
+
+
+def run(inputs, out, **kwargs):
+    teacher, task, cache = inputs
+    options = dict(layers=2, budget="1 epoch", training=TRAINING, analysis=ANALYSIS,
+                   cache_dir=cache, speed=False, ood=False, progress=False)
+    return compress(teacher, task, out_dir=out, **{**options, **kwargs})
+
+
+def test_inherited_weights_train_at_their_own_rate_in_their_own_groups():
+    model = make_tiny_model("bert", num_layers=2)
+    names = frozenset(n for n, _ in model.named_parameters() if ".layer.0." not in n)
+    optimizer = torch.optim.AdamW([{"params": list(model.parameters()), "lr": 1e-3}])
+    InheritedRate(names, 1e-5).split(optimizer, model)
+    by_id = {id(p): n for n, p in model.named_parameters()}
+    rates = {by_id[id(p)]: g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    assert len(rates) == len(by_id)  # every parameter in exactly one group
+    assert {rate for name, rate in rates.items() if name in names} == {1e-5}
+    assert {rate for name, rate in rates.items() if name not in names} == {1e-3}
+
+
+def test_inherited_rate_zero_leaves_inherited_weights_untouched_by_training(inputs, tmp_path):
+    teacher, _, _ = inputs
+    frozen = TrainConfig(**{**TRAINING.__dict__, "inherited_learning_rate": 0.0,
+                            "weight_decay": 0.0})
+    result = run(inputs, tmp_path / "frozen", layers=3, pairs="2-3", training=frozen)
+    assert result["settings"]["training"]["inherited_learning_rate"] == 0.0
+    run(inputs, tmp_path / "surgery", layers=3, pairs="2-3", strategy="none")
+    run(inputs, tmp_path / "one-rate", layers=3, pairs="2-3")
+    layers = {name: load_classifier(str(tmp_path / name))[0].bert.encoder.layer
+              for name in ("frozen", "surgery", "one-rate")}
+    source = load_classifier(teacher)[0].bert.encoder.layer
+
+    def same(a, b):
+        return torch.equal(a.attention.self.query.weight, b.attention.self.query.weight)
+
+    assert same(layers["frozen"][0], source[0])  # intact, at rate 0
+    assert not same(layers["one-rate"][0], source[0])  # intact, at the one rate
+    assert not same(layers["frozen"][2], layers["surgery"][2])  # the graft still trained
+
+
+def test_runs_without_the_new_levers_keep_their_old_identity(inputs, tmp_path):
+    settings = run(inputs, tmp_path / "s", dry_run=True)["settings"]
+    assert "inherited_learning_rate" not in settings["training"]
+    assert not {"guard", "recalibrate_samples"} & set(settings)
+
+
+def _result(predictions, labels, losses=(0.7, 0.6)) -> TrainResult:
+    return TrainResult(model=None, metrics={}, global_step=1, train_seconds=0.0,
+                       best_checkpoint=None, log_history=[{"loss": v} for v in losses],
+                       dev_predictions=np.asarray(predictions), dev_labels=np.asarray(labels))
+
+
+def test_the_guard_names_one_class_runaway_loss_and_constant_regression():
+    labels = np.array([0, 1] * 50)
+    one_class = np.tile([[2.0, -1.0]], (100, 1))
+    assert "100.0% of dev predictions are one class" == collapse_reason(
+        _result(one_class, labels), regression=False)
+    healthy = np.stack([labels, 1 - labels], 1).astype(float)
+    assert collapse_reason(_result(healthy, labels), regression=False) is None
+    assert "rose" in collapse_reason(_result(healthy, labels, (0.5, 0.9)), regression=False)
+    assert "not finite" in collapse_reason(_result(healthy, labels, (0.5, math.nan)), False)
+    assert collapse_reason(_result(np.zeros(100), np.linspace(-1, 1, 100)), True) is not None
+    # a task whose labels are one class may be predicted as one class
+    assert collapse_reason(_result(one_class, np.zeros(100)), regression=False) is None
+
+
+def test_the_guard_restarts_from_the_starting_weights_at_half_the_rate(tmp_path):
+    model = make_tiny_model("bert", num_layers=1)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    labels = np.array([0, 1] * 8)
+    seen = []
+
+    def stage(m, config):
+        seen.append((config.learning_rate, config.output_dir,
+                     all(torch.equal(start[k], v) for k, v in m.state_dict().items())))
+        with torch.no_grad():
+            next(m.parameters()).add_(1.0)  # training moved the weights
+        collapsed = len(seen) < 3
+        outputs = np.tile([[1.0, 0.0]], (16, 1)) if collapsed else np.eye(2)[labels]
+        return _result(outputs, labels)
+
+    config = TrainConfig(output_dir=str(tmp_path), learning_rate=4e-4)
+    result, restarts = train_guarded(model, config, CollapseGuard(retries=2), False, stage)
+    assert [s[0] for s in seen] == [4e-4, 2e-4, 1e-4]
+    assert all(s[2] for s in seen)  # each attempt started from the stage's first weights
+    assert len({s[1] for s in seen}) == 3  # each attempt has its own checkpoints
+    assert [r["learning_rate"] for r in restarts] == [4e-4, 2e-4]
+    assert collapse_reason(result, False) is None
+
+
+def test_the_guard_gives_up_after_its_retries(tmp_path):
+    model = make_tiny_model("bert", num_layers=1)
+    labels = np.array([0, 1] * 8)
+    calls = []
+
+    def stage(m, config):
+        calls.append(config.learning_rate)
+        return _result(np.tile([[1.0, 0.0]], (16, 1)), labels)
+
+    _, restarts = train_guarded(model, TrainConfig(output_dir=str(tmp_path)),
+                                CollapseGuard(retries=1), False, stage)
+    assert len(calls) == 2 and len(restarts) == 1
+
+
+def test_recalibration_gives_each_repaired_layer_the_teachers_channel_statistics():
+    teacher = make_tiny_model("bert", num_layers=4, seed=1).eval()
+    student, manifest = graft_model(teacher, layers=2, method="average")
+    batches = make_tiny_batches(teacher, n_batches=2, batch=8, seq=12)
+    targets = manifest.span_ends()
+    report = recalibrate_norms(student, teacher, targets, [0, 1], batches)
+    assert [r["layer"] for r in report] == [0, 1]
+    for index in (0, 1):
+        with torch.no_grad():
+            ours = torch.cat([student(**b, output_hidden_states=True).hidden_states[index + 1][
+                b["attention_mask"].bool()] for b in batches])
+            theirs = torch.cat([teacher(**b, output_hidden_states=True).hidden_states[
+                targets[index]][b["attention_mask"].bool()] for b in batches])
+        assert torch.allclose(ours.mean(0), theirs.mean(0), atol=1e-4)
+        assert torch.allclose(ours.std(0, unbiased=False), theirs.std(0, unbiased=False),
+                              atol=1e-4)
+
+
+def test_compress_recalibrates_the_merged_layers_and_records_it(inputs, tmp_path):
+    result = run(inputs, tmp_path / "r", layers=3, pairs="2-3", strategy="none",
+                 recalibrate_samples=32)
+    assert result["settings"]["recalibrate_samples"] == 32
+    from layergraft.surgery.manifest import Manifest
+    step = Manifest.load(tmp_path / "r").steps[-1]
+    assert [r["layer"] for r in step.recalibrated["layers"]] == [2]  # only the merged one
