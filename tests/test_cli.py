@@ -87,7 +87,7 @@ def test_unknown_architecture_names_the_supported_families(monkeypatch, capsys, 
 def test_missing_model_folder(monkeypatch, capsys, tmp_path):
     code, _, err = run_cli(monkeypatch, capsys, "graft", str(tmp_path / "nothing"), "--layers",
                            "1", "--method", "drop-top", "--out", str(tmp_path / "s"))
-    assert_one_line_error(code, err, "cannot load a model")
+    assert_one_line_error(code, err, "no such folder")
 
 
 def test_graft_keeps_weights_of_kept_layers(monkeypatch, capsys, tiny_dir, tmp_path):

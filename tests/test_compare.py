@@ -50,11 +50,11 @@ def test_interrupted_comparison_resumes_without_redoing_finished_runs(inputs, tm
     executed: list[str] = []
     real_execute = strategies._Run.execute
 
-    def counting(run, state):
+    def counting(run, state, *loaded):
         executed.append(run.out.name)
         if run.out.name == runs[1].name and executed.count(runs[1].name) == 1:
             raise KeyboardInterrupt  # the machine dies in the middle of the second run
-        return real_execute(run, state)
+        return real_execute(run, state, *loaded)
 
     monkeypatch.setattr(strategies._Run, "execute", counting)
     with pytest.raises(KeyboardInterrupt):

@@ -160,3 +160,64 @@ def test_compress_recalibrates_the_merged_layers_and_records_it(inputs, tmp_path
     from layergraft.surgery.manifest import Manifest
     step = Manifest.load(tmp_path / "r").steps[-1]
     assert [r["layer"] for r in step.recalibrated["layers"]] == [2]  # only the merged one
+
+
+def test_plans_that_keep_a_bottom_block_intact():
+    from layergraft.surgery.plan import Plan, plan_spans
+
+    assert Plan.intact_bottom(12, 6, 4).describe() == "0,1,2,3,4-7,8-11"
+    assert Plan.intact_bottom(12, 6, 0) == Plan.uniform(12, 6)
+    assert plan_spans("intact:4", 12, 6) == "4-7,8-11"
+    assert plan_spans("uniform", 12, 6) is None
+    assert plan_spans("0-1,2-11", 12, 2) == "0-1,2-11"
+    from layergraft.errors import LayergraftError
+
+    with pytest.raises(LayergraftError, match="keeps 0 to 5 bottom layers"):
+        plan_spans("intact:6", 12, 6)
+    with pytest.raises(LayergraftError, match="leaves 11 layers, not the 6"):
+        plan_spans("0-1", 12, 6)
+
+
+def test_auto_rate_and_plan_are_chosen_on_dev_by_cached_probes(inputs, tmp_path, monkeypatch):
+    from layergraft.pipeline import auto
+    from layergraft.pipeline import compress as compress_module
+
+    teacher, task, cache = inputs
+    executed = []
+    real = compress_module._Run.execute
+    monkeypatch.setattr(compress_module._Run, "execute",
+                        lambda self, *args: executed.append(self.out) or real(self, *args))
+    options = dict(layers=2, budget="2 epochs", training=TRAINING, analysis=ANALYSIS,
+                   cache_dir=cache, speed=False, ood=False, progress=False)
+    record = auto.compress_auto(teacher, task, out_dir=tmp_path / "a", learning_rate="auto",
+                                plan="auto", probe_share=0.25, **options)
+    choices = record["choices"]
+    assert list(choices["learning_rate"]["dev_retention"]) == [f"lr {r:g}" for r in auto.LR_GRID]
+    rate = auto.LR_GRID[choices["learning_rate"]["index"]]
+    best = max(choices["learning_rate"]["dev_retention"].values())
+    assert choices["learning_rate"]["dev_retention"][f"lr {rate:g}"] == best
+    assert list(choices["plan"]["dev_retention"]) == ["uniform", "intact:1"]
+    assert record["settings"]["training"]["learning_rate"] == rate
+    if choices["plan"]["chosen"] == "intact:1":
+        assert record["settings"]["pairs"] == "1-3"
+    assert len(executed) == len(auto.LR_GRID) + 2 + 1  # probes, then the run itself
+    assert all(s["budget"] == "0.5 epochs" for s in choices.values())
+    # another seed of the same teacher, method and depth reuses every probe
+    again = auto.compress_auto(teacher, task, out_dir=tmp_path / "b", learning_rate="auto",
+                               plan="auto", probe_share=0.25, seed=1, **options)
+    assert len(executed) == len(auto.LR_GRID) + 2 + 2
+    assert again["choices"]["plan"]["chosen"] == choices["plan"]["chosen"]
+
+
+def test_bad_learning_rate_and_two_plans_are_one_line_errors(inputs, tmp_path):
+    from typer.testing import CliRunner
+
+    from layergraft.cli import app
+
+    teacher, task, _ = inputs
+    base = ["compress", teacher, "--task", task, "--layers", "2", "--out", str(tmp_path / "x")]
+    result = CliRunner().invoke(app, [*base, "--lr", "fast"])
+    assert result.exit_code != 0 and "--lr takes a number" in str(result.exception)
+    result = CliRunner().invoke(app, [*base, "--plan", "intact:1", "--pairs", "1-3"])
+    assert result.exit_code != 0 and "pass one" in str(result.exception)
+    assert not (tmp_path / "x").exists()

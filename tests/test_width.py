@@ -171,3 +171,20 @@ def test_cli_graft_with_ffn_size_saves_a_narrower_student(monkeypatch, capsys, t
     assert code == 0, out
     loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "s")
     assert loaded.config.intermediate_size == 9 and widths(loaded) == [9, 9]
+
+
+def test_a_grid_with_a_width_and_a_layer_drop_is_refused_before_any_run(tmp_path):
+    import layergraft
+
+    teacher = save_tiny_teacher(tmp_path / "tiny")
+    with pytest.raises(LayergraftError, match="not 'drop-top'"):
+        layergraft.compare(teacher, "movie-sentiment", out=tmp_path / "grid", layers=[2],
+                           methods=["graft", "drop-top"], dry_run=True,
+                           graft_options=GraftOptions(ffn_size=0.5))
+
+
+def test_compress_and_compare_take_the_width_flags(monkeypatch, capsys):
+    for command in ("graft", "compress", "compare"):
+        code, out, _ = run_cli(monkeypatch, capsys, command, "--help")
+        assert code == 0 and all(flag in out for flag in ("--ffn-size", "--ffn-size-all",
+                                                          "--heads")), command

@@ -11,7 +11,7 @@ one above it:
     scoring/        importance, similarity, the analysis that records them, its plots
     models          loading and saving classifiers
     training/       Trainer glue, distillation, the shared budget, data parallelism
-    deploy/         ONNX export (fp32, dynamic int8) and its check against PyTorch
+    deploy/         ONNX export (fp32, int8, fused graphs) and its check against PyTorch
     report/         result rows -> statistics, tables, figures, Markdown / HTML
     pipeline/       the commands' work: workflows, finetune, evaluation, compress, compare,
                     bench, demo

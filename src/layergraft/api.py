@@ -142,7 +142,9 @@ def compress(teacher: str, task: str | TaskSource | None = None, *, layers: int,
     `options` are those of `layergraft.pipeline.compress.compress`: method, strategy, budget,
     seed, precision, device, distill, graft_options, analysis, training, refit_samples, pairs,
     ood, speed, progressive_schedule ("per-stage" or "one": progressive's stages on one
-    optimizer and learning-rate curve), overwrite, allow_untrained_head, ...; `dry_run=True`
+    optimizer and learning-rate curve), overwrite, allow_untrained_head, recalibrate_samples,
+    guard, ...; and those of `layergraft.pipeline.auto.compress_auto`: `learning_rate` (a
+    number or "auto") and `plan` ("uniform", "intact:K", spans, or "auto"); `dry_run=True`
     runs nothing and returns the run's status ("done", "stale" or "to do").
 
     `objective="embedding"` compresses a sentence-transformers model instead (`teacher` a
@@ -161,9 +163,9 @@ def compress(teacher: str, task: str | TaskSource | None = None, *, layers: int,
     if task is None or texts is not None:
         raise LayergraftError("--objective task trains on a labelled --task (and takes no "
                               "--texts; that is --objective embedding)")
-    from layergraft.pipeline.compress import compress as run_compress
+    from layergraft.pipeline.auto import compress_auto
 
-    return run_compress(teacher, task, layers=layers, out_dir=out, **options)
+    return compress_auto(teacher, task, layers=layers, out_dir=out, **options)
 
 
 def compare(teacher: str, task: str | TaskSource | None, *, out: str | os.PathLike,

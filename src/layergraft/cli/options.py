@@ -205,9 +205,15 @@ DISTILL_FLAGS = _options(
         0.0),
 )
 TRAINING_FLAGS = _options(
-    learning_rate=(Annotated[float | None, typer.Option(
-        "--lr", help="Peak learning rate of the student (default: the package's measured "
-        "STUDENT_LEARNING_RATE, 4e-4).")], None),
+    learning_rate=(Annotated[str | None, typer.Option(
+        "--lr", help="Peak learning rate of the student, or auto: chosen on dev by short "
+        "distillation probes (2e-5 to 4e-4, 1/8 of the budget each; cached per teacher, "
+        "method and depth). Default: the package's measured STUDENT_LEARNING_RATE, 4e-4.")],
+        None),
+    inherited_learning_rate=(Annotated[float | None, typer.Option(
+        "--lr-inherited", help="Peak learning rate of the weights the student inherited "
+        "unchanged (embeddings, head, intact layers); --lr is then that of its new layers. "
+        "Default: one rate for all.")], None),
     group_by_length=(GroupByLengthOpt, False),
     batch_size=(BatchSizeOpt, 32),
     max_length=(Annotated[int, typer.Option(
@@ -232,6 +238,19 @@ HEAL_FLAGS = _options(
 RUN_FLAGS = _options(
     refit=(RefitOpt, 0),
     pairs=(PairsOpt, None),
+    plan=(Annotated[str | None, typer.Option(
+        "--plan", help="Which layers merge: uniform (the method's own balanced groups), "
+        "intact:K (keep the bottom K layers, merge above them), explicit spans such as "
+        "4-7,8-11 (as --pairs), or auto (chosen on dev by short distillation probes).")],
+        None),
+    recalibrate_samples=(Annotated[int, typer.Option(
+        "--recalibrate", help="After surgery, match each merged layer's output statistics "
+        "(per-channel mean and std) to the teacher's at its span end on this many training "
+        "examples (0: off).")], 0),
+    collapse_retries=(Annotated[int, typer.Option(
+        "--collapse-retries", help="If the student ends training predicting one class on dev "
+        "or its loss runs away, train again from the stage's start at half the rate, up to "
+        "this many times (0: off).")], 0),
     ood=(Annotated[bool, typer.Option(
         "--ood/--no-ood", help="Also score the task's out-of-domain sets (--objective "
         "embedding: as the neighbour corpus; --no-ood takes the first --eval-task's dev + "
@@ -272,9 +291,11 @@ def _build_compress_options(flags: dict, arguments: dict) -> None:
     def take(group: Sequence[inspect.Parameter]) -> dict:
         return {p.name: flags.pop(p.name) for p in group}
 
+    from layergraft.training.guard import CollapseGuard
+
     training = take(TRAINING_FLAGS)
-    training = replace(student_training(training.pop("learning_rate"),
-                                        group_by_length=training.pop("group_by_length")),
+    rate = training.pop("learning_rate")
+    training = replace(student_training(group_by_length=training.pop("group_by_length")),
                        **training)
     # the teacher's analysis keeps seed 0 whatever the run's seed, so runs share it
     arguments["options"] = {
@@ -283,7 +304,18 @@ def _build_compress_options(flags: dict, arguments: dict) -> None:
         "analysis": AnalysisSettings(**take(ANALYSIS_FLAGS), max_length=training.max_length),
         "heal": HealConfig(steps=flags.pop("heal_steps"), learning_rate=flags.pop("heal_lr"),
                            batch_size=flags.pop("heal_batch_size")),
-        "refit_samples": flags.pop("refit"), **flags}
+        "refit_samples": flags.pop("refit"), "learning_rate": _rate(rate),
+        "guard": CollapseGuard(retries=flags.pop("collapse_retries")), **flags}
+
+
+def _rate(text: str | None) -> float | str | None:
+    """--lr as compress takes it: a number, auto, or None (the package's default)."""
+    if text in (None, "auto"):
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise LayergraftError(f"--lr takes a number (e.g. 1e-4) or auto, not {text!r}") from None
 
 
 # analyze and graft: `analysis` arrives as AnalysisSettings (seeded by the command's --seed).

@@ -1,12 +1,17 @@
-"""Deployment: a classifier exported to ONNX (fp32 and dynamic int8) and checked against PyTorch.
+"""Deployment: a classifier exported to ONNX (fp32, dynamic and static int8, and graphs fused
+by ONNX Runtime's transformer optimizer) and checked against PyTorch.
 
 - `onnx`: the graph export (`torch.onnx.export`, TorchScript exporter, opset 17, dynamic batch
   and sequence axes), ONNX Runtime sessions and int8 dynamic quantisation
 - `verify`: ONNX Runtime logits against PyTorch's, on a task's dev set or built-in sentences
-- `export`: `export_model`, the whole step: a folder with model.onnx (model.int8.onnx), the
-  tokenizer, config, graft manifest, export_report.json and a model card
+- `variants`: the graphs of an export folder by one naming scheme ([opt-]fp32 / int8 /
+  int8-static; bench backends onnx-[opt-]PRECISION), written and checked
+- `optimize`: ONNX Runtime's transformer optimizer (attention, skip-LayerNorm and GELU
+  fusions) and static (QDQ) int8 calibrated on task texts
+- `export`: `export_model`, the whole step: a folder with model.onnx (and the graphs asked
+  for), the tokenizer, config, graft manifest, export_report.json and a model card
 - `backends`: the runners `bench` times a model with (torch fp32 / bf16 / int8, ONNX Runtime
-  fp32 / int8), each running a batch dict
+  on every graph of `variants`), each running a batch dict
 
 Why not Optimum: `optimum-onnx` 0.1.0 requires transformers<4.58 and layergraft needs
 transformers 5.x, so it cannot be installed beside it (pip: ResolutionImpossible).

@@ -182,7 +182,7 @@ def grid_cells(teacher_path: str, task, out_dir: str | os.PathLike, runs: Sequen
         check_request(key.method, key.strategy, options.get("pairs"), options.get("heal"),
                       options=options.get("graft_options"), **schedule_of(key))
     if compress is None:
-        from layergraft.pipeline.compress import compress
+        from layergraft.pipeline.auto import compress_auto as compress
     source = as_source(task) if task is not None else None
     full = Budget.parse(options.pop("budget", "3 epochs"))
     cells = [(key, dict(layers=key.layers, method=key.method, strategy=key.strategy,

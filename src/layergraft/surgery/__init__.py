@@ -1,8 +1,10 @@
 """Surgery: from a model and a plan (or a target depth) to a smaller model of standard shape.
 
-- `arch`: architecture knowledge as data, one frozen spec per encoder family
+- `arch`: architecture knowledge as data, one frozen spec per encoder (and decoder) family
+- `decoder`: what differs for Llama-family decoders (KV groups, folded RMSNorms, layer types)
 - `plan`: which adjacent layers become one (a validated, serialisable partition)
 - `methods`: compression methods as recipe makers (graft, random, average, drop-*)
+- `width`: FFN width of the new layers (--ffn-size) and why encoder heads stay whole
 - `recipes`: the surgery itself, recipes -> weights (a pure function, input untouched)
 - `choose`: per-span graft options chosen by a caller's judge of span error (reconstruction)
 - `graft`: `graft_model`, the public surgery call (method + recipes + manifest step)

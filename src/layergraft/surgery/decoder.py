@@ -9,7 +9,8 @@ up row, down column). Around that selection `decoder_layer_state` makes the laye
 - **RMSNorm folding.** Sources keep their own norms: when a new layer's attention units come
   from two or more layers, each source's input norm weight w is folded into its q/k/v columns
   (W diag(w)) and the new norm weight is 1; the same for the post-attention norm and gate/up.
-  This is exact per source. Units all from one layer keep that layer's norm unchanged.
+  This is exact per source. Units all from one layer keep that layer's norm unchanged. A
+  weight-averaging (`mix`) recipe averages the folded weights, since the norms are not shared.
 - **Per-head norms (Qwen3 q_norm / k_norm).** They act on every head of a layer with one
   head_dim vector after the per-head RMS, so nothing folds them into the rows before it: the
   new layer takes the norms of the source that gives it the most KV groups (on a tie the later
@@ -45,7 +46,7 @@ def decoder_layer_state(states: Sequence[State], recipe, spec: ArchSpec,
     attention, ffn = _unit_sources(recipe)
     head_norm_source = _head_norm_source(recipe, attention)
     prepared = list(states)
-    for layer in recipe.sources:
+    for layer in sorted({*recipe.sources, *attention, *ffn}):
         state = dict(states[layer])
         if len(attention) > 1:
             _fold(state, spec.attn_norm, spec.head_projections)

@@ -90,7 +90,7 @@ def graft_model(
                              options.ffn_size_all)
         if width["intact"] == "shrunk" and not options.ffn_size_all:
             logger.warning(f"warning: --ffn-size {new_width}: {width['why']} (student layers "
-                           f"{', '.join(map(str, intact))}; --ffn-size-all says it is meant)")
+                           f"{', '.join(map(str, intact))}; --ffn-size-all asks for this outright)")
     if manifest.num_layers != depth:
         raise LayergraftError(
             f"the manifest describes a {manifest.num_layers}-layer model but this one has {depth}"

@@ -94,6 +94,25 @@ class Plan:
         return cls.from_groups(num_layers, groups)
 
     @classmethod
+    def intact_bottom(cls, num_layers: int, target_layers: int, intact: int) -> Plan:
+        """Layers 0..intact-1 kept as they are, the rest in near-equal groups (larger at the
+        top): lower layers carry the most (Sajjad et al. 2020), so a deep model may lose less
+        by merging only above them (12 -> 6 with 4 intact: 0,1,2,3,4-7,8-11)."""
+        check_target_depth(num_layers, target_layers)
+        if not 0 <= intact < target_layers:
+            raise LayergraftError(f"a {target_layers}-layer plan keeps 0 to {target_layers - 1} "
+                                  f"bottom layers intact, not {intact}")
+        upper = cls.uniform(num_layers - intact, target_layers - intact) if (
+            num_layers - intact > target_layers - intact) else None
+        groups = [(i,) for i in range(intact)]
+        groups += [tuple(i + intact for i in g) for g in upper.groups] if upper else []
+        return cls.from_groups(num_layers, groups)
+
+    def spans(self) -> str:
+        """The merged groups as spans ("4-7,8-11"), the form `from_spans` and --plan read."""
+        return ",".join(f"{g[0]}-{g[-1]}" for g in self.groups if len(g) > 1)
+
+    @classmethod
     def by_similarity(cls, cka: torch.Tensor, target_layers: int) -> Plan:
         """The partition whose merged neighbours are most similar, groups kept balanced.
 
@@ -133,3 +152,28 @@ def check_target_depth(num_layers: int, target_layers: int) -> None:
             f"--layers must be between 1 and {num_layers - 1} for this {num_layers}-layer "
             f"model, not {target_layers}"
         )
+
+
+PLAN_FORMS = "uniform (the method's own), intact:K (keep the bottom K layers, merge above), " \
+             "explicit spans such as 4-7,8-11, or auto (chosen by a short distillation probe)"
+
+
+def plan_spans(plan: str | None, num_layers: int, target_layers: int) -> str | None:
+    """The spans a --plan value stands for (None: the method's own plan); `auto` is chosen
+    elsewhere (`layergraft.pipeline.auto`), by training, never by surgery alone."""
+    if plan in (None, "", "uniform"):
+        return None
+    if plan.startswith("intact:"):
+        count = plan.partition(":")[2]
+        if not count.isdigit():
+            raise LayergraftError(f"cannot read --plan {plan}: write intact:K with K a number "
+                                  "of bottom layers, e.g. intact:4")
+        return Plan.intact_bottom(num_layers, target_layers, int(count)).spans() or None
+    if plan == "auto":
+        raise LayergraftError("--plan auto is resolved by a probe before surgery; pass "
+                              f"{PLAN_FORMS}")
+    chosen = Plan.from_spans(num_layers, plan)
+    if chosen.target_layers != target_layers:
+        raise LayergraftError(f"--plan {plan} leaves {chosen.target_layers} layers, not the "
+                              f"{target_layers} asked by --layers")
+    return chosen.spans()
