@@ -1,4 +1,4 @@
-"""Entry point: `python benchmarks/deploy.py` runs suites/deploy.py (`--help` for its options)."""
+"""Runs suites/deploy.py (its --help lists the options)."""
 
 from suites.deploy import main
 

@@ -1,4 +1,4 @@
-"""Entry point: `python benchmarks/distill_cost.py` runs suites/distill_cost.py (`--help` for its options)."""
+"""Runs suites/distill_cost.py (its --help lists the options)."""
 
 from suites.distill_cost import main
 

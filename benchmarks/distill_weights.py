@@ -1,4 +1,4 @@
-"""Entry point: `python benchmarks/distill_weights.py` runs suites/distill_weights.py (`--help` for its options)."""
+"""Runs suites/distill_weights.py (its --help lists the options)."""
 
 from suites.distill_weights import main
 

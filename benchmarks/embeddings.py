@@ -1,4 +1,4 @@
-"""Entry point: `python benchmarks/embeddings.py` runs suites/embeddings.py (`--help` for its options)."""
+"""Runs suites/embeddings.py (its --help lists the options)."""
 
 from suites.embeddings import main
 

@@ -1,4 +1,4 @@
-"""Entry point: `python benchmarks/graft_ablation.py` runs suites/graft_ablation.py (`--help` for its options)."""
+"""Runs suites/graft_ablation.py (its --help lists the options)."""
 
 from suites.graft_ablation import main
 

@@ -1,4 +1,4 @@
-"""Entry point: `python benchmarks/lever_ablation.py` runs suites/lever_ablation.py (`--help` for its options)."""
+"""Runs suites/lever_ablation.py (its --help lists the options)."""
 
 from suites.lever_ablation import main
 

@@ -1,4 +1,4 @@
-"""Entry point: `python benchmarks/mpnet.py` runs suites/mpnet.py (`--help` for its options)."""
+"""Runs suites/mpnet.py (its --help lists the options)."""
 
 from suites.mpnet import main
 

@@ -1,4 +1,4 @@
-"""Entry point: `python benchmarks/mpnet_levers.py` runs suites/mpnet_levers.py (`--help` for its options)."""
+"""Runs suites/mpnet_levers.py (its --help lists the options)."""
 
 from suites.mpnet_levers import main
 

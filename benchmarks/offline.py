@@ -1,4 +1,4 @@
-"""Entry point: `python benchmarks/offline.py` runs suites/offline.py (`--help` for its options)."""
+"""Runs suites/offline.py (its --help lists the options)."""
 
 from suites.offline import main
 

@@ -1,4 +1,4 @@
-"""Entry point: `python benchmarks/surgery_ablation.py` runs suites/surgery_ablation.py (`--help` for its options)."""
+"""Runs suites/surgery_ablation.py (its --help lists the options)."""
 
 from suites.surgery_ablation import main
 

@@ -1,4 +1,4 @@
-"""Entry point: `python benchmarks/timings.py` runs suites/timings.py (`--help` for its options)."""
+"""Runs suites/timings.py (its --help lists the options)."""
 
 from suites.timings import main
 

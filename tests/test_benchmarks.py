@@ -11,12 +11,10 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import levers  # noqa: E402
-import offline  # noqa: E402
-import render  # noqa: E402
-import stages  # noqa: E402
-import targets  # noqa: E402
-from recorded import settings_digest  # noqa: E402
+from lib import stages  # noqa: E402
+from lib.recorded import settings_digest  # noqa: E402
+from report import levers, render, targets  # noqa: E402
+from suites import offline  # noqa: E402
 
 from layergraft.pipeline.compare import RunKey, strategy_label  # noqa: E402
 from layergraft.surgery.methods import METHODS  # noqa: E402
@@ -306,7 +304,7 @@ def test_two_suite_processes_sharing_the_results_file_keep_each_others_rows(tmp_
 
 def test_suite_processes_sharing_a_stage_skip_the_runs_another_one_holds(tmp_path,
                                                                          monkeypatch):
-    from jsonstore import claim
+    from lib.jsonstore import claim
 
     ran = []
 
@@ -382,7 +380,7 @@ def test_dry_run_lists_the_plan_and_trains_nothing(tmp_path, capsys, monkeypatch
 
 
 def test_the_cost_stage_measures_distillation_steps_against_fine_tuning(tmp_path, monkeypatch):
-    import measure
+    from lib import measure
     from tiny_task import save_tiny_teacher
 
     monkeypatch.setattr(measure, "COST_STEPS", 6)  # 3 warm-up steps are not timed
@@ -402,7 +400,7 @@ def test_the_cost_stage_measures_distillation_steps_against_fine_tuning(tmp_path
 
 
 def test_analyze_is_timed_as_a_user_runs_it_and_the_timing_is_kept(tmp_path, monkeypatch):
-    import measure
+    from lib import measure
     from tiny_task import save_tiny_teacher, write_tiny_task
 
     monkeypatch.setattr(measure, "ANALYZE_SAMPLES", 16)
@@ -418,7 +416,7 @@ def test_analyze_is_timed_as_a_user_runs_it_and_the_timing_is_kept(tmp_path, mon
 
 
 def test_the_speed_stage_times_teacher_and_students_together(tmp_path, monkeypatch):
-    import measure
+    from lib import measure
     from tiny_task import save_tiny_teacher, write_tiny_task
 
     from layergraft.models import load_classifier, save_model
@@ -441,8 +439,8 @@ def test_the_speed_stage_times_teacher_and_students_together(tmp_path, monkeypat
 
 def test_a_costly_suite_scores_surgery_without_ood_and_times_only_trained_grafts(tmp_path,
                                                                                  monkeypatch):
-    import mpnet
-    import mpnet_plan
+    from lib import mpnet_plan
+    from suites import mpnet
 
     asked = {}
 
@@ -486,8 +484,8 @@ def test_a_stage_runs_what_waits_on_its_own_rows_in_the_same_call(tmp_path, monk
 
 
 def test_the_12_layer_section_marks_issue_14s_targets_from_its_rows(tmp_path, monkeypatch):
-    import mpnet_plan as mpnet
-    import mpnet_section
+    from lib import mpnet_plan as mpnet
+    from report import mpnet_section
 
     monkeypatch.setattr(mpnet, "GRAFT_STRATEGY", "distill")
     graft_test = {6: 0.996, 4: 0.99, 3: 0.96, 2: 0.95}
@@ -564,9 +562,8 @@ def test_healing_names_its_runs_and_rows_and_the_retraining_free_stage_follows_d
 
 
 def test_paired_tests_compare_the_two_runs_on_the_same_examples(tmp_path):
-    import mpnet_plan
     import numpy as np
-    import paired
+    from lib import mpnet_plan, paired
 
     from layergraft.data.tasks import load_task
     from layergraft.pipeline.runs import PREDICTIONS_NAME
@@ -613,7 +610,7 @@ def test_paired_tests_compare_the_two_runs_on_the_same_examples(tmp_path):
 def test_a_run_whose_rows_are_committed_is_not_redone_on_a_new_machine(tmp_path,
                                                                      monkeypatch):
     """The work folder is gone (a new session); the rows' settings digest decides."""
-    import recorded
+    from lib import recorded
 
     ran, defaults = [], {"lr": 4e-4}
 
@@ -651,7 +648,7 @@ def test_a_run_whose_rows_are_committed_is_not_redone_on_a_new_machine(tmp_path,
 
 def test_paired_tests_read_the_kept_predictions_when_the_work_folder_is_gone(tmp_path):
     import numpy as np
-    import recorded
+    from lib import recorded
 
     from layergraft.pipeline.runs import PREDICTIONS_NAME
 

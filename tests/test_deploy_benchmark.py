@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import deploy  # noqa: E402
+from report import deploy_section as deploy  # noqa: E402
 
 
 def _row(model, backend, layers, ratio, value, batch=32):

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import embeddings  # noqa: E402
+from suites import embeddings  # noqa: E402
 
 
 def _seed0_rows(cosines: dict[str, float], layers: int) -> list[dict]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import lever_ablation  # noqa: E402
+from suites import lever_ablation  # noqa: E402
 
 from layergraft.pipeline.strategies import check_request  # noqa: E402
 

@@ -26,8 +26,8 @@ from layergraft.pipeline.bench_run import bench_models
 from layergraft.runtime import cpu_capability
 from layergraft.training.distill import DistillConfig
 from layergraft.utils import versions, write_json_atomic
+from lib.paths import BENCHMARKS
 
-BENCHMARKS = Path(__file__).resolve().parent
 ANALYZE_SAMPLES = 2000
 SPEED_REPEATS = 15
 COST_STEPS = 60  # per arm, interleaved step by step (benchmarks/distill_cost.py)

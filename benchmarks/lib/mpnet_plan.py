@@ -1,13 +1,12 @@
-"""What issue 14's 12-layer stage runs (benchmarks/mpnet.py runs it, benchmarks/mpnet_section.py
+"""What issue 14's 12-layer stage runs (suites/mpnet.py runs it, report/mpnet_section.py
 reports it): the grid, its stages and the choices made on dev."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from stages import Planned, strongest_with
-
 from layergraft.pipeline.compare import RunKey
+from lib.stages import Planned, strongest_with
 
 TASK = "movie-sentiment"
 DEPTHS = (6, 4, 3, 2)
@@ -29,7 +28,7 @@ STAGES = {  # run in this order: graft's rows (M2) before the baselines', as the
     "M3": "budget curve at 6 layers: graft and the strongest baseline",
     "M4": "seeds 1 and 2 for graft and the strongest baseline at 6 and 3 layers",
 }
-FULL_BUDGET = "1 epoch"  # of distillation; why one, not the MiniLM suite's three: see mpnet.py
+FULL_BUDGET = "1 epoch"  # of distillation (why not the MiniLM suite's three: suites/mpnet.py)
 
 
 def strongest_baseline(rows: Sequence[dict], layers: int) -> str | None:

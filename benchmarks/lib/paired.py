@@ -10,13 +10,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-from stages import TASKS
 
 from layergraft.data.tasks import Task, load_task
 from layergraft.pipeline.compare import RunKey
 from layergraft.pipeline.runs import PREDICTIONS_NAME
 from layergraft.report.stats import mcnemar, paired_bootstrap
 from layergraft.report.tables import markdown_from_cells
+from lib.stages import TASKS
 
 Config = tuple[str, str]  # (method, strategy)
 Pair = tuple[str, int, tuple[Config, Config] | None]  # task, layers, (graft, baseline)

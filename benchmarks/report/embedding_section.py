@@ -9,11 +9,11 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from embeddings import BUDGET, DEPTHS, EXTRA_SEEDS, HEAL_STEPS, RECIPE, strongest_baseline
-from targets import MET, MISSED, NOT_MEASURED
+from lib.embeddings_plan import BUDGET, DEPTHS, EXTRA_SEEDS, HEAL_STEPS, RECIPE, strongest_baseline
 
 from layergraft.embeddings.report import markdown, seed_means
 from layergraft.report.tables import markdown_from_cells
+from report.targets import MET, MISSED, NOT_MEASURED
 
 PROBES = ("movie-sentiment.probe_accuracy", "movie-rating.ridge_spearman")
 TEACHER_LAYERS = {"minilm": 6, "mpnet": 12}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from stages import (
+from lib.stages import (
     CURVE_STRATEGIES,
     DEPTHS,
     TASKS,

@@ -7,14 +7,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import mpnet_plan as mpnet
-import targets
-from jsonstore import read_rows
-from paired import paired_table
-from stages import run_rows, teacher_table
+from lib import mpnet_plan as mpnet
+from lib.jsonstore import read_rows
+from lib.paired import paired_table
+from lib.stages import run_rows, teacher_table
 
 from layergraft.data.tasks import get_spec
 from layergraft.report.tables import format_cell, markdown_from_cells
+from report import targets
 
 TASK = mpnet.TASK
 QUALITY = {6: 0.995, 4: 0.985, 3: 0.97, 2: 0.94}

@@ -20,14 +20,10 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import deploy
-import embedding_section
-import levers
-import mpnet_section
-import targets
-from measure import SPEED_REPEATS
-from paired import paired_table
-from stages import (
+from lib.measure import SPEED_REPEATS
+from lib.paired import paired_table
+from lib.paths import REPO
+from lib.stages import (
     DEPTHS,
     FULL_BUDGET,
     PRECISION,
@@ -50,8 +46,9 @@ from layergraft.surgery.methods import GraftOptions
 from layergraft.training.distill import DistillConfig
 from layergraft.training.train import STUDENT_LEARNING_RATE
 from layergraft.utils import write_bytes_atomic
+from report import deploy_section, embedding_section, levers, mpnet_section, targets
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 FIELDS = ("value", "teacher_value", "retention", "agreement", "throughput_ratio",
           "throughput_ratio_b1", "params", "size_bytes", "train_seconds")
 BUDGET_POINTS = (0.0, 0.125, 0.25, 0.5, 1.0)
@@ -109,7 +106,7 @@ def render(rows: Sequence[Mapping], ablations: Sequence[Mapping], figures: Path,
     parts += _targets(rows) + _environment(rows) + _teachers(rows)
     for task in TASKS:
         parts += _task(rows, task, figures, link)
-    parts += _speed(rows) + [deploy.section(figures.parent, link)]
+    parts += _speed(rows) + [deploy_section.section(figures.parent, link)]
     parts += _pipeline(rows) + list(sections) + _ablations(ablations) + _failures(rows)
     return "\n\n".join(parts) + "\n"
 
@@ -388,6 +385,3 @@ def main() -> None:
     args = parser.parse_args()
     print(write(args.results, args.markdown))
 
-
-if __name__ == "__main__":
-    main()

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from stages import (
+from lib.stages import (
     BASELINES,
     DEPTHS,
     TASKS,

@@ -126,6 +126,3 @@ def _time_steps(arms, student, train, tokenizer, args, runtime) -> dict[str, lis
                 seconds[name].append(time.perf_counter() - begin)
     return seconds
 
-
-if __name__ == "__main__":
-    main()

@@ -53,6 +53,3 @@ def main() -> None:
             handle.write(json.dumps(row) + "\n")
         print(json.dumps(row), flush=True)
 
-
-if __name__ == "__main__":
-    main()

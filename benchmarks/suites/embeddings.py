@@ -23,95 +23,35 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-import measure
-from jsonstore import claim, read_rows, update_rows
-from stagecli import plan_line, stage_parser
+from lib import measure, paths
+from lib.embeddings_plan import (
+    ANALYSIS_SAMPLES,
+    BUDGET,
+    HEAL_LR,
+    PRECISION,
+    STAGES,
+    TASK,
+    Planned,
+    plan,
+    run_settings,
+)
+from lib.jsonstore import claim, read_rows, update_rows
+from lib.stagecli import plan_line, stage_parser
+from report import render
 
 from layergraft.embeddings.report import record_row, teacher_row
-from layergraft.pipeline.compare import RunKey
 from layergraft.runtime import cpu_capability
 from layergraft.scoring.analysis import AnalysisSettings
 from layergraft.training.heal import HealConfig
 
-ROOT = Path(__file__).resolve().parents[1]
-WORK = ROOT / "benchmarks" / "work" / "embeddings"
-RESULTS = ROOT / "benchmarks" / "results" / "embeddings.json"
-TASK = "movie-sentiment"  # training texts: its train split
-BUDGET = "1 epoch"
-PRECISION = "fp32"
-RECIPE = "drop-alternate"
-BASELINES = ("drop-alternate", "drop-top", "random", "average")
-DEPTHS = {"minilm": (3, 2), "mpnet": (4,)}
-HEAL_STEPS = 60  # heal + distill for graft: 60 of the epoch's ~240 steps go to healing
-HEAL_LR = 1e-4  # the rate these rows were measured at (the classification default is 3e-3)
-EXTRA_SEEDS = (1, 2)
-# Texts the "embedding" importance is measured on (the library's default is 2,000): each
-# takes 16 backward passes, so 2,000 cost about four epochs of distillation on this CPU,
-# while 256 cost half of one. Measured once and cached, shared by every graft run.
-ANALYSIS_SAMPLES = 256
-STAGES = {"minilm": "all-MiniLM-L6-v2, 6 -> 3 and 6 -> 2: every method, surgery only and "
-                    "distilled; seeds 1, 2 for graft, the recipe and the strongest baseline; "
-                    "heal + distill",
-          "mpnet": "all-mpnet-base-v2, 12 -> 4: graft vs the recipe, seed 0"}
-
-
-@dataclass(frozen=True)
-class Planned:
-    model: str
-    key: RunKey
-    heal: int = 0
-    pending: str | None = None  # why it cannot run yet
-
-    @property
-    def name(self) -> str:
-        return self.key.name + (f"-heal{self.heal}" if self.heal else "")
-
-
-def strongest_baseline(rows: Sequence[Mapping], model: str, layers: int) -> str | None:
-    """The baseline with the best held-out mean cosine after seed-0 distillation (None until
-    all of them are in)."""
-    scores = {r["method"]: r["mean_cosine"] for r in rows
-              if r.get("model") == model and r["layers"] == layers and r["seed"] == 0
-              and r["strategy"] == "distill" and not r.get("heal") and r["method"] in BASELINES}
-    return max(scores, key=scores.get) if len(scores) == len(BASELINES) else None
-
-
-def plan(stage: str, rows: Sequence[Mapping] = ()) -> list[Planned]:
-    """The stage's runs, the most informative first: surgery only, then graft against the
-    recipe (3 seeds: the headline target), then the other baselines, then the strongest
-    baseline's extra seeds where it is not the recipe, then healing."""
-    depths = DEPTHS[stage]
-    if stage == "mpnet":
-        return [Planned(stage, RunKey(m, s, n)) for s in ("none", "distill") for n in depths
-                for m in ("graft", RECIPE)]
-    methods = ("graft", *BASELINES)
-    planned = [Planned(stage, RunKey(m, "none", n)) for n in depths for m in methods]
-    planned += [Planned(stage, RunKey(m, "distill", n, s)) for s in (0, *EXTRA_SEEDS)
-                for n in depths for m in ("graft", RECIPE)]
-    planned += [Planned(stage, RunKey(m, "distill", n)) for n in depths for m in BASELINES
-                if m != RECIPE]
-    for n in depths:
-        rival = strongest_baseline(rows, stage, n)
-        if rival == RECIPE:
-            continue
-        waiting = None if rival else f"the seed-0 baselines at {n} layers"
-        planned += [Planned(stage, RunKey(rival or "<strongest baseline>", "distill", n, s),
-                            pending=waiting) for s in EXTRA_SEEDS]
-    planned += [Planned(stage, RunKey("graft", "distill", n), heal=HEAL_STEPS) for n in depths]
-    return planned
+WORK = paths.WORK / "embeddings"
+RESULTS = paths.RESULTS / "embeddings.json"
 
 
 def run_dir(planned: Planned) -> Path:
     return WORK / planned.model / planned.name
-
-
-def run_settings() -> dict:
-    """What every run of this file shares; a stored row made with other settings is redone."""
-    return {"task": TASK, "budget": BUDGET, "precision": PRECISION,
-            "analysis_samples": ANALYSIS_SAMPLES}
 
 
 def run_one(planned: Planned) -> None:
@@ -163,16 +103,13 @@ def main(argv: Sequence[str] | None = None) -> None:
 def run_stage(stage: str) -> None:
     """Every run of the stage not stored yet (also `python benchmarks/offline.py --stage
     embeddings`); BENCHMARKS.md is rendered after each."""
-    import render  # here, not at the top: render imports this module's plan for its section
-
     update_rows(RESULTS, lambda rows: [*[r for r in rows if r.get("run") != "environment"],
                                        environment()])
     while (planned := _next_run(stage)) is not None:  # the plan grows as rows land
         with claim(WORK / "claims" / f"{planned.model}-{planned.name}.lock") as mine:
             if mine and not _stored(planned, read_rows(RESULTS)):
                 run_one(planned)
-        render.write(render.ROOT / "benchmarks" / "results" / "offline.json",
-                     render.ROOT / "BENCHMARKS.md")
+        render.write(paths.RESULTS / "offline.json", paths.REPO / "BENCHMARKS.md")
 
 
 def _next_run(stage: str) -> Planned | None:
@@ -192,6 +129,3 @@ def _stored(planned: Planned, rows: Sequence[Mapping]) -> bool:
     return any(r.get("model") == planned.model and r.get("run") == planned.name
                and r.get("settings") == run_settings() for r in rows)
 
-
-if __name__ == "__main__":
-    main()

@@ -18,8 +18,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from jsonstore import update_rows
-from stages import FULL_BUDGET, TASKS
+from lib.jsonstore import update_rows
+from lib.paths import BENCHMARKS
+from lib.stages import FULL_BUDGET, TASKS
 
 from layergraft.pipeline.compare import RunKey, record_rows
 from layergraft.pipeline.compress import compress
@@ -28,7 +29,7 @@ from layergraft.training.budget import Budget
 from layergraft.training.distill import DistillConfig
 from layergraft.training.train import TrainConfig
 
-ROOT = Path(__file__).resolve().parent
+ROOT = BENCHMARKS
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,3 @@ def replace_rows(path: Path, rows: list[dict]) -> None:
     same = {identity(r) for r in rows}
     update_rows(path, lambda old: [r for r in old if identity(r) not in same] + rows)
 
-
-if __name__ == "__main__":
-    main()

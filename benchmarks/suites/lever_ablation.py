@@ -25,9 +25,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from graft_ablation import replace_rows
-from offline import Suite, make_teacher
-from stages import FULL_BUDGET, TASKS
+from lib.paths import BENCHMARKS
+from lib.stages import FULL_BUDGET, TASKS
 
 from layergraft.pipeline.compare import RunKey, record_rows
 from layergraft.pipeline.compress import compress
@@ -35,8 +34,10 @@ from layergraft.surgery.methods import GraftOptions
 from layergraft.training.budget import Budget
 from layergraft.training.distill import DistillConfig
 from layergraft.training.heal import HealConfig
+from suites.graft_ablation import replace_rows
+from suites.offline import Suite, make_teacher
 
-ROOT = Path(__file__).resolve().parent
+ROOT = BENCHMARKS
 TENTH_EPOCH = 26  # heal steps of batch 32: 10% of one distillation epoch of movie-sentiment
 
 
@@ -158,6 +159,3 @@ def main() -> None:
                       f"agreement {rows[0]['agreement']:.4f}", flush=True)
                 replace_rows(path, rows)
 
-
-if __name__ == "__main__":
-    main()

@@ -40,16 +40,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import measure
-import render
-from mpnet_plan import DEPTHS, FULL_BUDGET, GRAFT_STRATEGY, STAGES, TASK, paired_configs, plan
-from offline import ROOT, Store, Suite, of_kind, run_planned, run_state, time_students
-from paired import refresh_paired
-from stagecli import plan_line, stage_parser
+from lib import measure
+from lib.mpnet_plan import DEPTHS, FULL_BUDGET, GRAFT_STRATEGY, STAGES, TASK, paired_configs, plan
+from lib.paired import refresh_paired
+from lib.stagecli import plan_line, stage_parser
+from report import render
 
 from layergraft.assets import mpnet_path
 from layergraft.errors import LayergraftError
 from layergraft.pipeline.finetune import RESULTS_NAME as TEACHER_RESULTS
+from suites.offline import ROOT, Store, Suite, of_kind, run_planned, run_state, time_students
 
 SUITE = Suite(work=ROOT / "benchmarks" / "work" / "mpnet",
               results=ROOT / "benchmarks" / "results" / "mpnet.json",
@@ -74,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--remeasure", action="store_true",
                         help="Time the graft students again even if their set is unchanged.")
     args = parser.parse_args(argv)
-    try:  # the plan itself reads the model (benchmarks/recorded.py): fetched on request only
+    try:  # the plan itself reads the model (benchmarks/lib/recorded.py): fetched on request only
         mpnet_path()
     except LayergraftError as missing:
         parser.exit(2, f"{missing}\n")
@@ -91,6 +91,3 @@ def main(argv: Sequence[str] | None = None) -> None:
         store.put([measure.environment()], of_kind("environment"))
         render.write(Suite().results, Suite().markdown)  # BENCHMARKS.md's 12-layer section
 
-
-if __name__ == "__main__":
-    main()

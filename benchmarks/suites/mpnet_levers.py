@@ -24,10 +24,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from jsonstore import claim, read_rows, update_rows
-from mpnet import SUITE
-from mpnet_plan import FULL_BUDGET, TASK
-from offline import make_teacher
+from lib.jsonstore import claim, read_rows, update_rows
+from lib.mpnet_plan import FULL_BUDGET, TASK
+from lib.paths import BENCHMARKS
 
 from layergraft.pipeline.compare import RunKey, record_rows
 from layergraft.pipeline.compress import compress
@@ -35,8 +34,10 @@ from layergraft.training.budget import Budget
 from layergraft.training.distill import DistillConfig
 from layergraft.training.heal import HealConfig
 from layergraft.training.train import student_training
+from suites.mpnet import SUITE
+from suites.offline import make_teacher
 
-ROOT = Path(__file__).resolve().parent
+ROOT = BENCHMARKS
 RESULTS = ROOT / "results" / "mpnet_levers.json"
 WORK = ROOT / "work" / "mpnet-levers"
 LAYERS, SHARE = 6, 0.25
@@ -155,6 +156,3 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(f"seed {seed} {name:<50} dev retention {100 * dev['retention']:.2f}",
                   flush=True)
 
-
-if __name__ == "__main__":
-    main()

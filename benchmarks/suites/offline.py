@@ -13,7 +13,7 @@ unfinished one from its checkpoints: interrupt it at any time. A run made with o
 settings (a package default changed since) is redone. The work folder does not outlive the
 machine, the committed results do: a run whose rows in offline.json carry the digest of
 today's settings is not redone on a new machine, and the predictions paired tests need are
-kept under benchmarks/results/predictions/ (benchmarks/recorded.py). After every run its
+kept under benchmarks/results/predictions/ (benchmarks/lib/recorded.py). After every run its
 rows replace its old ones in offline.json (written atomically); after every stage the
 paired tests and the environment row are refreshed and BENCHMARKS.md is rendered from that
 file alone (benchmarks/render.py).
@@ -33,12 +33,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import measure
-import render
-from jsonstore import claim, read_rows, update_rows
-from paired import refresh_paired
-from recorded import keep_predictions, predictions_home, settings_digest
-from stages import (
+from lib import measure
+from lib.jsonstore import claim, read_rows, update_rows
+from lib.paired import refresh_paired
+from lib.paths import REPO
+from lib.recorded import keep_predictions, predictions_home, settings_digest
+from lib.stages import (
     DEPTHS,
     FULL_BUDGET,
     PRECISION,
@@ -51,8 +51,11 @@ from stages import (
     plan_stage,
     run_rows,
 )
+from report import render
 
+from layergraft.assets import mpnet_path
 from layergraft.data.tasks import load_task
+from layergraft.errors import LayergraftError
 from layergraft.models import resolve_model
 from layergraft.pipeline.bench import safetensors_size
 from layergraft.pipeline.compare import RunKey, record_rows
@@ -64,8 +67,9 @@ from layergraft.pipeline.strategies import UNTRAINED
 from layergraft.training.budget import Budget
 from layergraft.training.heal import HealConfig
 from layergraft.training.train import TrainConfig, student_training
+from suites import embeddings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 # Rough minutes per run on 2 busy cores, for --dry-run before any run has been timed.
 ASSUMED_MINUTES = {"train": {3: 11.0, 2: 8.0, 1: 6.0}, "none": 1.5, "teacher": 30.0}
 
@@ -108,7 +112,7 @@ class Suite:
 
     def teacher_recipe(self, task: str) -> dict:
         """What makes the task's teacher (`make_teacher`), standing for its bytes in the
-        settings digest of every run row (benchmarks/recorded.py)."""
+        settings digest of every run row (benchmarks/lib/recorded.py)."""
         return {"model": self.model, "task": task, "epochs": TEACHER_EPOCHS,
                 "seed": TEACHER_SEED, "precision": self.precision,
                 "group_by_length": self.group_by_length}
@@ -144,7 +148,7 @@ def of_kind(kind: str, **fields) -> Callable[[Mapping], bool]:
 
 def suite_rows(record: Mapping, planned: Planned, run_dir: Path, digest: str) -> list[dict]:
     """compare's long rows for one run plus what the suite's report needs beyond them;
-    `digest` is the run's settings digest (benchmarks/recorded.py)."""
+    `digest` is the run's settings digest (benchmarks/lib/recorded.py)."""
     stages = record["train"]["stages"]
     extra = {"kind": "run", "stage": planned.stage, "run": planned.key.name,
              "steps": record["train"]["budget_steps"],
@@ -193,11 +197,6 @@ def run_stage(suite: Suite, stage: str, store: Store, remeasure: bool = False) -
             time_students(suite, task, store, remeasure)
         return
     if stage == "embeddings":  # its own rows file: benchmarks/results/embeddings.json
-        import embeddings
-
-        from layergraft.assets import mpnet_path
-        from layergraft.errors import LayergraftError
-
         embeddings.run_stage("minilm")
         try:  # the 12-layer model is fetched on request only (`layergraft assets mpnet`)
             mpnet_path()
@@ -425,6 +424,3 @@ def main(argv: Sequence[str] | None = None) -> None:
         run_stage(suite, stage, store, args.remeasure)
         finish_stage(suite, store)
 
-
-if __name__ == "__main__":
-    main()

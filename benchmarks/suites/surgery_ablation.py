@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import replace
-from pathlib import Path
 
-from jsonstore import update_rows
-from stages import TASKS
+from lib.jsonstore import update_rows
+from lib.paths import BENCHMARKS
+from lib.stages import TASKS
 
 from layergraft.data.tasks import load_task
 from layergraft.models import load_classifier
@@ -27,7 +27,7 @@ from layergraft.scoring.analysis import AnalysisSettings, measure
 from layergraft.surgery.graft import graft_model
 from layergraft.surgery.methods import GraftOptions
 
-ROOT = Path(__file__).resolve().parent
+ROOT = BENCHMARKS
 ABLATION = "surgery only: graft options"
 REFIT_ABLATION = "surgery only: least-squares refit"
 REFIT_METHODS = ("graft", "drop-alternate", "drop-top", "random")
@@ -95,6 +95,3 @@ def replace_ablation(ablation: str, task: str, rows: list[dict]) -> None:
     update_rows(ROOT / "results" / "ablations.json", lambda old: [
         r for r in old if r["ablation"] != ablation or r["task"] != task] + rows)
 
-
-if __name__ == "__main__":
-    main()

@@ -20,15 +20,15 @@ import shutil
 import subprocess
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 import torch
+from lib import paths
 
 from layergraft.runtime import Runtime, cpu_capability
 from layergraft.utils import versions, write_json_atomic
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results" / "timings.json"
+ROOT = paths.REPO
+RESULTS = paths.RESULTS / "timings.json"
 
 
 def timed(command: list[str]) -> dict:
@@ -62,6 +62,3 @@ def main() -> None:
         rows.append(row)
         write_json_atomic(RESULTS, rows)
 
-
-if __name__ == "__main__":
-    main()

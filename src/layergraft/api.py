@@ -59,7 +59,9 @@ def graft(model: str, *, out: str | os.PathLike, layers: int | None = None,
     the spans `pairs`, e.g. "0-1,2-3") by `method` and save the student and its manifest to
     `out`. Methods that need scores read them from `analysis` (a folder of `analyze`) or
     measure them on `task` (with `settings`); `refit` > 0 then refits the new layers on that
-    many task examples. Returns the saved folder."""
+    many task examples. `options` shape the new layers, their FFN width too:
+    `GraftOptions(ffn_size=0.5)` (or a count; `ffn_size_all=True`), as compress's
+    `graft_options` do. Returns the saved folder."""
     from layergraft.data.tasks import as_source
     from layergraft.pipeline.workflows import graft_path
     from layergraft.runtime import Runtime

@@ -294,8 +294,9 @@ def _build_compress_options(flags: dict, arguments: dict) -> None:
     from layergraft.training.guard import CollapseGuard
 
     training = take(TRAINING_FLAGS)
-    rate = training.pop("learning_rate")
-    training = replace(student_training(group_by_length=training.pop("group_by_length")),
+    rate = _rate(training.pop("learning_rate"))
+    training = replace(student_training(None if rate == "auto" else rate,
+                                        group_by_length=training.pop("group_by_length")),
                        **training)
     # the teacher's analysis keeps seed 0 whatever the run's seed, so runs share it
     arguments["options"] = {
@@ -304,7 +305,7 @@ def _build_compress_options(flags: dict, arguments: dict) -> None:
         "analysis": AnalysisSettings(**take(ANALYSIS_FLAGS), max_length=training.max_length),
         "heal": HealConfig(steps=flags.pop("heal_steps"), learning_rate=flags.pop("heal_lr"),
                            batch_size=flags.pop("heal_batch_size")),
-        "refit_samples": flags.pop("refit"), "learning_rate": _rate(rate),
+        "refit_samples": flags.pop("refit"), **({"learning_rate": rate} if rate == "auto" else {}),
         "guard": CollapseGuard(retries=flags.pop("collapse_retries")), **flags}
 
 

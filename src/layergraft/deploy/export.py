@@ -77,7 +77,7 @@ def export_model(model_path: str, out: str | os.PathLike, *,
                               f"{graph.OPSET}",
                   "inputs": names, "outputs": [graph.OUTPUT],
                   "dynamic_axes": {"batch": 0, "sequence": 1},
-                  "files": variants.sizes(staging),
+                  "graphs": variants.listing(staging), "files": variants.sizes(staging),
                   **({"task": task.spec.name, "split": split} if task is not None else {}),
                   **made, **report, "versions": _versions()}
         write_json_atomic(staging / REPORT_FILE, report)

@@ -136,6 +136,12 @@ def failure(name: str, record: dict) -> str:
             f"{100 * record['fp32']:.2f}, agreement {100 * record['agreement']:.1f}%")
 
 
+def listing(folder: Path) -> list[dict]:
+    """The report's record of the graphs in `folder` (what the model card reads)."""
+    return [{"name": g.name, "file": g.file, "precision": g.precision, "fused": g.fused,
+             "source": g.source.name} for g in GRAPHS if (folder / g.file).exists()]
+
+
 def sizes(folder: Path) -> dict:
     """Bytes of every graph file, and each int8 graph's size over its fp32 graph's."""
     files = {g.file: (folder / g.file).stat().st_size for g in GRAPHS if (folder / g.file).exists()}

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
-from layergraft.deploy.variants import GRAPHS
 from layergraft.report.model_card import CARD_NAME, compose, provenance_table
 from layergraft.utils import write_bytes_atomic
 
@@ -57,7 +57,7 @@ def summary_lines(report: Mapping) -> list[str]:
             continue
         ratio = report["files"][f"{g.name}_size_ratio"]
         lines.append(f"{g.name}: {_scores(record)}agreement {100 * record['agreement']:.1f}%, "
-                     f"{100 * ratio:.0f}% of the {g.source.name} file")
+                     f"{100 * ratio:.0f}% of the {g.source} file")
     if "optimizer" in report:
         lines.append(f"optimizer: {_fusions(report['optimizer'])}")
     return lines
@@ -74,18 +74,32 @@ def metrics(report: Mapping) -> list[dict]:
                          "name": f"{g.name} ONNX vs PyTorch, max abs logit difference"})
             continue
         if record.get("checked"):
-            for name, key in ((g.source.name, "fp32"), (g.name, "int8")):
+            for name, key in ((g.source, "fp32"), (g.name, "int8")):
                 if name not in scored:
                     scored.add(name)
                     rows.append({"type": record["metric"], "value": round(float(record[key]), 6),
                                  "name": f"{record['data']} {record['metric']} ({name})"})
         rows.append({"type": "agreement", "value": round(float(record["agreement"]), 6),
-                     "name": f"{g.name} vs {g.source.name} prediction agreement"})
+                     "name": f"{g.name} vs {g.source} prediction agreement"})
     return rows
 
 
-def _graphs(report: Mapping) -> list:
-    return [g for g in GRAPHS if g.name in report]
+@dataclass(frozen=True)
+class _Graph:
+    """One entry of the report's `graphs` (`layergraft.deploy.variants.listing`): its name,
+    precision and the name of the fp32 graph it was made from."""
+
+    name: str
+    precision: str
+    source: str
+
+
+def _graphs(report: Mapping) -> list[_Graph]:
+    """The graphs the report checked; a report from before `graphs` holds fp32 and int8."""
+    entries = report.get("graphs") or [{"name": name, "precision": name, "source": "fp32"}
+                                       for name in ("fp32", "int8") if name in report]
+    return [_Graph(str(e["name"]), str(e["precision"]), str(e["source"])) for e in entries
+            if e["name"] in report]
 
 
 def _int8(report: Mapping) -> bool:
@@ -138,7 +152,7 @@ def _verification(report: Mapping) -> str:
                          f"{'passed' if record['passed'] else 'FAILED'}")
             continue
         verdict = {True: ": passed", False: ": FAILED"}.get(record.get("passed"), "")
-        lines.append(f"- {g.name} vs {g.source.name} on {record['data']}: {_scores(record)}"
+        lines.append(f"- {g.name} vs {g.source} on {record['data']}: {_scores(record)}"
                      f"agreement {100 * record['agreement']:.1f}%, max abs logit difference "
                      f"{record['max_abs_diff']:.2e}{verdict}")
     return "\n".join(lines)
