@@ -46,7 +46,14 @@ from layergraft.surgery.methods import GraftOptions
 from layergraft.training.distill import DistillConfig
 from layergraft.training.train import STUDENT_LEARNING_RATE
 from layergraft.utils import write_bytes_atomic
-from report import deploy_section, embedding_section, levers, mpnet_section, targets
+from report import (
+    deploy_section,
+    embedding_section,
+    levers,
+    mpnet_levers_section,
+    mpnet_section,
+    targets,
+)
 
 ROOT = REPO
 FIELDS = ("value", "teacher_value", "retention", "agreement", "throughput_ratio",
@@ -92,8 +99,11 @@ def write(results: Path, markdown: Path) -> Path:
     extra = [row for name in ABLATION_FILES if results.with_name(name).is_file()
              for row in json.loads(results.with_name(name).read_text())]
     figures = results.parent / "figures"
-    text = render(rows, extra, figures, os.path.relpath(figures, markdown.parent),
+    link = os.path.relpath(figures, markdown.parent)
+    text = render(rows, extra, figures, link,
                   mpnet_section.section(results.with_name("mpnet.json"))
+                  + mpnet_levers_section.section(results.with_name("mpnet_levers.json"),
+                                                 figures, link)
                   + embedding_section.section(results.with_name("embeddings.json")))
     write_bytes_atomic(markdown, text.encode())
     return markdown

@@ -14,13 +14,13 @@ SPEED_BATCH = 32
 SPEED_REPEATS = 5
 
 
-def embedding_speed(teacher, student, texts: Sequence[str], *, max_length: int = 128,
-                    precision: str = "fp32", batch_size: int = SPEED_BATCH,
-                    repeats: int = SPEED_REPEATS) -> dict:
-    """Throughput of both (sentences/s), student / teacher ratio, ideal ratio, settings."""
+def embedding_speed(teacher, student, texts: Sequence[str], *, measure_speed,
+                    max_length: int = 128, precision: str = "fp32",
+                    batch_size: int = SPEED_BATCH, repeats: int = SPEED_REPEATS) -> dict:
+    """Throughput of both (sentences/s), student / teacher ratio, ideal ratio, settings;
+    timed by `measure_speed` (`layergraft.pipeline.bench`'s, which the pipeline hands in)."""
     from layergraft.embeddings.heal import encoded_texts
     from layergraft.embeddings.model import transformer_of
-    from layergraft.pipeline.bench import measure_speed
 
     lengths = [len(ids) for ids in encoded_texts(teacher[0].tokenizer, texts,
                                                  max_length)["input_ids"]]

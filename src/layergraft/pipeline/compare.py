@@ -71,40 +71,6 @@ def plan_runs(
     return [RunKey(m, s, n, seed) for n in layers for seed in seeds for m, s in unique]
 
 
-def strategy_label(strategy: str, heal_steps: int = 0) -> str:
-    """How runs and reports name a strategy: healing before training shows
-    (`distill+heal26`), since it is another recipe; `heal` alone is its own strategy."""
-    return f"{strategy}+heal{heal_steps}" if heal_steps and strategy != "heal" else strategy
-
-
-def record_rows(record: Mapping, budget: float = 1.0) -> list[dict]:
-    """A compress results record flattened to the long rows the report reads.
-
-    `budget` is the run's fraction of the full training budget (0 for surgery only).
-    """
-    speed = record.get("speed") or {}
-    ratios = speed.get("throughput_ratio") or {}
-    budget = 0.0 if record["strategy"] == "none" else budget
-    healed = (record.get("heal") or {}).get("steps", 0)
-    base = {"task": record["task"], "method": record["method"],
-            "strategy": strategy_label(record["strategy"], healed),
-            "layers": record["layers"], "budget": budget,
-            "seed": record["seed"], "params": record["student"]["parameters"],
-            "teacher_params": record["teacher"]["parameters"],
-            "throughput_ratio": ratios.get("32"), "throughput_ratio_b1": ratios.get("1"),
-            "train_seconds": record["train"]["seconds"]}
-    rows = []
-    for split, result in record.items():
-        if not isinstance(result, Mapping) or "metrics" not in result:
-            continue
-        for metric, value in result["metrics"].items():
-            rows.append({**base, "split": split, "metric": metric, "value": value,
-                         "teacher_value": result["teacher"][metric],
-                         "retention": result["retention"][metric],
-                         "agreement": result["agreement"], "examples": result["examples"]})
-    return rows
-
-
 def run_comparison(
     teacher_path: str,
     task,
@@ -198,28 +164,3 @@ def grid_cells(teacher_path: str, task, out_dir: str | os.PathLike, runs: Sequen
                                   "choose another --out")
     for key, cell in cells:
         yield key, compress(teacher_path, source, **cell)
-
-
-def write_rows(rows: Sequence[Mapping], out_dir: str | os.PathLike) -> None:
-    from layergraft.report.tables import write_csv
-
-    write_json_atomic(Path(out_dir) / ROWS_JSON, list(rows))
-    write_csv(rows, Path(out_dir) / ROWS_CSV)
-
-
-def write_comparison_report(rows: Sequence[Mapping], out_dir: str | os.PathLike,
-                            title: str, analysis_dir: str | os.PathLike | None = None):
-    """report.md / report.html with the result tables and plots, plus the analysis maps."""
-    from layergraft.report.render import write_report
-    from layergraft.scoring.analysis import HEAD_PLOT, NEURON_PLOT, SIMILARITY_PLOT
-
-    captions = {"Teacher: similarity between layers": SIMILARITY_PLOT,
-                "Teacher: head importance": HEAD_PLOT,
-                "Teacher: neuron importance": NEURON_PLOT}
-    images = {}
-    if analysis_dir is not None:
-        images = {caption: Path(analysis_dir) / name for caption, name in captions.items()
-                  if (Path(analysis_dir) / name).is_file()}
-    return write_report(rows, out_dir, title, images)
-
-

@@ -16,18 +16,21 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from layergraft.errors import LayergraftError
 from layergraft.models import check_output_dir, load_for_task, load_trained, save_model
+from layergraft.objectives.task.repair import (  # noqa: F401 (also imported from here)
+    recalibrate_after_surgery,
+    refit_after_surgery,
+)
 from layergraft.report.model_card import write_card
 from layergraft.runtime import Runtime
 from layergraft.scoring.analysis import (
     Analysis,
     AnalysisSettings,
-    analysis_batches,
     load_analysis,
     measure,
     save_analysis,
 )
 from layergraft.surgery.graft import graft_model
-from layergraft.surgery.manifest import GraftStep, Manifest
+from layergraft.surgery.manifest import Manifest
 from layergraft.surgery.methods import NEEDS_SCORES, NEEDS_SIMILARITY, GraftOptions
 from layergraft.surgery.plan import Plan, check_target_depth
 from layergraft.surgery.width import check_heads
@@ -114,35 +117,6 @@ def graft_path(
     saved = save_model(student, tokenizer, out_dir, manifest=manifest, overwrite=overwrite)
     write_card(saved, manifest.to_dict())
     return saved
-
-
-def refit_after_surgery(student: PreTrainedModel, source: PreTrainedModel, step: GraftStep,
-                        task: Task, tokenizer: PreTrainedTokenizerBase,
-                        settings: AnalysisSettings) -> None:
-    """Refit the step's new layers on the analysis sample; record how in the step."""
-    from layergraft.surgery.refit import REFIT_RIDGE, refit_outputs
-
-    report = refit_outputs(student, source, step.span_ends(),
-                           analysis_batches(task, tokenizer, settings), ridge=REFIT_RIDGE,
-                           progress=settings.progress)
-    step.refit = {"samples": settings.samples, "split": settings.split, "seed": settings.seed,
-                  "ridge": REFIT_RIDGE, "layers": report}
-
-
-def recalibrate_after_surgery(student: PreTrainedModel, source: PreTrainedModel,
-                              step: GraftStep, task: Task, tokenizer: PreTrainedTokenizerBase,
-                              settings: AnalysisSettings) -> None:
-    """Match the output statistics of every layer that stands for a span of two or more
-    source layers to the source's state at the span's end (REPAIR); record how in the step."""
-    from layergraft.surgery.recalibrate import recalibrate_norms
-
-    groups = Plan.from_dict(step.plan).groups if step.plan else [r.sources for r in step.recipes]
-    repaired = [i for i, group in enumerate(groups) if len(group) > 1]
-    report = recalibrate_norms(student, source, step.span_ends(), repaired,
-                               analysis_batches(task, tokenizer, settings),
-                               progress=settings.progress)
-    step.recalibrated = {"samples": settings.samples, "split": settings.split,
-                         "seed": settings.seed, "layers": report}
 
 
 def _judge(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: Task | None,

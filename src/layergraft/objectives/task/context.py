@@ -1,6 +1,6 @@
 """The work of one compress run on its loaded teacher and data: surgery (with refit and
 recalibration), healing, progressive merging, and the one training code path of every method
-and strategy (under the collapse guard). `layergraft.pipeline.compress` says what a run is."""
+and strategy (under the collapse guard). `layergraft.objectives.task.run` says what a run is."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING
 from accelerate import PartialState
 
 from layergraft.models import holds_model, load_classifier, save_model
-from layergraft.pipeline.healing import heal_stage
-from layergraft.pipeline.runs import CHECKPOINTS, PROGRESSIVE
-from layergraft.pipeline.strategies import ONE
-from layergraft.pipeline.workflows import recalibrate_after_surgery, refit_after_surgery
+from layergraft.objectives.runs import CHECKPOINTS, PROGRESSIVE
+from layergraft.objectives.strategies import ONE
+from layergraft.objectives.task.healing import heal_stage
+from layergraft.objectives.task.repair import recalibrate_after_surgery, refit_after_surgery
 from layergraft.scoring.analysis import (
     Analysis,
     AnalysisSettings,
@@ -47,7 +47,7 @@ from layergraft.training.train import train
 from layergraft.utils import short_hash, write_json_atomic
 
 if TYPE_CHECKING:
-    from layergraft.pipeline.compress import _Run
+    from layergraft.objectives.task.run import _Run
 
 
 class RunContext:
@@ -150,21 +150,24 @@ class RunContext:
             self.state.wait_for_everyone()
         return model, manifest, stages
 
+    def distill_loss(self, student, manifest: Manifest):
+        """The distillation loss: logits (and hidden states, attention where asked) of the
+        teacher, cached once for the training split (`layergraft.training.distill`)."""
+        run = self.run
+        layer_map = layer_map_from_manifest(manifest) if run.distill.uses_hidden else []
+        teacher = TeacherCache.build(self.teacher, self.encoded["train"], self.tokenizer,
+                                     layers=layer_map, cache_dir=run.cache,
+                                     batch_size=run.training.eval_batch_size)
+        attention = attention_teacher(run.distill.attention_weight, self.teacher, student,
+                                      manifest)
+        return make_distill_loss(teacher, run.distill, layer_map=layer_map, attention=attention)
+
     def train_stage(self, student, manifest: Manifest, steps: int, output_dir: Path,
                     schedule: OneSchedule | None = None) -> dict:
         """The one training code path of every method and strategy (`schedule`: a stage of
         progressive's one schedule)."""
         run = self.run
-        loss_fn = None
-        if run.strategy != "finetune":
-            layer_map = layer_map_from_manifest(manifest) if run.distill.uses_hidden else []
-            teacher = TeacherCache.build(self.teacher, self.encoded["train"], self.tokenizer,
-                                         layers=layer_map, cache_dir=run.cache,
-                                         batch_size=run.training.eval_batch_size)
-            attention = attention_teacher(run.distill.attention_weight, self.teacher, student,
-                                          manifest)
-            loss_fn = make_distill_loss(teacher, run.distill, layer_map=layer_map,
-                                        attention=attention)
+        loss_fn = None if run.strategy == "finetune" else self.distill_loss(student, manifest)
         config = replace(run.training, output_dir=str(output_dir), max_steps=steps,
                          batch_size=run.training.batch_size // self.state.num_processes,
                          seed=run.seed, precision=run.runtime.precision,

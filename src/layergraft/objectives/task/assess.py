@@ -16,7 +16,7 @@ import numpy as np
 
 from layergraft.data.encoding import LABELS, encode
 from layergraft.data.metrics import compute_metrics
-from layergraft.pipeline.evaluation import agreement, predict
+from layergraft.objectives.task.evaluation import agreement, predict
 from layergraft.training.distill import TeacherCache
 from layergraft.utils import write_bytes_atomic
 
@@ -62,10 +62,9 @@ def score_student(student, sets: dict, teacher_preds: dict[str, np.ndarray], tok
     return {**out, "predictions": predictions_path.name}
 
 
-def time_student(teacher, student, dev, *, precision: str, seed: int) -> dict:
-    """Teacher and student timed in the same run on the dev split's real lengths."""
-    from layergraft.pipeline.bench import measure_speed
-
+def time_student(teacher, student, dev, *, precision: str, seed: int, measure_speed) -> dict:
+    """Teacher and student timed in the same run on the dev split's real lengths, by
+    `measure_speed` (`layergraft.pipeline.bench`'s, which the pipeline hands in)."""
     lengths = [len(ids) for ids in dev["input_ids"]]
     rows = measure_speed({"teacher": teacher, "student": student.eval()}, lengths,
                          precision=precision, seed=seed)

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from layergraft.models import holds_model, load_classifier, save_model
-from layergraft.pipeline.runs import HEALED
+from layergraft.objectives.runs import HEALED
 from layergraft.surgery.arch import num_layers
 from layergraft.surgery.manifest import Manifest
 from layergraft.training.heal import HealConfig, heal, heal_charge, healable
