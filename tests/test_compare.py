@@ -7,7 +7,7 @@ import json
 import pytest
 from tiny_task import one_thread, train_tiny_teacher, write_tiny_task  # noqa: F401
 
-import layergraft.pipeline.compress as strategies
+import layergraft.objectives.task.run as strategies
 from layergraft.errors import LayergraftError
 from layergraft.pipeline.compare import (
     RunKey,

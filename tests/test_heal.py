@@ -11,7 +11,7 @@ from layergraft.data.encoding import encode
 from layergraft.data.tasks import load_task
 from layergraft.errors import LayergraftError
 from layergraft.models import load_classifier
-from layergraft.pipeline import healing
+from layergraft.objectives.task import healing
 from layergraft.pipeline.compress import compress
 from layergraft.runtime import Runtime
 from layergraft.scoring.analysis import AnalysisSettings
@@ -121,7 +121,7 @@ def test_an_interrupted_run_does_not_heal_again(inputs, tmp_path, monkeypatch):
     def crash(*args, **kwargs):
         raise KeyboardInterrupt
 
-    from layergraft.pipeline.context import RunContext
+    from layergraft.objectives.task.context import RunContext
 
     monkeypatch.setattr(RunContext, "train_stage", crash)
     options = dict(strategy="distill", heal=HealConfig(steps=4, batch_size=16))

@@ -179,8 +179,8 @@ def test_plans_that_keep_a_bottom_block_intact():
 
 
 def test_auto_rate_and_plan_are_chosen_on_dev_by_cached_probes(inputs, tmp_path, monkeypatch):
+    from layergraft.objectives.task import run as compress_module
     from layergraft.pipeline import auto
-    from layergraft.pipeline import compress as compress_module
 
     teacher, task, cache = inputs
     executed = []

@@ -12,6 +12,7 @@ from tiny_lm import tiny_char_tokenizer
 from layergraft.data import lm_text, movies
 from layergraft.data.lm_text import (
     blocks,
+    blocks_dataset,
     eval_windows,
     hash_split,
     load_texts,
@@ -113,3 +114,10 @@ def test_the_window_is_1024_when_the_text_allows_else_the_largest_power_of_two_t
     with pytest.raises(LayergraftError, match="too short for one window"):
         eval_windows(torch.arange(1))
     assert lm_text.DEFAULT_WINDOW == 1024
+
+
+def test_blocks_become_a_dataset_keyed_by_row_for_the_teacher_cache():
+    rows = blocks(torch.arange(30), 10)
+    data = blocks_dataset(rows)
+    assert data["example_id"] == [0, 1, 2] and data["input_ids"][1] == list(range(10, 20))
+    assert all(sum(mask) == 10 for mask in data["attention_mask"])

@@ -16,8 +16,8 @@ from layergraft.data.encoding import encode
 from layergraft.data.tasks import load_task
 from layergraft.errors import LayergraftError
 from layergraft.models import load_classifier
-from layergraft.pipeline import compress as compress_module
-from layergraft.pipeline import context as strategies
+from layergraft.objectives.task import context as strategies
+from layergraft.objectives.task import run as compress_module
 from layergraft.pipeline.compress import compress
 from layergraft.pipeline.evaluation import predict
 from layergraft.scoring.analysis import AnalysisSettings

@@ -22,13 +22,14 @@ DECODER_FAMILIES = {
 
 def tiny_decoder(family: str, tied: bool = False, seed: int = 0,
                  **overrides) -> PreTrainedModel:
-    """A seeded random *ForCausalLM in eval mode (float32, sdpa attention)."""
-    config = AutoConfig.for_model(
-        family, vocab_size=VOCAB, hidden_size=32, num_attention_heads=HEADS,
-        num_key_value_heads=KV_HEADS, head_dim=HEAD_DIM, intermediate_size=FFN,
-        num_hidden_layers=LAYERS, max_position_embeddings=64, initializer_range=0.3,
-        tie_word_embeddings=tied, pad_token_id=0, bos_token_id=1, eos_token_id=2,
-        **{**DECODER_FAMILIES[family], **overrides})
+    """A seeded random *ForCausalLM in eval mode (float32, sdpa attention); `overrides` may
+    replace any config field, the sizes above included."""
+    config = AutoConfig.for_model(family, **{
+        "vocab_size": VOCAB, "hidden_size": 32, "num_attention_heads": HEADS,
+        "num_key_value_heads": KV_HEADS, "head_dim": HEAD_DIM, "intermediate_size": FFN,
+        "num_hidden_layers": LAYERS, "max_position_embeddings": 64, "initializer_range": 0.3,
+        "tie_word_embeddings": tied, "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2,
+        **DECODER_FAMILIES[family], **overrides})
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa").eval()
     with torch.no_grad():

@@ -104,36 +104,12 @@ def evaluate(model: str, task: str | TaskSource | None = None, *,
     agreement, the frozen-embedding probes on `eval_tasks` (default movie-sentiment and
     movie-rating, or `task`) side by side with the teacher's, and the mean cosine on `texts`
     (a file), by `layergraft.embeddings.fidelity.evaluate_folder`."""
-    if objective == "embedding":
-        from layergraft.embeddings.fidelity import DEFAULT_EVAL_TASKS, evaluate_folder
-        from layergraft.embeddings.texts import read_texts
-        from layergraft.runtime import Runtime
+    from layergraft.objectives.base import get_objective
 
-        tasks = eval_tasks or ([task] if task is not None else DEFAULT_EVAL_TASKS)
-        return [evaluate_folder(model, teacher, eval_tasks=tasks,
-                                texts=read_texts(texts) if texts is not None else None,
-                                device=str(Runtime.resolve(device, precision).device))]
-    from layergraft.data.tasks import as_source
-    from layergraft.errors import LayergraftError
-
-    if task is None:
-        raise LayergraftError("give --task to evaluate a classifier (or --objective embedding "
-                              "for a sentence-transformers model)")
-    from layergraft.models import load_for_task
-    from layergraft.pipeline.evaluation import evaluate_model
-    from layergraft.runtime import Runtime
-
-    runtime = Runtime.resolve(device, precision)
-    loaded = as_source(task).load()
-    classifier, tokenizer = load_for_task(model, loaded,
-                                          allow_untrained_head=allow_untrained_head)
-    classifier.to(runtime.device)
-    splits = splits or list(loaded.spec.eval_splits)
-    targets = [(loaded, name) for name in splits if name != "ood"]
-    if "ood" in splits:
-        targets += [(other, "test") for other in loaded.ood().values()]
-    return [evaluate_model(classifier, tokenizer, target, name, precision=runtime.precision)
-            for target, name in targets]
+    return get_objective(objective).evaluate(
+        model, task, splits=splits, device=device, precision=precision,
+        allow_untrained_head=allow_untrained_head, teacher=teacher, eval_tasks=eval_tasks,
+        texts=texts)
 
 
 def compress(teacher: str, task: str | TaskSource | None = None, *, layers: int,
@@ -141,7 +117,7 @@ def compress(teacher: str, task: str | TaskSource | None = None, *, layers: int,
              texts: str | os.PathLike | None = None, **options) -> dict:
     """`layergraft compress`: surgery, training by one strategy, evaluation against the teacher
     and speed; the student, its manifest and results.json are saved to `out` (resumable).
-    `options` are those of `layergraft.pipeline.compress.compress`: method, strategy, budget,
+    `options` are those of `layergraft.objectives.task.TaskObjective.run`: method, strategy, budget,
     seed, precision, device, distill, graft_options, analysis, training, refit_samples, pairs,
     ood, speed, progressive_schedule ("per-stage" or "one": progressive's stages on one
     optimizer and learning-rate curve), overwrite, allow_untrained_head, recalibrate_samples,
@@ -149,25 +125,15 @@ def compress(teacher: str, task: str | TaskSource | None = None, *, layers: int,
     number or "auto") and `plan` ("uniform", "intact:K", spans, or "auto"); `dry_run=True`
     runs nothing and returns the run's status ("done", "stale" or "to do").
 
-    `objective="embedding"` compresses a sentence-transformers model instead (`teacher` a
-    sentence-transformers folder, 'minilm' or 'mpnet'), trained on the teacher's embeddings
-    of unlabeled `texts` (a file) or of `task`'s training texts:
-    `layergraft.embeddings.compress.compress_embedding` takes the options."""
-    if objective == "embedding":
-        from layergraft.embeddings.compress import compress_embedding
-
-        return compress_embedding(teacher, layers=layers, out=out, texts=texts, task=task,
-                                  **options)
-    from layergraft.errors import LayergraftError
-
-    if objective != "task":
-        raise LayergraftError(f"unknown objective '{objective}': choose task or embedding")
-    if task is None or texts is not None:
-        raise LayergraftError("--objective task trains on a labelled --task (and takes no "
-                              "--texts; that is --objective embedding)")
+    `objective` is what the model is for (`layergraft.objectives`): "embedding" compresses a
+    sentence-transformers model instead (`teacher` a sentence-transformers folder, 'minilm'
+    or 'mpnet'), trained on the teacher's embeddings of unlabeled `texts` (a file) or of
+    `task`'s training texts: `layergraft.objectives.embedding.EmbeddingObjective.run` takes
+    the options."""
     from layergraft.pipeline.auto import compress_auto
 
-    return compress_auto(teacher, task, layers=layers, out_dir=out, **options)
+    return compress_auto(teacher, task, layers=layers, out_dir=out, objective=objective,
+                         **({"texts": texts} if texts is not None else {}), **options)
 
 
 def compare(teacher: str, task: str | TaskSource | None, *, out: str | os.PathLike,
@@ -184,25 +150,20 @@ def compare(teacher: str, task: str | TaskSource | None, *, out: str | os.PathLi
 
     `objective="embedding"` runs the grid with `compress(objective="embedding")` (training
     text: `texts=FILE` or `task`'s train texts) and writes results.json (rows, the teacher's
-    first) and report.md (`layergraft.embeddings.compare`)."""
+    first) and report.md (the objective's rows and report: `layergraft.objectives`)."""
+    from layergraft.objectives.base import get_objective
     from layergraft.pipeline.compare import grid_status, plan_runs, run_comparison
 
-    if objective == "embedding" and graft_strategies is None:
-        graft_strategies = ()  # the classifier's graft extras (finetune, ...) do not apply
+    if graft_strategies is None:  # the objective's own (a classifier: every strategy)
+        graft_strategies = get_objective(objective).graft_grid
     grid = {"methods": methods, "graft_strategies": graft_strategies}
     runs = plan_runs(layers, strategies=strategies, seeds=seeds,
                      **{name: value for name, value in grid.items() if value is not None})
     if dry_run:
         for reporting in ("title", "on_result"):
             options.pop(reporting, None)
-    if objective == "embedding":
-        from layergraft.embeddings.compare import compare_embedding, embedding_grid_status
-
-        run = embedding_grid_status if dry_run else compare_embedding
-        return run(teacher, task, out, runs, **options)
-    if dry_run:
-        return grid_status(teacher, task, out, runs, **options)
-    return run_comparison(teacher, task, out, runs, **options)
+        return grid_status(teacher, task, out, runs, objective=objective, **options)
+    return run_comparison(teacher, task, out, runs, objective=objective, **options)
 
 
 def bench(models: Sequence[str], task: str | TaskSource, *, split: str = "dev",
@@ -251,7 +212,8 @@ def load(model: str, num_labels: int | None = None
 def export(model: str, *, out: str | os.PathLike, quantize: str | Sequence[str] | None = None,
            optimize: bool = False, task: str | TaskSource | None = None,
            split: str | None = None, overwrite: bool = False,
-           allow_untrained_head: bool = False) -> dict:
+           allow_untrained_head: bool = False, format: str = "onnx",
+           gguf_type: str | None = None) -> dict:
     """`layergraft export`: `model` as ONNX in `out` (model.onnx; model.int8.onnx with
     `quantize="int8"`, ONNX Runtime dynamic int8; model.int8-static.onnx with "int8-static",
     QDQ calibrated on `task`'s training texts; both with "int8,int8-static"; with `optimize`,
@@ -259,7 +221,9 @@ def export(model: str, *, out: str | os.PathLike, quantize: str | Sequence[str] 
     `layergraft.deploy.variants`) with its tokenizer, config and graft
     manifest, verified against PyTorch: on `task`'s dev split (or `split`) when given, else on
     built-in sentences. Returns the report, also written to `out/export_report.json`; a failed
-    check raises LayergraftError after the report is written."""
+    check raises LayergraftError after the report is written. `format="gguf"`: a decoder LLM
+    as out/model.gguf for llama.cpp and ollama instead (`gguf_type` f32, f16 (default) or
+    q8_0), verified by reloading it with transformers' GGUF loader."""
     from layergraft.data.tasks import as_source
     from layergraft.deploy.export import export_model
     from layergraft.models import resolve_model
@@ -267,4 +231,5 @@ def export(model: str, *, out: str | os.PathLike, quantize: str | Sequence[str] 
     loaded = as_source(task).load() if task is not None else None
     return export_model(resolve_model(model), out, quantize=quantize, optimize=optimize,
                         task=loaded, split=split,
-                        overwrite=overwrite, allow_untrained_head=allow_untrained_head)
+                        overwrite=overwrite, allow_untrained_head=allow_untrained_head,
+                        format=format, gguf_type=gguf_type)

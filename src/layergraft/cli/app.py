@@ -174,9 +174,9 @@ def evaluate(
                            teacher=teacher, texts=texts,
                            eval_tasks=eval_tasks(eval_task) if embedding else None)
     if embedding:
-        from layergraft.embeddings.report import headline
+        from layergraft.objectives.base import get_objective
 
-        typer.echo(f"{model}: {headline(records[0])}")
+        typer.echo(f"{model}: {get_objective(objective).headline(records[0])}")
     else:
         typer.echo(format_table(records))
     if json_path is not None:
@@ -217,9 +217,9 @@ def compress(
                               eval_tasks=eval_tasks(eval_task),
                               strategy=strategy, budget=budget, seed=seed, device=device,
                               precision=precision, overwrite=overwrite, **options)
-        from layergraft.embeddings.report import headline
+        from layergraft.objectives.base import get_objective
 
-        typer.echo(headline(record))
+        typer.echo(get_objective(objective).headline(record))
         typer.echo(f"saved the {layers}-layer sentence-transformers model and results.json "
                    f"to {out}")
         return
@@ -300,11 +300,11 @@ def compare(
 
         typer.echo(format_status(api.compare(teacher, task, out=out, dry_run=True, **grid)))
         return
-    if embedding:
-        from layergraft.embeddings.report import headline
+    from layergraft.objectives.base import get_objective
+
+    headline = get_objective(objective).headline
     api.compare(teacher, task, out=out, **grid,
-                on_result=lambda key, record: typer.echo(
-                    f"done {key.name}: " + (headline if embedding else _headline)(record)))
+                on_result=lambda key, record: typer.echo(f"done {key.name}: {headline(record)}"))
     typer.echo(f"wrote results.json and report.md to {out}" if embedding else
                f"wrote results.csv, results.json and report.md/.html to {out}")
 
@@ -369,15 +369,6 @@ def _print_scores(task: str, by_split: dict) -> None:
     for split, metrics in by_split.items():
         scores = ", ".join(f"{name} {100 * value:.2f}" for name, value in metrics.items())
         typer.echo(f"{task} {split}: {scores}")
-
-
-def _headline(record: dict) -> str:
-    metric = record["primary_metric"]
-    split = "test" if "test" in record else "dev"
-    result = record[split]
-    return (f"{split} {metric} {100 * result['metrics'][metric]:.2f} "
-            f"(teacher {100 * result['teacher'][metric]:.2f}, agreement "
-            f"{100 * result['agreement']:.1f}%)")
 
 
 from layergraft.cli import tools  # noqa: E402,F401  (export, demo, assets after the core)

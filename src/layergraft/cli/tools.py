@@ -36,17 +36,27 @@ def export(
         "sentences) and score int8 against fp32 on it.")] = None,
     overwrite: OverwriteOpt = False,
     untrained_head: UntrainedHeadOpt = False,
+    format: Annotated[str, typer.Option(
+        "--format", help="onnx (default: the graphs above) or gguf: a decoder LLM (llama, "
+        "mistral, qwen2, qwen3) as model.gguf for llama.cpp and ollama, reloaded with "
+        "transformers' GGUF loader and its logits checked against the student.")] = "onnx",
+    gguf_type: Annotated[str | None, typer.Option(
+        "--gguf-type", help="Precision of model.gguf's matrices with --format gguf: f32, f16 "
+        "(default) or q8_0 (llama.cpp's 8-bit blocks of 32, where a row is a whole number of "
+        "blocks; other matrices f16); norms and biases stay f32.")] = None,
 ) -> None:
     """ONNX export (fp32; int8 and static int8 with --quantize; fused graphs with
-    --optimize), verified against PyTorch."""
+    --optimize), verified against PyTorch; or --format gguf for a decoder LLM."""
     from layergraft import api
-    from layergraft.report.export_card import summary_lines
+    from layergraft.report import export_card, gguf_card
 
     report = api.export(model, out=out, quantize=quantize, optimize=optimize, task=task,
-                        overwrite=overwrite, allow_untrained_head=untrained_head)
-    for line in summary_lines(report):
+                        overwrite=overwrite, allow_untrained_head=untrained_head,
+                        format=format, gguf_type=gguf_type)
+    card = gguf_card if report.get("format") == "gguf" else export_card
+    for line in card.summary_lines(report):
         typer.echo(line)
-    graphs = [name for name in report["files"] if name.endswith(".onnx")]
+    graphs = [name for name in report["files"] if name.endswith((".onnx", ".gguf"))]
     typer.echo(f"wrote {', '.join(graphs)} and export_report.json to {out}")
 
 

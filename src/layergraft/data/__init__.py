@@ -6,6 +6,8 @@
 - `movies`: the offline Hutto & Gilbert sentiment corpora and their fixed split
 - `encoding`: tokenised splits, dynamic padding, data loaders
 - `metrics`: metric functions with metadata (`higher_is_better`)
+- `lm_text`: text for language modelling (`--texts`, the built-in movie-text and held-out
+  corpora), split by document, as one token stream cut into blocks and windows
 
 Imports only `layergraft.errors` and `layergraft.utils`; never runs a model.
 """

@@ -43,7 +43,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import datasets
 import torch
+from transformers import PreTrainedTokenizerBase
 
 from layergraft.errors import LayergraftError
 
@@ -129,7 +131,7 @@ def hash_split(documents: Sequence[str], salt: str = SPLIT_SALT) -> dict[str, li
     return splits
 
 
-def token_stream(tokenizer, documents: Sequence[str]) -> torch.Tensor:
+def token_stream(tokenizer: PreTrainedTokenizerBase, documents: Sequence[str]) -> torch.Tensor:
     """All documents' tokens in order, EOS after each one (when the tokenizer has an EOS),
     as one int64 vector."""
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
@@ -203,3 +205,11 @@ def eval_windows(stream: torch.Tensor, window: int | None = None, *,
         raise LayergraftError(f"a window of {window} tokens is longer than the model takes "
                               f"({max_positions} positions)")
     return blocks(stream, window, max_windows)
+
+
+def blocks_dataset(rows: torch.Tensor) -> datasets.Dataset:
+    """Training blocks [n, length] as a `datasets.Dataset` the Trainer reads: `input_ids`,
+    an all-ones `attention_mask`, and `example_id` (the row, the LM teacher cache's key)."""
+    return datasets.Dataset.from_dict({"input_ids": rows.tolist(),
+                                       "attention_mask": torch.ones_like(rows).tolist(),
+                                       "example_id": list(range(len(rows)))})

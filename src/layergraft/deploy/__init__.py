@@ -10,6 +10,9 @@ by ONNX Runtime's transformer optimizer) and checked against PyTorch.
   fusions) and static (QDQ) int8 calibrated on task texts
 - `export`: `export_model`, the whole step: a folder with model.onnx (and the graphs asked
   for), the tokenizer, config, graft manifest, export_report.json and a model card
+- `gguf`: a decoder LLM as model.gguf for llama.cpp and ollama (`--format gguf`; f32, f16 or
+  q8_0; llama, mistral, qwen2, qwen3), reloaded with transformers' GGUF loader and checked;
+  `gguf_vocab`: its byte-level BPE tokenizer as `tokenizer.ggml.*` keys
 - `backends`: the runners `bench` times a model with (torch fp32 / bf16 / int8, ONNX Runtime
   on every graph of `variants`), each running a batch dict
 

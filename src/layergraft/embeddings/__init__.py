@@ -6,12 +6,15 @@
 - `texts`: unlabeled training text from a file (lines, or a CSV/TSV/JSONL column) or a task
 - `objective`: the embedding loss, the teacher's embeddings cached once, and training the
   student with sentence-transformers' own trainer
-- `evaluate`: fidelity to the teacher (mean cosine, top-10 neighbour agreement) and a
-  frozen-embedding probe on a task
-- `compress`: `compress_embedding`, the resumable run behind `compress --objective embedding`
+- `evaluate`: fidelity to the teacher (mean cosine, top-10 neighbour agreement) and
+  frozen-embedding probes; `fidelity`: the record of both; `heal`: local healing; `speed`:
+  sentences per second; `report`: records as rows, tables, headlines
+- `compress`: `compress_embedding`, the benchmarks' name for
+  `layergraft.pipeline.compress.compress(objective="embedding")` (the one import above this
+  layer, listed in the contract's `ignore_imports`)
 
-May import `layergraft.surgery`, `layergraft.scoring`, `layergraft.training` (the cache's
-hashing and atomic writes), `layergraft.data` and `layergraft.pipeline.runs` (the run folder
-rules it shares with classifier runs); `layergraft.api` calls it, nothing else below does.
-sentence-transformers is imported inside functions, so `layergraft --help` stays fast.
+The run itself is `layergraft.objectives.embedding`, which uses these pieces. May import
+`layergraft.surgery`, `layergraft.scoring`, `layergraft.training`, `layergraft.data`,
+`layergraft.report` and below. sentence-transformers is imported inside functions, so
+`layergraft --help` stays fast.
 """

@@ -122,9 +122,10 @@ def make_loss(model, cosine_weight: float = 0.0):
 
 def train_embedding(student, texts: list[str], targets: torch.Tensor, *, steps: int,
                     config: EmbeddingTraining, work_dir: str | os.PathLike, seed: int = 0,
-                    device: str = "cpu", precision: str = "fp32") -> dict:
+                    device: str = "cpu", precision: str = "fp32", loss=None) -> dict:
     """Train `student` (in place) for `steps` optimizer steps to reproduce `targets`, the
-    teacher's embeddings of `texts`; returns the trainer's final metrics."""
+    teacher's embeddings of `texts` (by `loss`, default `make_loss`'s); returns the
+    trainer's final metrics."""
     from datasets import Dataset
     from sentence_transformers import (
         SentenceTransformerTrainer,
@@ -144,7 +145,7 @@ def train_embedding(student, texts: list[str], targets: torch.Tensor, *, steps: 
         fp16=precision == "fp16", dataloader_num_workers=0,
     )
     trainer = SentenceTransformerTrainer(model=student, args=args, train_dataset=data,
-                                         loss=make_loss(student, config.cosine_weight))
+                                         loss=loss or make_loss(student, config.cosine_weight))
     start = time.perf_counter()
     output = trainer.train()
     student.eval()

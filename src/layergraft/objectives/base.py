@@ -37,6 +37,8 @@ class Objective(ABC):
     speed_unit: ClassVar[str]  # what the speed check counts per second
     graft_grid: ClassVar[tuple[str, ...]]  # the strategies `compare` runs for graft unless told
     writes_card: ClassVar[bool] = True  # False where the ecosystem's save writes its own
+    comparison_title: ClassVar[str] = "layergraft comparison"
+    speed_none_when_off: ClassVar[bool] = True  # False: no "speed" key at all when not timed
 
     @abstractmethod
     def run(self, teacher: str, data, *, layers: int, out: Path, dry_run: bool = False,
@@ -92,8 +94,8 @@ class Session(ABC):
     def is_main(self) -> bool:
         return True
 
-    def wait(self) -> None:
-        """Wait for every process of the run (one process: nothing to wait for)."""
+    def wait(self) -> None:  # noqa: B027 (one process: nothing to wait for)
+        """Wait for every process of the run."""
 
     @abstractmethod
     def teacher_outputs(self, data):
@@ -160,7 +162,8 @@ class Run(ABC):
         evaluation = session.evaluate(student)
         if session.is_main:
             record.update(evaluation)
-            record["speed"] = session.speed(student, measure_speed) if self.speed else None
+            if self.speed or self.objective.speed_none_when_off:
+                record["speed"] = session.speed(student, measure_speed) if self.speed else None
             record["runtime"] = self.runtime.record()
             record["seconds"] = round(time.perf_counter() - start, 2)
             record["versions"] = versions()

@@ -22,9 +22,9 @@ from pathlib import Path
 
 from layergraft.data.tasks import TaskSource, as_source
 from layergraft.errors import LayergraftError
+from layergraft.objectives.base import get_objective
+from layergraft.objectives.runs import RESULTS_NAME
 from layergraft.pipeline.compress import compress
-from layergraft.pipeline.runs import RESULTS_NAME
-from layergraft.surgery.arch import num_layers
 from layergraft.surgery.plan import plan_spans
 from layergraft.training.budget import Budget
 from layergraft.training.train import TrainConfig, student_training
@@ -41,14 +41,16 @@ def intact_candidates(target_layers: int) -> list[int]:
     return sorted(c for c in counts if c < target_layers)
 
 
-def compress_auto(teacher_path: str, task: str | TaskSource, *, layers: int,
+def compress_auto(teacher_path: str, task: str | TaskSource | None, *, layers: int,
                   out_dir: str | os.PathLike, learning_rate: float | str | None = None,
                   plan: str | None = None, budget: Budget | str = "3 epochs",
                   training: TrainConfig | None = None, probe_share: float = PROBE_SHARE,
-                  **options) -> dict:
+                  objective: str = "task", **options) -> dict:
     """`compress`, with `learning_rate="auto"` and/or `plan="auto"` chosen by probes first
     (any other plan: `uniform`, `intact:K` or explicit spans); the choices and their cost
-    are added to the results as `choices`. `options` go to every `compress` call."""
+    are added to the results as `choices`. `options` go to every `compress` call. A probe
+    is ranked by its objective's `probe_score` (a classifier: dev retention of the primary
+    metric; a sentence encoder: held-out mean cosine to the teacher)."""
     if plan is not None and options.get("pairs"):
         raise LayergraftError("--plan and --pairs both give the plan: pass one")
     plan = plan or options.pop("pairs", None)
@@ -58,11 +60,14 @@ def compress_auto(teacher_path: str, task: str | TaskSource, *, layers: int,
     if options.get("dry_run") and "auto" in (learning_rate, plan):
         return {"status": "to do", "out": str(out_dir), "settings": None,
                 "note": "--lr auto and --plan auto are chosen by probes when the run starts"}
-    source = as_source(task)
-    training = training or student_training()
+    plug = get_objective(objective)
+    source = as_source(task) if task is not None else None
+    options["objective"] = objective
+    if learning_rate is not None:
+        training = training or student_training()
     if learning_rate not in (None, "auto"):
         training = replace(training, learning_rate=float(learning_rate))
-    depth = _depth(teacher_path)
+    depth = plug.depth(teacher_path) if plan or learning_rate == "auto" else 0
     choices: dict = {}
     probe = _Prober(teacher_path, source, layers, budget, probe_share, options)
     if learning_rate == "auto":
@@ -78,7 +83,8 @@ def compress_auto(teacher_path: str, task: str | TaskSource, *, layers: int,
              for name in names})
         plan = names[choices["plan"]["index"]]
     record = compress(teacher_path, source, layers=layers, out_dir=out_dir, budget=budget,
-                      training=training, pairs=plan_spans(plan, depth, layers), **options)
+                      training=training, pairs=plan_spans(plan, depth, layers) if plan else None,
+                      **options)
     if choices and not options.get("dry_run"):
         record["choices"] = choices
         write_json_atomic(Path(out_dir) / RESULTS_NAME, record)
@@ -99,11 +105,18 @@ class _Prober:
         self.options = {k: v for k, v in options.items()
                         if k not in ("seed", "overwrite", "speed", "ood", "dry_run",
                                      "replace_other_runs")}
-        key = {"teacher": content_fingerprint(teacher_path), "task": source.name,
+        objective = options.get("objective", "task")
+        self.plug = get_objective(objective)
+        key = {"teacher": content_fingerprint(teacher_path),
+               "task": source.name if source is not None else None,
                "layers": layers, "budget": str(self.budget),
                "method": options.get("method", "graft"),
                "strategy": options.get("strategy", "distill"),
-               "precision": options.get("precision", "auto")}
+               "precision": options.get("precision", "auto"),
+               # other objectives and their texts (a classifier's keys stay as they were)
+               **({} if objective == "task" else {
+                   "objective": objective, "texts": content_fingerprint(options["texts"])
+                   if options.get("texts") is not None else None})}
         self.folder = cache_root(options.get("cache_dir")) / "probes" / short_hash(
             json.dumps(key, sort_keys=True))
 
@@ -115,19 +128,10 @@ class _Prober:
                               out_dir=self.folder / slug, budget=self.budget, seed=0,
                               speed=False, ood=False, replace_other_runs=True,
                               **{**self.options, **override})
-            metric = record["primary_metric"]
-            scores[name] = record["dev"]["retention"][metric]
+            scores[name] = self.plug.probe_score(record)
             seconds += record["seconds"]
         names = list(candidates)
         best = max(range(len(names)), key=lambda i: (scores[names[i]] or 0.0, -i))
         return {"chosen": names[best], "index": best, "dev_retention": scores,
                 "budget": str(self.budget), "seconds": round(seconds, 2),
                 "folder": str(self.folder)}
-
-
-def _depth(teacher_path: str) -> int:
-    from transformers import AutoConfig
-
-    from layergraft.models import resolve_model
-
-    return num_layers(AutoConfig.from_pretrained(resolve_model(teacher_path)))

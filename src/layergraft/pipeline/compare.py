@@ -1,4 +1,5 @@
-"""`layergraft compare`: methods x strategies x depths (x seeds) for one teacher and task.
+"""`layergraft compare`: methods x strategies x depths (x seeds) for one teacher and task,
+for any objective (its rows and report: `layergraft.objectives`).
 
 Each run is one `compress` call in its own folder under `out/runs/`, so a rerun after an
 interruption reuses every finished run (compress returns a finished `results.json`
@@ -17,13 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from layergraft.errors import LayergraftError
-from layergraft.pipeline.strategies import GRAFT_GRID, STRATEGIES
+from layergraft.objectives.base import get_objective
+from layergraft.objectives.strategies import GRAFT_GRID, STRATEGIES
+from layergraft.report.rows import record_rows, strategy_label  # noqa: F401 (imported from here)
 from layergraft.surgery.methods import METHODS
 from layergraft.training.budget import Budget
-from layergraft.utils import write_json_atomic
-
-ROWS_JSON = "results.json"
-ROWS_CSV = "results.csv"
 
 
 @dataclass(frozen=True)
@@ -77,23 +76,28 @@ def run_comparison(
     out_dir: str | os.PathLike,
     runs: Sequence[RunKey],
     *,
+    objective: str = "task",
     title: str | None = None,
     on_result: Callable[[RunKey, Mapping], None] | None = None,
     **compress_options,
 ) -> list[dict]:
-    """Run (or reuse) every cell, then write results.csv/json and the report.
+    """Run (or reuse) every cell of `objective`, writing its rows after every run and its
+    report at the end (`layergraft.objectives.base.Objective`: rows, write_rows, report).
 
     `compress_options` go to every `compress` call unchanged (budget, precision, device, distill,
     graft options, ...), which is what keeps the comparison fair.
     """
+    plug = get_objective(objective)
+    title = title or f"{plug.comparison_title}: {teacher_path}"
     rows: list[dict] = []
-    for key, record in grid_cells(teacher_path, task, out_dir, runs, compress_options):
-        rows += record_rows(record, key.budget)
+    record = None
+    for key, record in grid_cells(teacher_path, task, out_dir, runs,
+                                  {**compress_options, "objective": objective}):
+        rows += (plug.teacher_rows(record) if not rows else []) + plug.rows(record, key)
         if on_result is not None:
             on_result(key, record)
-        write_rows(rows, out_dir)
-    write_comparison_report(rows, out_dir, title or f"layergraft comparison: {teacher_path}",
-                            record.get("analysis_dir"))  # the teacher's maps, cached by compress
+        plug.write_rows(rows, Path(out_dir), title)
+    plug.write_report(rows, Path(out_dir), title, record)
     return rows
 
 
@@ -110,7 +114,7 @@ def grid_status(teacher_path: str, task, out_dir: str | os.PathLike, runs: Seque
 
 def format_status(rows: Sequence[Mapping]) -> str:
     """`grid_status` rows as a table, then how many runs are in each status."""
-    from layergraft.pipeline.runs import DONE, STALE, TO_DO
+    from layergraft.objectives.runs import DONE, STALE, TO_DO
     from layergraft.report.tables import text_table
 
     columns = ("run", "method", "strategy", "layers", "seed", "status")
@@ -129,8 +133,8 @@ def grid_cells(teacher_path: str, task, out_dir: str | os.PathLike, runs: Sequen
     not after hours of others: a stale run (finished with other settings) is refused unless
     `replace_other_runs`."""
     from layergraft.data.tasks import as_source
-    from layergraft.pipeline.runs import STALE
-    from layergraft.pipeline.strategies import PER_STAGE, check_request
+    from layergraft.objectives.runs import STALE
+    from layergraft.objectives.strategies import PER_STAGE, check_request
 
     if not runs:
         raise LayergraftError("nothing to compare: give at least one method and depth")

@@ -14,6 +14,10 @@ JSONL goes through the `datasets` json builder, which needs no network. The mode
 already-loaded PyTorch model wrapped in lm-eval's ``HFLM``: the teacher and the student are
 scored the same way, with no export.
 
+Measured (SmolLM2-135M-Instruct, fp32, one CPU thread, 95 s for 400 examples): 76.8 +- 2.1%
+on the movie snippets and 71.3 +- 2.3% on the NYT editorial snippets (per_class 200): the
+task is well above chance for the teacher, so a student's loss shows.
+
 Needs the optional extra ``pip install 'layergraft[lm]'`` (lm-eval).
 """
 
@@ -26,7 +30,7 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from transformers import PreTrainedModel
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from layergraft.errors import LayergraftError
 from layergraft.utils import write_bytes_atomic
@@ -75,8 +79,8 @@ def write_sentiment_task(folder: str | os.PathLike, *, corpus: str = "movies",
     return name
 
 
-def harness_scores(models: Mapping[str, PreTrainedModel], tokenizer, *, corpus: str = "movies",
-                   per_class: int = 200, batch_size: int = 8,
+def harness_scores(models: Mapping[str, PreTrainedModel], tokenizer: PreTrainedTokenizerBase,
+                   *, corpus: str = "movies", per_class: int = 200, batch_size: int = 8,
                    folder: str | os.PathLike | None = None) -> dict[str, dict]:
     """Zero-shot accuracy of each model on the local sentiment task: {name: record}.
     The task files go to `folder` when given (kept), else to a temporary one."""

@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
-from transformers import GenerationConfig, PreTrainedModel
+from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 PROMPTS = (
     "The movie was",
@@ -60,7 +60,8 @@ def lm_fidelity(teacher: PreTrainedModel, student: PreTrainedModel, windows: tor
             "kl": sums["kl"] / tokens, "agreement": sums["agree"] / tokens}
 
 
-def greedy_continuations(teacher: PreTrainedModel, student: PreTrainedModel, tokenizer,
+def greedy_continuations(teacher: PreTrainedModel, student: PreTrainedModel,
+                         tokenizer: PreTrainedTokenizerBase,
                          prompts: Sequence[str] = PROMPTS, *, max_new_tokens: int = 24
                          ) -> list[dict]:
     """Each prompt's greedy continuation by teacher and by student, and how many of their

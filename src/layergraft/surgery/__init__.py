@@ -4,6 +4,7 @@
 - `decoder`: what differs for Llama-family decoders (KV groups, folded RMSNorms, layer types)
 - `plan`: which adjacent layers become one (a validated, serialisable partition)
 - `methods`: compression methods as recipe makers (graft, random, average, drop-*)
+- `decoder_baselines`: the decoder LLM baselines (shortgpt, angular, sleb, laco, streamline)
 - `width`: FFN width of the new layers (--ffn-size) and why encoder heads stay whole
 - `recipes`: the surgery itself, recipes -> weights (a pure function, input untouched)
 - `choose`: per-span graft options chosen by a caller's judge of span error (reconstruction)

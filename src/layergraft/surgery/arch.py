@@ -33,6 +33,8 @@ class ArchSpec:
     group (`num_heads`); `ffn_gate` is SwiGLU's gate, selected with `ffn_in` row by row;
     `head_norms` pairs a per-head norm (Qwen3's q_norm) with the projection it follows.
     `ffn_config` is the config field of the FFN width, which surgery sets to the new width.
+    `final_norm` (relative to the base model) is a decoder's norm after its last layer, which
+    the last entry of `hidden_states` has passed through (healing matches it).
     """
 
     model_type: str
@@ -48,6 +50,7 @@ class ArchSpec:
     ffn_gate: str | None = None
     head_norms: tuple[tuple[str, str], ...] = ()
     ffn_config: str = "intermediate_size"
+    final_norm: str | None = None
 
     @property
     def slot_aligned(self) -> bool:
@@ -78,6 +81,7 @@ _LLAMA_LIKE = dict(
     ffn_out="mlp.down_proj",
     ffn_norm="post_attention_layernorm",
     decoder=True,
+    final_norm="norm",
 )
 
 ARCH_SPECS: Mapping[str, ArchSpec] = {

@@ -9,6 +9,7 @@ from transformers import PreTrainedModel
 from layergraft.errors import LayergraftError
 from layergraft.surgery.arch import ArchSpec, ffn_width, num_heads, num_layers, spec_for
 from layergraft.surgery.choose import SpanJudge, choose_recipes
+from layergraft.surgery.decoder_baselines import NEEDS_BLOCKS, BlockEvidence
 from layergraft.surgery.manifest import GraftStep, Manifest
 from layergraft.surgery.methods import (
     NEEDS_SCORES,
@@ -40,6 +41,7 @@ def graft_model(
     manifest: Manifest | None = None,
     spec: ArchSpec | None = None,
     judge: SpanJudge | None = None,
+    blocks: BlockEvidence | None = None,
 ) -> tuple[PreTrainedModel, Manifest]:
     """Return (new model, manifest with this step appended); `model` is left untouched.
 
@@ -48,7 +50,8 @@ def graft_model(
     to the original teacher. `judge` measures candidate layers on calibration data; options
     with `choose="reconstruction"` need it (`layergraft.surgery.choose`). A fractional
     `options.ffn_size` is of the original teacher's width (the manifest's), so the stages of
-    a chained graft keep one width.
+    a chained graft keep one width. `blocks` is what the decoder baselines measured on
+    calibration text (`layergraft.scoring.block_scores.measure_blocks`).
     """
     spec = spec or spec_for(model)
     options = options or GraftOptions()
@@ -74,7 +77,7 @@ def graft_model(
         num_layers=depth, num_heads=num_heads(model.config), ffn_width=ffn_width(model, spec),
         target_layers=target, plan=plan, head_scores=head_scores, neuron_scores=neuron_scores,
         cka=cka, adjacent_cosine=adjacent_cosine, options=options,
-        slot_aligned=spec.slot_aligned, seed=seed, ffn_size=new_width,
+        slot_aligned=spec.slot_aligned, seed=seed, ffn_size=new_width, blocks=blocks,
     )
     options.check_calibration(method, judge is not None)
     choice = None
@@ -98,7 +101,8 @@ def graft_model(
     step = GraftStep(
         method=method, input_layers=depth, recipes=recipes, plan=chosen_plan.to_dict(),
         options=options.to_dict() if method in TAKES_OPTIONS else {},
-        importance=importance_info if method in NEEDS_SCORES else None, seed=seed,
+        importance=importance_info if method in NEEDS_SCORES else (
+            blocks.record() if blocks is not None and method in NEEDS_BLOCKS else None), seed=seed,
         choice=choice, width=width,
     )
     return new_model, Manifest(teacher=dict(manifest.teacher), steps=[*manifest.steps, step])

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, replace
 import torch
 
 from layergraft.errors import LayergraftError
+from layergraft.surgery.decoder_baselines import BASELINES, BlockEvidence
 from layergraft.surgery.plan import Plan
 from layergraft.surgery.recipes import LayerRecipe, Unit, keep_recipe
 from layergraft.surgery.width import parse_ffn_size, shrinks_intact
@@ -135,6 +136,7 @@ class MethodInput:
     slot_aligned: bool = False
     seed: int = 0
     ffn_size: int | None = None  # neurons of every new layer (None: ffn_width)
+    blocks: BlockEvidence | None = None  # calibration evidence of the decoder baselines
 
     def resolved_plan(self) -> Plan:
         """The caller's plan, else the most-similar-first plan, else uniform groups."""
@@ -302,11 +304,15 @@ METHODS: dict[str, Method] = {
 NEEDS_SCORES = frozenset({"graft"})
 TAKES_OPTIONS = frozenset({"graft", "random"})  # the methods GraftOptions shape
 NEEDS_SIMILARITY = frozenset({"drop-similar"})
+# The decoder LLM baselines (`decoder_baselines`), apart from METHODS, the encoder grid that
+# `compare` and the benchmarks run; drop-last (Lu et al. 2026: keep the first N) is drop-top.
+DECODER_METHODS: dict[str, Method] = {**BASELINES, "drop-last": drop_top}
 
 
 def get_method(name: str) -> Method:
-    if name in METHODS:
-        return METHODS[name]
-    close = difflib.get_close_matches(name, METHODS, n=1)
+    known = {**METHODS, **DECODER_METHODS}
+    if name in known:
+        return known[name]
+    close = difflib.get_close_matches(name, known, n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
-    raise LayergraftError(f"unknown method '{name}'{hint}: choose one of {', '.join(METHODS)}")
+    raise LayergraftError(f"unknown method '{name}'{hint}: choose one of {', '.join(known)}")

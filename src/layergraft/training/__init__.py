@@ -2,6 +2,7 @@
 
 - `train`: the transformers Trainer glue (`TrainConfig`, `train`, a student's defaults)
 - `distill`: the distillation loss and a teacher whose outputs are cached once
+- `lm_distill`: the same for causal LMs: top-k next-token KL and a top-k teacher cache
 - `heal`: local healing, each new layer trained on its span's cached teacher states
 - `calibrate`: span errors of candidate layers, the judge of `--choose-by reconstruction`
 - `replace`: module replacement (BERT-of-Theseus) of teacher spans by their new layers

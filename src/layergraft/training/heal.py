@@ -10,7 +10,9 @@ embeddings (without gradients) only to get the arguments its layers take (the at
 MPNet's position bias), then each healed layer alone on its cached input; the other layers
 and the head do not run. Layers that stand for one teacher layer (a copy) are already exact
 and stay as they are. `--refit` (least squares on the FFN output projection alone) is the
-closed-form special case.
+closed-form special case. A decoder heals the same way on `text_windows` batches with a
+`LiveTeacher`; a layer whose span ends the model is compared after the final norm, which
+the teacher's last hidden state has passed.
 
 Cost rule (how healing is charged against a run's budget, so compute comparisons stay fair):
 a heal step over b examples runs h of the student's n layers forward and backward, so it
@@ -35,7 +37,7 @@ from transformers import PreTrainedModel, get_linear_schedule_with_warmup
 from layergraft.data.encoding import loader
 from layergraft.errors import LayergraftError
 from layergraft.runtime import Runtime
-from layergraft.surgery.arch import ArchSpec, encoder_layers, spec_for
+from layergraft.surgery.arch import ArchSpec, encoder_layers, get_submodule, spec_for
 from layergraft.training.distill import MODEL_INPUTS, Teacher, TeacherCache, hidden_mse
 
 
@@ -104,8 +106,8 @@ def _layer_arguments(model: PreTrainedModel, inputs: Mapping, spec: ArchSpec):
 
     handle = encoder_layers(model, spec)[0].register_forward_pre_hook(capture, with_kwargs=True)
     try:
-        with torch.no_grad():
-            model.base_model(**inputs)
+        with torch.no_grad():  # a decoder's KV cache would grow with every layer run on it
+            model.base_model(**inputs, **({"use_cache": False} if spec.decoder else {}))
     except _LayerArguments as captured:
         return captured.args, captured.kwargs
     finally:
@@ -123,14 +125,18 @@ def _padded(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def span_errors(student: PreTrainedModel, teacher: TeacherCache, batches: Sequence[Mapping],
                 span_ends: Sequence[int], spec: ArchSpec | None = None) -> list[float]:
     """Each student layer's token MSE to the end of its span, fed the start of its span."""
-    return layer_errors(student, teacher, batches, heal_spans(span_ends), spec)
+    return layer_errors(student, teacher, batches, heal_spans(span_ends), spec,
+                        top=span_ends[-1])
 
 
 def layer_errors(model: PreTrainedModel, teacher: Teacher, batches: Sequence[Mapping],
-                 spans: Sequence[tuple[int, int]], spec: ArchSpec | None = None) -> list[float]:
+                 spans: Sequence[tuple[int, int]], spec: ArchSpec | None = None,
+                 top: int | None = None) -> list[float]:
     """Layer k's token MSE to teacher state `spans[k][1]`, fed teacher state `spans[k][0]`
     (any spans, so candidates for one span can be layers of one model, judged in one pass),
-    averaged over examples, so it does not depend on how they are batched."""
+    averaged over examples, so it does not depend on how they are batched. `top` is the
+    teacher's last state (its depth): a decoder's has passed the final norm, and so does
+    the output of a layer that stands for it."""
     spec = spec or spec_for(model)
     layers = list(range(len(spans)))
     totals, examples = [0.0] * len(layers), 0
@@ -138,20 +144,22 @@ def layer_errors(model: PreTrainedModel, teacher: Teacher, batches: Sequence[Map
     with torch.no_grad():
         for batch in batches:
             size = len(batch["attention_mask"])
-            losses = _layer_losses(model, teacher, batch, layers, spans, spec)
+            losses = _layer_losses(model, teacher, batch, layers, spans, spec, top)
             totals = [t + size * float(v) for t, v in zip(totals, losses, strict=True)]
             examples += size
     return [t / max(1, examples) for t in totals]
 
 
 def _layer_losses(student, teacher: Teacher, batch: Mapping, layers: Sequence[int],
-                  spans: Sequence[tuple[int, int]], spec: ArchSpec) -> list[torch.Tensor]:
+                  spans: Sequence[tuple[int, int]], spec: ArchSpec,
+                  top: int | None = None) -> list[torch.Tensor]:
     device = next(student.parameters()).device
     inputs = {k: batch[k].to(device) for k in MODEL_INPUTS if k in batch}
     mask = inputs["attention_mask"].bool()
     wanted = sorted({i for k in layers for i in spans[k]})
-    states = dict(zip(wanted, teacher.outputs({**inputs, "example_id": batch["example_id"]},
-                                              wanted).hidden, strict=True))
+    keys = {k: batch[k] for k in ("example_id",) if k in batch}  # a cache's; a live teacher's not
+    states = dict(zip(wanted, teacher.outputs({**inputs, **keys}, wanted).hidden, strict=True))
+    final = get_submodule(student.base_model, spec.final_norm) if spec.final_norm else None
     args, kwargs = _layer_arguments(student, inputs, spec)
     modules = encoder_layers(student, spec)
     losses = []
@@ -159,6 +167,8 @@ def _layer_losses(student, teacher: Teacher, batch: Mapping, layers: Sequence[in
         start = _padded(states[spans[k][0]], mask).to(next(modules[k].parameters()).dtype)
         output = modules[k](start, *args, **kwargs)
         output = output[0] if isinstance(output, tuple) else output
+        if final is not None and spans[k][1] == top:
+            output = final(output)
         losses.append(hidden_mse([output], [states[spans[k][1]]], inputs["attention_mask"]))
     return losses
 
@@ -170,10 +180,11 @@ class HealLoss:
 
     def __init__(self, teacher: Teacher, span_ends: Sequence[int], layers: Sequence[int]):
         self.teacher, self.layers, self.spans = teacher, list(layers), heal_spans(span_ends)
+        self.top = span_ends[-1]
 
     def __call__(self, student: PreTrainedModel, batch: Mapping) -> torch.Tensor:
         losses = _layer_losses(student, self.teacher, batch, self.layers, self.spans,
-                               spec_for(student))
+                               spec_for(student), self.top)
         return torch.stack(losses).sum()
 
     def freeze_others(self, student: PreTrainedModel) -> list[nn.Parameter]:
