@@ -112,9 +112,10 @@ def evaluate(model: str, task: str | TaskSource | None = None, *,
         texts=texts)
 
 
-def compress(teacher: str, task: str | TaskSource | None = None, *, layers: int,
+def compress(teacher: str, task: str | TaskSource | None = None, *, layers: int | None = None,
              out: str | os.PathLike, objective: str = "task",
-             texts: str | os.PathLike | None = None, **options) -> dict:
+             texts: str | os.PathLike | None = None, speedup: float | None = None,
+             **options) -> dict:
     """`layergraft compress`: surgery, training by one strategy, evaluation against the teacher
     and speed; the student, its manifest and results.json are saved to `out` (resumable).
     `options` are those of `layergraft.objectives.task.TaskObjective.run`: method, strategy, budget,
@@ -129,9 +130,24 @@ def compress(teacher: str, task: str | TaskSource | None = None, *, layers: int,
     sentence-transformers model instead (`teacher` a sentence-transformers folder, 'minilm'
     or 'mpnet'), trained on the teacher's embeddings of unlabeled `texts` (a file) or of
     `task`'s training texts: `layergraft.objectives.embedding.EmbeddingObjective.run` takes
-    the options."""
+    the options.
+
+    `speedup=X` (instead of `layers`) chooses the depth and FFN width that run X times the
+    teacher on this machine (`speedup_backend`, default torch-fp32; `speedup_threads`,
+    default 1), probes up to three of them and trains the best:
+    `layergraft.pipeline.speedup.compress_speedup`."""
+    from layergraft.errors import LayergraftError
     from layergraft.pipeline.auto import compress_auto
 
+    if speedup is not None:
+        from layergraft.pipeline.speedup import compress_speedup
+
+        return compress_speedup(teacher, task, speedup=speedup, layers=layers, out_dir=out,
+                                objective=objective,
+                                **({"texts": texts} if texts is not None else {}), **options)
+    if layers is None:
+        raise LayergraftError("say how deep the student is: give --layers N, or --speedup X "
+                              "to have the depth and FFN width chosen by speed")
     return compress_auto(teacher, task, layers=layers, out_dir=out, objective=objective,
                          **({"texts": texts} if texts is not None else {}), **options)
 

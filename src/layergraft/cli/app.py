@@ -31,6 +31,8 @@ from layergraft.cli.options import (
     PairsOpt,
     RefitOpt,
     SeedOpt,
+    SpeedupBackendOpt,
+    SpeedupOpt,
     TaskOpt,
     TextsOpt,
     UntrainedHeadOpt,
@@ -189,9 +191,12 @@ def evaluate(
 @runtime_options
 def compress(
     teacher: ModelArg,
-    layers: Annotated[int, typer.Option("--layers", help="Depth of the student.")],
     out: OutOpt,
     options,
+    layers: Annotated[int | None, typer.Option(
+        "--layers", help="Depth of the student (or --speedup).")] = None,
+    speedup: SpeedupOpt = None,
+    speedup_backend: SpeedupBackendOpt = "torch-fp32",
     task: OptionalTaskOpt = None,
     objective: ObjectiveOpt = "task",
     texts: TextsOpt = None,
@@ -210,13 +215,15 @@ def compress(
     """Surgery + training + evaluation + speed: a student, its manifest and results.json."""
     from layergraft import api
 
+    speed = ({"speedup": speedup, "speedup_backend": speedup_backend}
+             if speedup is not None else {})
     if objective == "embedding":
         text_column = task.text_column if task is not None else None
         record = api.compress(teacher, task, layers=layers, out=out, objective=objective,
                               texts=texts, text_column=text_column, method=method,
                               eval_tasks=eval_tasks(eval_task),
                               strategy=strategy, budget=budget, seed=seed, device=device,
-                              precision=precision, overwrite=overwrite, **options)
+                              precision=precision, overwrite=overwrite, **speed, **options)
         from layergraft.objectives.base import get_objective
 
         typer.echo(get_objective(objective).headline(record))
@@ -224,13 +231,13 @@ def compress(
                    f"to {out}")
         return
     record = api.compress(teacher, task, layers=layers, out=out, objective=objective,
-                          texts=texts, method=method,
+                          texts=texts, method=method, **speed,
                           strategy=strategy, budget=budget, seed=seed, device=device,
                           precision=precision, allow_untrained_head=untrained_head,
                           overwrite=overwrite, **options)
     _print_scores(record["task"], {s: record[s]["metrics"] for s in ("dev", "test")
                                    if s in record})
-    typer.echo(f"saved the {layers}-layer student and results.json to {out}")
+    typer.echo(f"saved the {record['layers']}-layer student and results.json to {out}")
 
 
 @app.command()

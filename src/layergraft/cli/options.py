@@ -65,6 +65,14 @@ OptimizeOpt = Annotated[bool, typer.Option(
 RefitOpt = Annotated[int, typer.Option(
     "--refit", help="Then refit the new layers' FFN output projections to the input model by "
     "least squares on this many task examples (0: off).")]
+# compress --speedup: the shape chosen by speed measured here (`layergraft.pipeline.speedup`).
+SpeedupOpt = Annotated[float | None, typer.Option(
+    "--speedup", help="Instead of --layers: the depth and FFN width that run this many times "
+    "the teacher's throughput on this machine (batch 32, the task's dev lengths, 1 thread), "
+    "timed once per shape; up to three are probed, the best trained and returned.")]
+SpeedupBackendOpt = Annotated[str, typer.Option(
+    "--speedup-backend", help="What --speedup times the student on (the teacher on "
+    "torch-fp32): a bench backend, e.g. torch-fp32, torch-int8, onnx-int8, onnx-opt-int8.")]
 
 # --objective embedding: sentence-transformers models (compress, evaluate, compare).
 ObjectiveOpt = Annotated[str, typer.Option(

@@ -37,6 +37,7 @@ class Objective(ABC):
     speed_unit: ClassVar[str]  # what the speed check counts per second
     graft_grid: ClassVar[tuple[str, ...]]  # the strategies `compare` runs for graft unless told
     writes_card: ClassVar[bool] = True  # False where the ecosystem's save writes its own
+    default_budget: ClassVar[str] = "3 epochs"  # a run's training budget unless given
     comparison_title: ClassVar[str] = "layergraft comparison"
     speed_none_when_off: ClassVar[bool] = True  # False: no "speed" key at all when not timed
 

@@ -15,5 +15,6 @@
 
 May import every other layer (objectives, data, surgery, scoring, training, report,
 models, utils); the loop (compress, compare, auto) reaches a specific objective through
-`layergraft.objectives.base.get_objective` only. Nothing below imports it. The public functions in `layergraft` are thin layers over these.
+`layergraft.objectives.base.get_objective` only. Nothing below imports it. The public
+functions in `layergraft` are thin layers over these.
 """

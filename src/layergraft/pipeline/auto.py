@@ -43,12 +43,13 @@ def intact_candidates(target_layers: int) -> list[int]:
 
 def compress_auto(teacher_path: str, task: str | TaskSource | None, *, layers: int,
                   out_dir: str | os.PathLike, learning_rate: float | str | None = None,
-                  plan: str | None = None, budget: Budget | str = "3 epochs",
+                  plan: str | None = None, budget: Budget | str | None = None,
                   training: TrainConfig | None = None, probe_share: float = PROBE_SHARE,
                   objective: str = "task", **options) -> dict:
     """`compress`, with `learning_rate="auto"` and/or `plan="auto"` chosen by probes first
     (any other plan: `uniform`, `intact:K` or explicit spans); the choices and their cost
-    are added to the results as `choices`. `options` go to every `compress` call. A probe
+    are added to the results as `choices`. `options` go to every `compress` call (`budget`:
+    the objective's default unless given). A probe
     is ranked by its objective's `probe_score` (a classifier: dev retention of the primary
     metric; a sentence encoder: held-out mean cosine to the teacher)."""
     if plan is not None and options.get("pairs"):
@@ -61,6 +62,7 @@ def compress_auto(teacher_path: str, task: str | TaskSource | None, *, layers: i
         return {"status": "to do", "out": str(out_dir), "settings": None,
                 "note": "--lr auto and --plan auto are chosen by probes when the run starts"}
     plug = get_objective(objective)
+    budget = plug.default_budget if budget is None else budget
     source = as_source(task) if task is not None else None
     options["objective"] = objective
     if learning_rate is not None:

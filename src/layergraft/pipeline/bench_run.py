@@ -114,7 +114,7 @@ def _exports(paths: Sequence[str], names: Sequence[str], cache: Path,
     graphs = [ONNX_GRAPHS[name] for name in names if name in ONNX_GRAPHS]
     if not graphs:
         return {}
-    quantize = sorted({g.precision for g in graphs} - {"fp32"})
+    quantize = sorted({g.precision for g in graphs} - {"fp32"}) or None  # fp32 only: none
     optimize = any(g.fused for g in graphs)
     folders = {}
     for index, path in enumerate(paths):

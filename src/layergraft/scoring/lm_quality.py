@@ -9,6 +9,10 @@ log-likelihood over those tokens. KL(teacher || student) and top-1 agreement (th
 argmax is the teacher's) are averaged over the very same positions, in one pass of both
 models per batch, so the three numbers describe the same predictions.
 
+Measured with SmolLM2-135M-Instruct (fp32, windows of 1,024): perplexity 70.6 on movie-text
+dev and 71.3 on its test (26 windows, 26,598 tokens each), 48.6 on the first 4 windows of
+editorials-text; one window costs about 4 s a model on one CPU core.
+
 Greedy continuations of fixed prompts show in words what the numbers summarise.
 """
 

@@ -24,6 +24,7 @@ class EmbeddingObjective(Objective):
     name = "embedding"
     speed_unit = "sentences/s"
     graft_grid = ()  # the classifier's graft extras (finetune, ...) do not apply
+    default_budget = "1 epoch"
     comparison_title = "layergraft embedding comparison"
     speed_none_when_off = False  # the record has no speed when none was measured
     writes_card = False  # sentence-transformers' save writes the folder's README.md
