@@ -63,12 +63,38 @@ def _check_encoder(model) -> None:
     assert model.encode(["good film"]).shape == (1, 32)
 
 
+def _lm_teacher(folder: Path) -> str:
+    from tiny_lm_run import save_tiny_lm
+
+    return save_tiny_lm(folder / "lm")
+
+
+def _lm_data(folder: Path):
+    from tiny_lm_run import write_tiny_text
+
+    return None, {"texts": write_tiny_text(folder / "text.txt"), "ood": False,
+                  "eval_windows": 2, "calibration_windows": 4}
+
+
+def _check_causal_lm(model) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    student = AutoModelForCausalLM.from_pretrained(model.name_or_path)
+    assert student.config.num_hidden_layers == 2
+    out = student.generate(torch.tensor([[1, 5, 6]]), max_new_tokens=3, do_sample=False)
+    assert out.shape == (1, 6)
+
+
 CASES = {
     "task": Case(_task_teacher, _task_data, {"strategy": "distill", "training": TrainConfig(
         output_dir="", learning_rate=1e-3, batch_size=16, max_length=24, progress=False,
         early_stopping_patience=None)}, _check_classifier),
     "embedding": Case(_embedding_teacher, _embedding_data, {"strategy": "distill"},
                       _check_encoder),
+    "lm": Case(_lm_teacher, _lm_data, {"strategy": "distill", "training": TrainConfig(
+        output_dir="", learning_rate=1e-3, batch_size=4, max_length=16, progress=False)},
+        _check_causal_lm),
 }
 
 

@@ -18,10 +18,13 @@ import typer
 from layergraft.cli.config import ConfigOpt
 from layergraft.cli.options import (
     EVAL_TASKS,
+    METHODS_HELP,
     BatchSizeOpt,
     BudgetOpt,
     EvalTasksOpt,
+    EvalWindowsOpt,
     GroupByLengthOpt,
+    HarnessOpt,
     JsonOpt,
     ModelArg,
     ObjectiveOpt,
@@ -39,6 +42,7 @@ from layergraft.cli.options import (
     analysis_options,
     app,
     compress_options,
+    default_methods,
     eval_tasks,
     graft_options,
     runtime_options,
@@ -209,6 +213,8 @@ def compress(
     seed: SeedOpt = 0,
     overwrite: OverwriteOpt = False,
     untrained_head: UntrainedHeadOpt = False,
+    harness: HarnessOpt = False,
+    eval_windows: EvalWindowsOpt = 32,
     device: str = "auto",
     precision: str = "auto",
 ) -> None:
@@ -217,18 +223,19 @@ def compress(
 
     speed = ({"speedup": speedup, "speedup_backend": speedup_backend}
              if speedup is not None else {})
-    if objective == "embedding":
-        text_column = task.text_column if task is not None else None
+    if objective != "task":
+        extra = ({"text_column": task.text_column if task is not None else None,
+                  "eval_tasks": eval_tasks(eval_task)} if objective == "embedding"
+                 else {"harness": harness, "eval_windows": eval_windows})
         record = api.compress(teacher, task, layers=layers, out=out, objective=objective,
-                              texts=texts, text_column=text_column, method=method,
-                              eval_tasks=eval_tasks(eval_task),
+                              texts=texts, method=method, **extra,
                               strategy=strategy, budget=budget, seed=seed, device=device,
                               precision=precision, overwrite=overwrite, **speed, **options)
         from layergraft.objectives.base import get_objective
 
         typer.echo(get_objective(objective).headline(record))
-        typer.echo(f"saved the {layers}-layer sentence-transformers model and results.json "
-                   f"to {out}")
+        kind = "sentence-transformers model" if objective == "embedding" else "causal LM"
+        typer.echo(f"saved the {layers}-layer {kind} and results.json to {out}")
         return
     record = api.compress(teacher, task, layers=layers, out=out, objective=objective,
                           texts=texts, method=method, **speed,
@@ -237,7 +244,7 @@ def compress(
                           overwrite=overwrite, **options)
     _print_scores(record["task"], {s: record[s]["metrics"] for s in ("dev", "test")
                                    if s in record})
-    typer.echo(f"saved the {record['layers']}-layer student and results.json to {out}")
+    typer.echo(f"saved the {record.get('layers', layers)}-layer student and results.json to {out}")
 
 
 @app.command()
@@ -253,8 +260,7 @@ def compare(
         "--out", help="Output folder (or out in --config).")] = None,
     layers: Annotated[list[str] | None, typer.Option(
         "--layers", help="Depths, e.g. 3,2 (or --layers 3 --layers 2; default 3).")] = None,
-    methods: Annotated[str, typer.Option("--methods", help="Comma-separated methods.")]
-    = "graft,random,average,drop-top,drop-bottom,drop-alternate,drop-similar",
+    methods: Annotated[str | None, typer.Option("--methods", help=METHODS_HELP)] = None,
     strategies: Annotated[str | None, typer.Option(
         "--strategies", help="Strategies for every method (default: distill; none,distill "
         "with --objective embedding).")] = None,
@@ -284,13 +290,15 @@ def compare(
 
     embedding = objective == "embedding"
     data = ("--task or --texts", texts if embedding and task is None else task)
+    data = ("--texts", texts or "movie-text") if objective == "lm" else data  # a default text
+    methods = methods or default_methods(objective)
     missing = [name for name, value in (("TEACHER", teacher), data, ("--out", out))
                if value is None]
     if missing:
         raise LayergraftError(f"give {', '.join(missing)}, on the command line or in a "
                               "--config file")
-    defaults = ("none,distill", "") if embedding else ("distill", "none,finetune,distill,"
-                                                                  "progressive")
+    defaults = ("none,distill", "") if objective != "task" else (
+        "distill", "none,finetune,distill,progressive")
     grid = dict(layers=[n for value in layers or ["3"] for n in split_list(value, int,
                                                                            "--layers")],
                 methods=split_list(methods), strategies=split_list(strategies or defaults[0]),
@@ -298,8 +306,9 @@ def compare(
                                             else graft_strategies),
                 seeds=split_list(seeds, int, "--seeds"), budget=budget, device=device,
                 precision=precision, replace_other_runs=replace_stale, **options)
-    if embedding:
-        grid.update(objective=objective, texts=texts, eval_tasks=eval_tasks(eval_task))
+    if objective != "task":
+        grid.update(objective=objective, texts=texts,
+                    **({"eval_tasks": eval_tasks(eval_task)} if embedding else {}))
     else:
         grid["allow_untrained_head"] = untrained_head
     if dry_run:

@@ -76,12 +76,32 @@ SpeedupBackendOpt = Annotated[str, typer.Option(
 
 # --objective embedding: sentence-transformers models (compress, evaluate, compare).
 ObjectiveOpt = Annotated[str, typer.Option(
-    "--objective", help="task (a classifier on a labelled --task) or embedding (a "
+    "--objective", help="task (a classifier on a labelled --task), embedding (a "
     "sentence-transformers model, on the teacher's embeddings of --texts or the task's "
-    "training texts).")]
+    "training texts) or lm (a decoder LLM such as smollm2, on --texts, default movie-text).")]
 TextsOpt = Annotated[Path | None, typer.Option(
     "--texts", help="With --objective embedding: unlabeled text, one sentence a line, or a "
-    "CSV/TSV/JSONL file's text column.")]
+    "CSV/TSV/JSONL file's text column. With --objective lm: a FILE|DIR of plain text "
+    "(documents apart by blank lines) or JSONL 'text', split by document (default: the "
+    "built-in movie-text).")]
+LM_HELP = {  # the options of --objective lm alone
+    "harness": "With --objective lm: also score teacher and student zero-shot with lm-eval "
+               "on the local sentiment task (about 95 s a model on SmolLM2).",
+    "windows": "With --objective lm: at most this many perplexity windows (1,024 tokens "
+               "where the text allows) per held-out text."}
+HarnessOpt = Annotated[bool, typer.Option("--harness", help=LM_HELP["harness"])]
+EvalWindowsOpt = Annotated[int, typer.Option("--eval-windows", help=LM_HELP["windows"])]
+ENCODER_METHODS = "graft,random,average,drop-top,drop-bottom,drop-alternate,drop-similar"
+LM_METHODS = "graft,shortgpt,angular,sleb,drop-last,laco,streamline,random"
+
+
+def default_methods(objective: str) -> str:
+    """`compare`'s methods unless told: the decoder baselines beside graft for `lm`."""
+    return LM_METHODS if objective == "lm" else ENCODER_METHODS
+
+
+METHODS_HELP = (f"Comma-separated methods (default: {ENCODER_METHODS}; with --objective lm "
+                f"{LM_METHODS}).")
 EvalTasksOpt = Annotated[str, typer.Option(
     "--eval-task", help="With --objective embedding: tasks of the frozen-embedding probes "
     "(train -> test; the first's out-of-domain sets, else dev + test, are the neighbour "

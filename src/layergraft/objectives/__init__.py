@@ -6,6 +6,7 @@
   takes (both the same for every objective)
 - `task`: a sequence classifier on a labelled task
 - `embedding`: a sentence-transformers model on the teacher's embeddings of unlabeled text
+- `lm`: a decoder LLM (Llama family) on the teacher's next-token distributions over text
 
 May import every layer below `layergraft.pipeline` (embeddings, deploy, training, scoring,
 models, report, data, surgery, ...). `layergraft.pipeline`'s one compress / compare /

@@ -206,8 +206,15 @@ def _embedding() -> Objective:
     return EmbeddingObjective()
 
 
+def _lm() -> Objective:
+    from layergraft.objectives.lm import LMObjective
+
+    return LMObjective()
+
+
 # name -> the objective (built when first asked for, so `layergraft --help` stays fast)
-OBJECTIVES: dict[str, Callable[[], Objective]] = {"task": _task, "embedding": _embedding}
+OBJECTIVES: dict[str, Callable[[], Objective]] = {"task": _task, "embedding": _embedding,
+                                                  "lm": _lm}
 _BUILT: dict[str, Objective] = {}
 
 

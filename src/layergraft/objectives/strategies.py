@@ -82,3 +82,43 @@ def normalized_spans(pairs: str | None) -> str | None:
     """`pairs` without spaces or empty parts, so equal plans give equal run settings."""
     spans = ",".join(part.strip() for part in (pairs or "").split(",") if part.strip())
     return spans or None
+
+
+def check_model_kind(teacher_path: str, objective: str, method: str) -> None:
+    """One line for a model the objective cannot serve (a decoder LLM is `lm`'s alone, an
+    encoder never `lm`'s) and for a decoder baseline asked of an encoder objective; reads the
+    config only (a folder without one is left to the objective's own loader)."""
+    from layergraft.surgery.methods import DECODER_METHODS
+
+    decoder = _is_decoder(teacher_path)
+    if objective != "lm" and method in DECODER_METHODS and method != "drop-last":
+        raise LayergraftError(f"method '{method}' is a decoder LLM baseline: use it with "
+                              "--objective lm on a decoder (Llama-family) model")
+    if decoder is None:
+        return
+    if decoder and objective != "lm":
+        raise LayergraftError(f"'{teacher_path}' is a decoder LLM: compress it with --objective "
+                              f"lm, not --objective {objective}")
+    if not decoder and objective == "lm":
+        raise LayergraftError(f"'{teacher_path}' is not a decoder LLM (Llama family): "
+                              "--objective lm compresses causal language models; use "
+                              "--objective task or embedding for an encoder")
+
+
+def _is_decoder(teacher_path: str) -> bool | None:
+    """Whether the model's config is of a decoder family (None: no config to read)."""
+    from pathlib import Path
+
+    from transformers import AutoConfig
+
+    from layergraft.models import resolve_model
+    from layergraft.surgery.arch import spec_for_config
+
+    path = resolve_model(teacher_path)
+    if not (Path(path) / "config.json").is_file():
+        return None
+    config = AutoConfig.from_pretrained(path)
+    try:
+        return spec_for_config(config).decoder
+    except LayergraftError:  # a family surgery does not know: its own one line comes later
+        return None

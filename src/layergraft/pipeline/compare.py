@@ -21,7 +21,7 @@ from layergraft.errors import LayergraftError
 from layergraft.objectives.base import get_objective
 from layergraft.objectives.strategies import GRAFT_GRID, STRATEGIES
 from layergraft.report.rows import record_rows, strategy_label  # noqa: F401 (imported from here)
-from layergraft.surgery.methods import METHODS
+from layergraft.surgery.methods import DECODER_METHODS, METHODS
 from layergraft.training.budget import Budget
 
 
@@ -56,9 +56,10 @@ def plan_runs(
     seeds: Sequence[int] = (0,),
 ) -> list[RunKey]:
     """Every method with `strategies`, plus `graft` with `graft_strategies`, per depth/seed."""
+    known = {**METHODS, **DECODER_METHODS}  # the decoder baselines: with --objective lm
     for name in (*methods, "graft"):
-        if name not in METHODS:
-            raise LayergraftError(f"unknown method '{name}': choose from {', '.join(METHODS)}")
+        if name not in known:
+            raise LayergraftError(f"unknown method '{name}': choose from {', '.join(known)}")
     for name in (*strategies, *graft_strategies):
         if name not in STRATEGIES:
             raise LayergraftError(

@@ -31,7 +31,8 @@ def compress(teacher_path: str, task=None, *, layers: int, out_dir: str | os.Pat
     (`layergraft.objectives.task.TaskObjective.run`: method, strategy, budget, seed,
     precision, device, distill, graft_options, analysis, training, cache_dir, speed, ood,
     progress, refit_samples, heal, pairs, allow_untrained_head, progressive_schedule,
-    recalibrate_samples, guard; `layergraft.objectives.embedding.EmbeddingObjective.run`).
+    recalibrate_samples, guard; `layergraft.objectives.embedding.EmbeddingObjective.run`;
+    for `lm` a decoder LLM on `texts`, `layergraft.objectives.lm.LMObjective.run`).
     `dry_run` loads and runs nothing: it returns `{"status": "done" | "stale" | "to do",
     "out": ..., "settings": ...}`, what a call would do with `out_dir`.
     """

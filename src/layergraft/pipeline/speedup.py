@@ -31,16 +31,18 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from layergraft.data.tasks import Task, TaskSource, as_source
 from layergraft.deploy.backends import BACKENDS, CPU_ONLY, ONNX_GRAPHS, TorchRunner, build_runner
 from layergraft.errors import LayergraftError
-from layergraft.models import load_for_task, save_model
+from layergraft.models import load_for_task, resolve_model, save_model
 from layergraft.objectives.base import get_objective
 from layergraft.objectives.runs import RESULTS_NAME
 from layergraft.pipeline.auto import PROBE_SHARE, _Prober, compress_auto
 from layergraft.pipeline.bench import measure_speed, task_lengths
 from layergraft.pipeline.bench_run import _exports
+from layergraft.report.figures import png_bytes
 from layergraft.report.speedup_figure import speedup_figure
 from layergraft.runtime import Runtime, cpu_capability
 from layergraft.surgery.arch import ffn_width, num_layers
@@ -84,7 +86,7 @@ def shape_grid(depth: int, width: int, narrow: bool = True) -> list[Shape]:
     return [Shape(layers, size) for layers in range(1, depth) for size in sizes]
 
 
-def stand_in(teacher: torch.nn.Module, shape: Shape) -> torch.nn.Module:
+def stand_in(teacher: PreTrainedModel, shape: Shape) -> PreTrainedModel:
     """A model of `shape` from the teacher, cheaply (random graft, no scores, no training):
     it runs exactly as fast as a trained student of that shape."""
     narrower = shape.ffn_size < ffn_width(teacher)
@@ -92,8 +94,9 @@ def stand_in(teacher: torch.nn.Module, shape: Shape) -> torch.nn.Module:
     return graft_model(teacher, layers=shape.layers, method="random", options=options)[0]
 
 
-def time_shapes(teacher, tokenizer, task: Task, shapes: Sequence[Shape], *, backend: str,
-                threads: int, device: torch.device, max_length: int = 128) -> list[dict]:
+def time_shapes(teacher: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: Task,
+                shapes: Sequence[Shape], *, backend: str, threads: int, device: torch.device,
+                max_length: int = 128) -> list[dict]:
     """Every shape's throughput over the teacher's, from one interleaved `measure_speed` run:
     the teacher on torch-fp32 first (the reference), each shape's stand-in on `backend`."""
     lengths = task_lengths(task, tokenizer, "dev", max_length)
@@ -120,8 +123,8 @@ def time_shapes(teacher, tokenizer, task: Task, shapes: Sequence[Shape], *, back
              "encoder_params": found[s.name]["encoder_params"]} for s in shapes]
 
 
-def _export_stand_ins(models: Mapping, tokenizer, task: Task, backend: str,
-                      work: Path) -> dict[str, Path]:
+def _export_stand_ins(models: Mapping[str, PreTrainedModel], tokenizer: PreTrainedTokenizerBase,
+                      task: Task, backend: str, work: Path) -> dict[str, Path]:
     """Each stand-in's export folder, where an onnx backend needs one (saved, then exported
     and verified as `bench` does)."""
     if backend not in ONNX_GRAPHS:
@@ -156,10 +159,12 @@ def cpu_name() -> str:
 
 def shape_table(teacher_path: str, source: TaskSource, shapes: Sequence[Shape], *, backend: str,
                 threads: int, device: torch.device, max_length: int,
-                cache_dir=None, loaded=None) -> dict:
+                cache_dir: str | os.PathLike | None = None,
+                loaded: tuple[PreTrainedModel, PreTrainedTokenizerBase, Task] | None = None
+                ) -> dict:
     """The timing table of `shapes` (from the cache when this machine measured them before:
     one speed per shape); `loaded` is the (teacher, tokenizer, task) to time with."""
-    key = {"teacher": content_fingerprint(teacher_path), "task": asdict(source),
+    key = {"teacher": content_fingerprint(resolve_model(teacher_path)), "task": asdict(source),
            "data": content_fingerprint(source.name), "max_length": max_length,
            "backend": backend, "threads": threads, "device": str(device),
            "cpu": cpu_name(), "capability": cpu_capability(), "torch": torch.__version__,
@@ -201,7 +206,7 @@ def candidates(shapes: Sequence[Mapping], speedup: float, backend: str) -> list[
 def compress_speedup(teacher_path: str, task: str | TaskSource | None, *, speedup: float,
                      out_dir: str | os.PathLike, layers: int | None = None,
                      speedup_backend: str = REFERENCE_BACKEND, speedup_threads: int | None = None,
-                     budget: Budget | str = "3 epochs", training: TrainConfig | None = None,
+                     budget: Budget | str | None = None, training: TrainConfig | None = None,
                      learning_rate: float | str | None = None, plan: str | None = None,
                      probe_share: float = PROBE_SHARE, objective: str = "task",
                      **options) -> dict:
@@ -217,6 +222,7 @@ def compress_speedup(teacher_path: str, task: str | TaskSource | None, *, speedu
     if task is None:
         raise LayergraftError("--speedup times the shapes on the task's dev lengths: give --task")
     source = as_source(task)
+    budget = get_objective(objective).default_budget if budget is None else budget
     loaded = source.load()
     teacher, tokenizer = load_for_task(teacher_path, loaded, allow_untrained_head=options.get(
         "allow_untrained_head", False))
@@ -230,6 +236,7 @@ def compress_speedup(teacher_path: str, task: str | TaskSource | None, *, speedu
                         threads=speed_threads(speedup_threads), device=device,
                         max_length=max_length, cache_dir=options.get("cache_dir"),
                         loaded=(teacher, tokenizer, loaded))
+    del teacher, tokenizer  # every run below loads its own
     picked = candidates(table["shapes"], speedup, backend)
     graft = options.pop("graft_options", None) or GraftOptions()
     probes = _probe(teacher_path, source, picked, budget, probe_share, training, learning_rate,
@@ -252,14 +259,12 @@ def compress_speedup(teacher_path: str, task: str | TaskSource | None, *, speedu
                           "final": record.get("seconds")}}
     record.setdefault("choices", {})["speedup"] = choice
     write_json_atomic(Path(out_dir) / RESULTS_NAME, record)
-    from layergraft.report.figures import png_bytes
-
     write_bytes_atomic(Path(out_dir) / FIGURE_NAME, png_bytes(speedup_figure(choice)))
     return record
 
 
-def _check_request(speedup, backend: str, layers, objective: str, plan,
-                   options: Mapping) -> str:
+def _check_request(speedup: float, backend: str, layers: int | None, objective: str,
+                   plan: str | None, options: Mapping) -> str:
     """The checked backend; one line for anything --speedup cannot go with."""
     if isinstance(speedup, bool) or not isinstance(speedup, (int, float)) or not speedup > 0:
         raise LayergraftError(f"--speedup takes a number of times the teacher's throughput "
@@ -289,9 +294,10 @@ def _shaped(graft: GraftOptions, shape: Mapping, width: int) -> GraftOptions:
     return replace(graft, ffn_size=int(shape["ffn_size"]), ffn_size_all=True)
 
 
-def _probe(teacher_path: str, source: TaskSource, picked: Sequence[Mapping], budget,
-           share: float, training: TrainConfig | None, learning_rate, options: Mapping,
-           graft: GraftOptions, width: int) -> dict:
+def _probe(teacher_path: str, source: TaskSource, picked: Sequence[Mapping],
+           budget: Budget | str, share: float, training: TrainConfig | None,
+           learning_rate: float | str | None, options: Mapping, graft: GraftOptions,
+           width: int) -> dict:
     """A short run per candidate (none for a lone one), at the run's own rate (the default
     where it is auto: the final run chooses it); their dev retention, budget and cost."""
     if learning_rate not in (None, "auto"):

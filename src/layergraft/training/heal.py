@@ -198,6 +198,15 @@ class HealLoss:
         return params
 
 
+def take_step(loss: torch.Tensor, optimizer, schedule) -> float:
+    """Backward, one optimizer and schedule step, gradients cleared: the loss's value."""
+    loss.backward()
+    optimizer.step()
+    schedule.step()
+    optimizer.zero_grad(set_to_none=True)
+    return float(loss.detach())
+
+
 def heal(student: PreTrainedModel, teacher_model: PreTrainedModel, train, tokenizer,
          span_ends: Sequence[int], config: HealConfig, *, runtime: Runtime,
          cache_dir=None, seed: int = 0, progress: bool = False) -> dict:
@@ -231,10 +240,7 @@ def heal(student: PreTrainedModel, teacher_model: PreTrainedModel, train, tokeni
                                 seed=seed + step):
                 with runtime.autocast():
                     value = loss(student, batch)
-                value.backward()
-                optimizer.step()
-                schedule.step()
-                optimizer.zero_grad(set_to_none=True)
+                take_step(value, optimizer, schedule)
                 step += 1
                 bar.update()
                 if step == config.steps:

@@ -56,7 +56,11 @@ class EmbeddingObjective(Objective):
             EmbeddingRun,
             training_texts,
         )
-        from layergraft.objectives.strategies import check_request, normalized_spans
+        from layergraft.objectives.strategies import (
+            check_model_kind,
+            check_request,
+            normalized_spans,
+        )
         from layergraft.runtime import Runtime
         from layergraft.scoring.analysis import AnalysisSettings
         from layergraft.surgery.methods import TAKES_OPTIONS, GraftOptions
@@ -72,6 +76,7 @@ class EmbeddingObjective(Objective):
                                   "use --heal")
         check_request(method, strategy, pairs, heal, progressive_schedule, graft_options)
         path = resolve_model(teacher)
+        check_model_kind(path, "embedding", method)
         read_folder(path)  # a one-line refusal before anything loads
         corpus, source = training_texts(texts, data, text_column)
         runtime = Runtime.resolve(device, precision)

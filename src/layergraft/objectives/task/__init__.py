@@ -37,7 +37,11 @@ class TaskObjective(Objective):
         from layergraft.data.tasks import as_source
         from layergraft.errors import LayergraftError
         from layergraft.models import untrained_head
-        from layergraft.objectives.strategies import check_request, normalized_spans
+        from layergraft.objectives.strategies import (
+            check_model_kind,
+            check_request,
+            normalized_spans,
+        )
         from layergraft.objectives.task.run import _Run
         from layergraft.runtime import Runtime
         from layergraft.scoring.analysis import AnalysisSettings
@@ -54,6 +58,7 @@ class TaskObjective(Objective):
                                   "--texts; that is --objective embedding)")
         heal = heal or HealConfig()
         check_request(method, strategy, pairs, heal, progressive_schedule, graft_options)
+        check_model_kind(str(teacher), "task", method)
         if not dry_run:
             untrained_head(teacher, allow_untrained_head)  # refused before anything else
         return _Run(teacher_path=str(teacher), source=as_source(data), layers=int(layers),
