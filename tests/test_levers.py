@@ -9,27 +9,17 @@ import numpy as np
 import pytest
 import torch
 from helpers import make_tiny_batches, make_tiny_model
-from tiny_task import one_thread, train_tiny_teacher, write_tiny_task
+from test_strategies import ANALYSIS, TRAINING, inputs
+from tiny_task import one_thread
 
 from layergraft.models import load_classifier
 from layergraft.pipeline.compress import compress
-from layergraft.scoring.analysis import AnalysisSettings
 from layergraft.surgery.graft import graft_model
 from layergraft.surgery.recalibrate import recalibrate_norms
 from layergraft.training.guard import CollapseGuard, collapse_reason, train_guarded
 from layergraft.training.train import InheritedRate, TrainConfig, TrainResult
 
-TRAINING = TrainConfig(output_dir="", batch_size=16, learning_rate=1e-3, progress=False,
-                       max_length=24, eval_batch_size=32)
-ANALYSIS = AnalysisSettings(samples=32, batch_size=16, max_length=24, progress=False)
-assert one_thread  # an autouse fixture
-
-
-@pytest.fixture(scope="module")
-def inputs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("levers")
-    task = write_tiny_task(root / "task")
-    return train_tiny_teacher(root, task), task, root / "cache"
+assert one_thread and inputs  # fixtures: one torch thread; the tiny teacher, task and cache
 
 
 def run(inputs, out, **kwargs):
