@@ -325,62 +325,6 @@ def compare(
                f"wrote results.csv, results.json and report.md/.html to {out}")
 
 
-@app.command()
-@task_source
-@runtime_options
-def bench(
-    models: Annotated[list[str], typer.Argument(
-        help="Model folders; the first is the reference of the speed ratios.")],
-    task: TaskOpt,
-    split: Annotated[str, typer.Option("--split", help="Split whose lengths are used.")]
-    = "dev",
-    batch_sizes: Annotated[str, typer.Option("--batch-sizes", help="e.g. 32,1")] = "32,1",
-    seq_len: Annotated[list[str] | None, typer.Option(
-        "--seq-len", help="Also time batches of exactly this many tokens (repeatable, or "
-        "e.g. 64,128), after the split's real lengths.")] = None,
-    backends: Annotated[str | None, typer.Option(
-        "--backends", help="Time every model on each of these, in one run: torch-fp32, "
-        "torch-bf16, torch-int8, or an ONNX graph named onnx-[opt-]PRECISION: opt- is the "
-        "graph fused by ONNX Runtime's transformer optimizer (export --optimize), PRECISION "
-        "fp32, int8 (dynamic) or int8-static (QDQ, calibrated on the task's training texts); "
-        "e.g. onnx-fp32, onnx-opt-int8, onnx-int8-static (default: PyTorch in --precision).")]
-    = None,
-    score_split: Annotated[str | None, typer.Option(
-        "--score-split", help="Score every model and backend on this split (default: test "
-        "where labelled, else dev).")] = None,
-    score: Annotated[bool, typer.Option(
-        "--score/--no-score", help="Score each model and backend on the task.")] = True,
-    out: Annotated[Path | None, typer.Option(
-        "--out", help="Write bench.json, bench.csv, pareto.png and bench.md here.")] = None,
-    json_path: JsonOpt = None,
-    device: str = "auto",
-    precision: str = "auto",
-) -> None:
-    """Throughput, latency, parameters and size (and task quality) of models on one or more
-    backends, measured in one run."""
-    from layergraft import api
-    from layergraft.pipeline.bench import format_speed_table, skipped_notes
-    from layergraft.pipeline.evaluation import save_results
-    from layergraft.report.bench_report import RULE, best_lines
-
-    rows = api.bench(models, task, split=split,
-                     batch_sizes=split_list(batch_sizes, int, "--batch-sizes"),
-                     seq_lens=[n for value in seq_len or () for n in
-                               split_list(value, int, "--seq-len")],
-                     backends=split_list(backends, flag="--backends") if backends else None,
-                     score=score, score_split=score_split, out=out, device=device,
-                     precision=precision)
-    for note in skipped_notes(rows):
-        typer.echo(note)
-    typer.echo(format_speed_table(rows))
-    if backends and any("value" in r for r in rows):
-        typer.echo(f"\n{RULE}:\n" + "\n".join(best_lines(rows)))
-    if json_path is not None:
-        save_results(rows, json_path)
-    if out is not None:
-        typer.echo(f"wrote bench.json, bench.csv, pareto.png and bench.md to {out}")
-
-
 def _print_scores(task: str, by_split: dict) -> None:
     for split, metrics in by_split.items():
         scores = ", ".join(f"{name} {100 * value:.2f}" for name, value in metrics.items())
