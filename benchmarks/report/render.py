@@ -50,9 +50,11 @@ from report import (
     deploy_section,
     embedding_section,
     levers,
+    lm_section,
     mpnet_levers_section,
     mpnet_section,
     targets,
+    width_section,
 )
 
 ROOT = REPO
@@ -104,7 +106,9 @@ def write(results: Path, markdown: Path) -> Path:
                   mpnet_section.section(results.with_name("mpnet.json"))
                   + mpnet_levers_section.section(results.with_name("mpnet_levers.json"),
                                                  figures, link)
-                  + embedding_section.section(results.with_name("embeddings.json")))
+                  + embedding_section.section(results.with_name("embeddings.json"))
+                  + lm_section.section(results.with_name("lm.json"))
+                  + width_section.section(results.with_name("width.json")))
     write_bytes_atomic(markdown, text.encode())
     return markdown
 

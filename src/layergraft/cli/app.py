@@ -162,7 +162,8 @@ def evaluate(
     objective: ObjectiveOpt = "task",
     teacher: Annotated[str | None, typer.Option(
         "--teacher", help="With --objective embedding: the model to compare with (default: "
-        "the teacher its compress run names).")] = None,
+        "the teacher its compress run names); with lm: perplexity, KL and agreement beside "
+        "this model's (default: the model alone).")] = None,
     texts: TextsOpt = None,
     eval_task: EvalTasksOpt = EVAL_TASKS,
     json_path: JsonOpt = None,
@@ -183,6 +184,10 @@ def evaluate(
         from layergraft.objectives.base import get_objective
 
         typer.echo(f"{model}: {get_objective(objective).headline(records[0])}")
+    elif objective == "lm":
+        from layergraft.objectives.lm.evaluate import format_lines
+
+        typer.echo(format_lines(records))
     else:
         typer.echo(format_table(records))
     if json_path is not None:

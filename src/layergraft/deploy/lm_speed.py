@@ -6,9 +6,14 @@ cache). Both are timed in one run by `layergraft.pipeline.bench.measure_speed`, 
 every runner the same batches (random ids of `prompt_tokens`, no padding), the same threads,
 warm-up, and interleaves all four runners (teacher and student, prefill and decode) in a
 rotating order within every repeat, so load from other processes hits them alike. The ratio
-is the median over repeats of teacher time / student time (`speed_ratio`), prefill against
-prefill and decode against decode, set beside the ideal ratio, teacher layers / student
-layers.
+is the median over repeats of teacher time / student time, prefill against prefill and
+decode against decode, set beside the ideal ratio, teacher layers / student layers.
+
+Both tokens/s figures of a phase come from that median repeat (the lower middle one for an
+even count), so student tokens/s over teacher tokens/s is the ratio exactly. Medians of each
+model's own times would not agree with it: when the load changes during a run, the two
+medians fall in different repeats (a SmolLM2 30->22 run recorded the teacher's prefill
+faster while its per-repeat ratio said the student was 1.5x faster).
 
 Prefill computes the logits of the last position only, as `generate` does: the LM head over
 every prompt position is work no generation does. Decode is greedy, `new_tokens` steps after
@@ -20,7 +25,7 @@ from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -100,22 +105,34 @@ def lm_speed(teacher: PreTrainedModel, student: PreTrainedModel, *, measure_spee
                          threads=threads, examples_per_repeat=batch_size * batches,
                          precision=precision, seed=seed, runners=runners)
     by = {(row["model"], row["backend"]): row for row in rows}
-    per_example = {"prefill": prompt_tokens, "decode": new_tokens}
-    record = {f"{phase}_tokens_per_second": {name: by[name, phase]["throughput"]
-                                             * per_example[phase] for name in models}
-              for phase in PHASES}
+    examples = by["teacher", "prefill"]["examples_per_repeat"]
+    per_repeat = {"prefill": prompt_tokens * examples, "decode": new_tokens * examples}
     ideal = by["student", "prefill"]["ideal_ratio"]
+    record: dict = {}
     for phase in PHASES:
-        ratio = _phase_ratio(by["student", phase], by["teacher", phase])
-        record[f"{phase}_ratio"] = ratio
-        record[f"{phase}_of_ideal"] = ratio / ideal if ideal else None
+        phase_record = phase_speed(by["teacher", phase]["repeat_seconds"],
+                                   by["student", phase]["repeat_seconds"], per_repeat[phase])
+        record[f"{phase}_tokens_per_second"] = phase_record["tokens_per_second"]
+        record[f"{phase}_ratio"] = phase_record["ratio"]
+        record[f"{phase}_of_ideal"] = phase_record["ratio"] / ideal if ideal else None
+        record[f"{phase}_median_repeat"] = phase_record["repeat"]
     return {**record, "ideal_ratio": ideal, "prompt_tokens": prompt_tokens,
             "new_tokens": new_tokens, "batch_size": batch_size, "batches": batches,
             "repeats": repeats, "threads": by["student", "decode"]["threads"],
             **runtime.record(), "rows": rows}
 
 
-def _phase_ratio(student: Mapping, teacher: Mapping) -> float:
-    """The median over the interleaved repeats of teacher time / student time."""
-    slow: Sequence[float] = teacher["repeat_seconds"]
-    return float(np.median(np.asarray(slow) / np.asarray(student["repeat_seconds"])))
+def phase_speed(teacher_seconds: Sequence[float], student_seconds: Sequence[float],
+                tokens_per_repeat: int) -> dict:
+    """The median repeat of teacher time / student time, its ratio and both tokens/s.
+
+    One repeat gives all three, so the ratio is student tokens/s over teacher tokens/s; the
+    per-repeat pairing keeps what the interleaving bought (load cancels within a repeat)."""
+    teacher, student = np.asarray(teacher_seconds), np.asarray(student_seconds)
+    if len(teacher) != len(student) or not len(teacher):
+        raise LayergraftError("teacher and student need the same, non-zero number of repeats")
+    ratios = teacher / student
+    repeat = int(np.argsort(ratios, kind="stable")[(len(ratios) - 1) // 2])
+    return {"ratio": float(ratios[repeat]), "repeat": repeat,
+            "tokens_per_second": {"teacher": tokens_per_repeat / float(teacher[repeat]),
+                                  "student": tokens_per_repeat / float(student[repeat])}}

@@ -40,6 +40,7 @@ class Objective(ABC):
     default_budget: ClassVar[str] = "3 epochs"  # a run's training budget unless given
     comparison_title: ClassVar[str] = "layergraft comparison"
     speed_none_when_off: ClassVar[bool] = True  # False: no "speed" key at all when not timed
+    times_shapes: ClassVar[bool] = False  # compare re-times each student shape once
 
     @abstractmethod
     def run(self, teacher: str, data, *, layers: int, out: Path, dry_run: bool = False,

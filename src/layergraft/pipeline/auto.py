@@ -100,10 +100,7 @@ class _Prober:
     def __init__(self, teacher_path: str, source: TaskSource, layers: int,
                  budget: Budget | str, share: float, options: Mapping) -> None:
         self.teacher_path, self.source, self.layers = teacher_path, source, layers
-        full = Budget.parse(budget)
-        amount = full.amount * share
-        self.budget = Budget(max(1, round(amount)) if full.unit == "steps" else amount,
-                             full.unit)
+        self.budget = Budget.parse(budget).share(share)
         self.options = {k: v for k, v in options.items()
                         if k not in ("seed", "overwrite", "speed", "ood", "dry_run",
                                      "replace_other_runs")}

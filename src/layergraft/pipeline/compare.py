@@ -11,7 +11,6 @@ runs are done, stale (finished with other settings) or still to do.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -43,9 +42,8 @@ class RunKey:
                 f"-s{self.seed}{share}")
 
     def scaled(self, full: Budget) -> Budget:
-        """This run's share of the full budget (epochs stay epochs, steps round up)."""
-        amount = full.amount * self.budget
-        return Budget(math.ceil(amount) if full.unit == "steps" else amount, full.unit)
+        """This run's share of the full budget, in its unit (`Budget.share`)."""
+        return full.share(self.budget)
 
 
 def plan_runs(
@@ -90,16 +88,29 @@ def run_comparison(
     """
     plug = get_objective(objective)
     title = title or f"{plug.comparison_title}: {teacher_path}"
-    rows: list[dict] = []
+    teacher_rows: list[dict] = []
+    by_run: dict[str, list[dict]] = {}
     record = None
     for key, record in grid_cells(teacher_path, task, out_dir, runs,
                                   {**compress_options, "objective": objective}):
-        rows += (plug.teacher_rows(record) if not rows else []) + plug.rows(record, key)
+        teacher_rows = teacher_rows or plug.teacher_rows(record)
+        by_run[key.name] = plug.rows(record, key)
         if on_result is not None:
             on_result(key, record)
-        plug.write_rows(rows, Path(out_dir), title)
+        plug.write_rows(_flat(teacher_rows, by_run), Path(out_dir), title)
+    if by_run and plug.times_shapes and compress_options.get("speed", True):
+        from layergraft.pipeline.shape_speed import shape_rows
+
+        by_run = shape_rows(teacher_path, task, out_dir, by_run, compress_options)
+        plug.write_rows(_flat(teacher_rows, by_run), Path(out_dir), title)
+    rows = _flat(teacher_rows, by_run)
     plug.write_report(rows, Path(out_dir), title, record)
     return rows
+
+
+def _flat(teacher_rows: list[dict], by_run: Mapping[str, list[dict]]) -> list[dict]:
+    """The teacher's rows, then every run's, in the grid's order."""
+    return teacher_rows + [row for rows in by_run.values() for row in rows]
 
 
 def grid_status(teacher_path: str, task, out_dir: str | os.PathLike, runs: Sequence[RunKey],

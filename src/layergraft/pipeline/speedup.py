@@ -72,10 +72,12 @@ class Shape:
 
     layers: int
     ffn_size: int
+    heads: int | None = None  # attention heads (or KV groups), where a student has its own
 
     @property
     def name(self) -> str:
-        return f"{self.layers}L-ffn{self.ffn_size}"
+        heads = "" if self.heads is None else f"-h{self.heads}"
+        return f"{self.layers}L-ffn{self.ffn_size}{heads}"
 
 
 def shape_grid(depth: int, width: int, narrow: bool = True) -> list[Shape]:
@@ -99,28 +101,40 @@ def time_shapes(teacher: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, ta
                 max_length: int = 128) -> list[dict]:
     """Every shape's throughput over the teacher's, from one interleaved `measure_speed` run:
     the teacher on torch-fp32 first (the reference), each shape's stand-in on `backend`."""
+    teacher = teacher.to(device).eval()
+    return time_models(teacher, tokenizer, task, {s: stand_in(teacher, s) for s in shapes},
+                       backend=backend, threads=threads, device=device, max_length=max_length)
+
+
+def time_models(teacher: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: Task,
+                models: Mapping[Shape, PreTrainedModel], *, backend: str, threads: int,
+                device: torch.device, max_length: int = 128) -> list[dict]:
+    """One model per shape (any weights: speed depends on the shape alone) timed in ONE
+    interleaved `measure_speed` run with the teacher (torch-fp32, the reference) at batch 32
+    on the task's dev lengths; one row per shape, in order."""
     lengths = task_lengths(task, tokenizer, "dev", max_length)
     teacher = teacher.to(device).eval()
-    models = {"teacher": teacher,
-              **{s.name: stand_in(teacher, s).to(device).eval() for s in shapes}}
+    named = {"teacher": teacher, **{s.name: m.to(device).eval() for s, m in models.items()}}
     runtime = Runtime(device, "fp32")
     with tempfile.TemporaryDirectory(prefix="layergraft-speedup-") as work:
-        folders = _export_stand_ins(models, tokenizer, task, backend, Path(work))
+        folders = _export_stand_ins(named, tokenizer, task, backend, Path(work))
         runners = {("teacher", REFERENCE_BACKEND): TorchRunner(REFERENCE_BACKEND, teacher,
                                                               runtime)}
-        for shape in shapes:
-            runner = build_runner(backend, models[shape.name], runtime, threads,
+        for shape in models:
+            runner = build_runner(backend, named[shape.name], runtime, threads,
                                   folders.get(shape.name))
             if isinstance(runner, str):
-                raise LayergraftError(f"--speedup-backend {backend} cannot run here: {runner}")
+                raise LayergraftError(f"backend {backend} cannot run here: {runner}")
             runners[shape.name, backend] = runner
-        rows = measure_speed(models, lengths, batch_sizes=(BATCH_SIZE,), threads=threads,
+        rows = measure_speed(named, lengths, batch_sizes=(BATCH_SIZE,), threads=threads,
                              runners=runners)
     found = {r["model"]: r for r in rows}  # one row per model: the teacher's, each shape's
     return [{"shape": s.name, "layers": s.layers, "ffn_size": s.ffn_size,
+             **({} if s.heads is None else {"heads": s.heads}),
              "throughput_ratio": round(found[s.name]["throughput_ratio"], 4),
              "throughput": round(found[s.name]["throughput"], 2),
-             "encoder_params": found[s.name]["encoder_params"]} for s in shapes]
+             "teacher_throughput": round(found["teacher"]["throughput"], 2),
+             "encoder_params": found[s.name]["encoder_params"]} for s in models]
 
 
 def _export_stand_ins(models: Mapping[str, PreTrainedModel], tokenizer: PreTrainedTokenizerBase,
@@ -164,19 +178,32 @@ def shape_table(teacher_path: str, source: TaskSource, shapes: Sequence[Shape], 
                 ) -> dict:
     """The timing table of `shapes` (from the cache when this machine measured them before:
     one speed per shape); `loaded` is the (teacher, tokenizer, task) to time with."""
+    def measure() -> list[dict]:
+        teacher, tokenizer, task = loaded
+        return time_shapes(teacher, tokenizer, task, shapes, backend=backend, threads=threads,
+                           device=device, max_length=max_length)
+
+    return cached_timing(teacher_path, source, [s.name for s in shapes], measure,
+                         backend=backend, threads=threads, device=device,
+                         max_length=max_length, cache_dir=cache_dir)
+
+
+def cached_timing(teacher_path: str, source: TaskSource, names: Sequence[str], measure,
+                  *, backend: str, threads: int, device: torch.device, max_length: int,
+                  cache_dir: str | os.PathLike | None = None) -> dict:
+    """The table of `measure()`'s shape rows, cached under <cache>/speed/ per teacher, task,
+    shapes, backend, threads and CPU, so a shape measured here once keeps that one figure."""
     key = {"teacher": content_fingerprint(resolve_model(teacher_path)), "task": asdict(source),
            "data": content_fingerprint(source.name), "max_length": max_length,
            "backend": backend, "threads": threads, "device": str(device),
            "cpu": cpu_name(), "capability": cpu_capability(), "torch": torch.__version__,
-           "batch_size": BATCH_SIZE, "shapes": [s.name for s in shapes]}
+           "batch_size": BATCH_SIZE, "shapes": list(names)}
     path = (cache_root(cache_dir) / "speed" / short_hash(json.dumps(key, sort_keys=True))
             / "shapes.json")
     if path.is_file():
         return {**json.loads(path.read_text()), "cached": True}
-    teacher, tokenizer, task = loaded
     start = time.perf_counter()
-    rows = time_shapes(teacher, tokenizer, task, shapes, backend=backend, threads=threads,
-                       device=device, max_length=max_length)
+    rows = measure()
     table = {"reference": f"teacher on {REFERENCE_BACKEND}", "backend": backend,
              "threads": threads, "batch_size": BATCH_SIZE, "lengths": "dev",
              "device": str(device), "cpu": key["cpu"], "cpu_capability": key["capability"],

@@ -63,10 +63,10 @@ def budget_figure(summary: Sequence[Mapping], methods: Sequence[str] | None = No
     return figure
 
 
-def pareto_figure(summary: Sequence[Mapping]) -> Figure:
+def pareto_figure(summary: Sequence[Mapping], xlabel: str | None = None) -> Figure:
     """Metric against measured speed-up, one colour per method / strategy, the front in red.
 
-    The teacher is the point (1, its metric).
+    The teacher is the point (1, its metric); `xlabel` names where the speed comes from.
     """
     entries = [e for e in final_budget(summary)
                if present(e.get("throughput_ratio_mean")) and present(e.get("value_mean"))]
@@ -86,7 +86,8 @@ def pareto_figure(summary: Sequence[Mapping]) -> Figure:
               color="tab:red", marker="o", fillstyle="none", markersize=11,
               label="Pareto front", drawstyle="steps-pre" if sign > 0 else "default")
     metric = summary[0].get("metric", "value") if summary else "value"
-    axes.set(xlabel="throughput vs teacher (measured in one run)", ylabel=f"{metric} ×100",
+    axes.set(xlabel=xlabel or "throughput vs teacher (measured in one run)",
+             ylabel=f"{metric} ×100",
              title=f"{metric} vs speed-up (full budget)")
     axes.legend(fontsize=7)
     return figure

@@ -25,6 +25,8 @@ from layergraft.report.tables import (
 )
 from layergraft.utils import write_bytes_atomic
 
+SHAPE_SPEED = "shape speed-up"  # rows whose speed is their shape's, timed once per report
+SHAPE_AXIS = "shape speed vs teacher (each shape timed once, one interleaved run)"
 # ("h1" | "h2" | "p", text) | ("table", headers, cells) | ("image", caption, file name, bytes)
 Block = tuple
 
@@ -79,14 +81,17 @@ def _task_blocks(rows, task, split, budget_methods) -> list[Block]:
         blocks.append(("p", f"Teacher {metric}: {format_value('value', teacher)}. Each row is a "
                             "configuration at its full training budget; mean ± std over seeds."))
     columns = [c for c in TABLE_COLUMNS if any(format_cell(e, c) != "—" for e in final)]
-    blocks.append(("table", *table_cells(final, columns, {"value": str(metric)})))
+    by_shape = any("shape" in r for r in here)  # one speed per shape (pipeline.shape_speed)
+    speed = {"throughput_ratio": SHAPE_SPEED} if by_shape else {}
+    blocks.append(("table", *table_cells(final, columns, {"value": str(metric), **speed})))
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", str(task))
     figures = [("depth", depth_figure(summary), f"{task}: retention vs depth")]
     if any(len(v) > 1 for v in group_lines(summary, ("method", "strategy", "layers")).values()):
         figures.append(("budget", budget_figure(summary, budget_methods),
                         f"{task}: retention vs training budget"))
     if any(present(e.get("throughput_ratio_mean")) for e in final):
-        figures.append(("pareto", pareto_figure(summary), f"{task}: {metric} vs speed-up"))
+        figures.append(("pareto", pareto_figure(summary, SHAPE_AXIS if by_shape else None),
+                        f"{task}: {metric} vs speed-up"))
     blocks += [("image", caption, f"{slug}-{name}.png", png_bytes(fig))
                for name, fig, caption in figures]
     splits = list(dict.fromkeys(r.get("split") for r in rows))

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+SHAPE_BENCH = "shape_speed.json"  # a grid's one bench of its student shapes (pipeline.shape_speed)
+
 
 def strategy_label(strategy: str, heal_steps: int = 0) -> str:
     """How runs and reports name a strategy: healing before training shows

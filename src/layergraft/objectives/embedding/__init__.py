@@ -85,7 +85,7 @@ class EmbeddingObjective(Objective):
         config = EmbeddingTraining(cosine_weight=cosine_weight, **(
             {"learning_rate": training.learning_rate, "batch_size": training.batch_size,
              "max_length": training.max_length} if training is not None else {}))
-        budget = Budget.parse(budget)
+        budget = Budget.parse(budget, ("epochs", "steps"))
         identity = {
             "objective": "embedding", "teacher": str(teacher),
             "teacher_content": content_fingerprint(path), "texts": source,

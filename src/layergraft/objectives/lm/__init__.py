@@ -116,30 +116,15 @@ class LMObjective(Objective):
 
     def evaluate(self, model: str, data=None, *, device: str = "auto", precision: str = "auto",
                  teacher: str | None = None, texts=None, eval_windows: int | None = EVAL_WINDOWS,
-                 **ignored) -> list[dict]:
-        """One record: the saved student beside `teacher` (default: the one its manifest
-        names) on `texts` (default movie-text) and the out-of-domain texts."""
-        from transformers import AutoTokenizer
+                 splits=None, **ignored) -> list[dict]:
+        """One record per split: the model's perplexity on `texts` (default movie-text) dev
+        and test windows ('ood' in `splits` adds the out-of-domain texts), beside `teacher`'s
+        when one is given (`layergraft.objectives.lm.evaluate`)."""
+        from layergraft.objectives.lm.evaluate import evaluate_lm
 
-        from layergraft.objectives.lm.assess import assess
-        from layergraft.objectives.lm.texts import RunText
-        from layergraft.runtime import Runtime
-        from layergraft.surgery.manifest import Manifest
-
-        runtime = Runtime.resolve(device, precision)
-        student = self.load(model, str(runtime.device))
-        if teacher is None:
-            manifest = Manifest.load(model)
-            teacher = manifest.teacher.get("name_or_path") or None if manifest else None
-        if teacher is None:
-            raise LayergraftError(f"'{model}' names no teacher: give --teacher")
-        reference = self.load(teacher, str(runtime.device))
-        tokenizer = AutoTokenizer.from_pretrained(str(model))
-        settings = {"texts": {"source": str(texts or DEFAULT_TEXTS)}, "ood": list(DEFAULT_OOD),
-                    "block_length": 2, "eval_windows": eval_windows, "calibration_windows": 0}
-        text = RunText.load(settings, tokenizer, student.config)
-        return [{"model": str(model), "teacher": str(teacher),
-                 **assess(reference, student, tokenizer, text, progress=False)}]
+        return evaluate_lm(self, model, texts=texts or DEFAULT_TEXTS, splits=splits,
+                           teacher=teacher, ood=DEFAULT_OOD, eval_windows=eval_windows,
+                           device=device, precision=precision)
 
     def rows(self, record: Mapping, key) -> list[dict]:
         from layergraft.objectives.lm.report import record_row
@@ -181,18 +166,12 @@ def budget_steps(budget, training, source: str) -> int:
     """Optimizer steps of a budget: "N steps", "N tokens" (a step is batch_size blocks of
     max_length tokens, rounded up) or "N epochs" (of the train text's blocks; reads the text
     once, in characters / 4 tokens, so the settings need no tokenizer)."""
-    import re
-
     from layergraft.training.budget import Budget
 
-    text = str(budget)
-    per_step = training.batch_size * training.max_length
-    tokens = re.fullmatch(r"\s*(\d+)\s*tokens?\s*", text)
-    if tokens:
-        return max(1, math.ceil(int(tokens.group(1)) / per_step))
     parsed = Budget.parse(budget)
-    if parsed.unit == "steps":
-        return int(parsed.amount)
+    per_step = training.batch_size * training.max_length
+    if parsed.unit != "epochs":
+        return parsed.steps(0, 1, tokens_per_step=per_step)
     from layergraft.data.lm_text import load_texts
 
     characters = load_texts(source).describe()["train"]["characters"]

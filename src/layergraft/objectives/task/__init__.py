@@ -25,6 +25,7 @@ class TaskObjective(Objective):
     name = "task"
     speed_unit = "examples/s"
     graft_grid = GRAFT_GRID
+    times_shapes = True  # one speed per shape in a grid's report (pipeline.shape_speed)
 
     def run(self, teacher: str, data, *, layers: int, out: Path, dry_run: bool = False,
             texts=None, method: str = "graft", strategy: str = "distill",
@@ -62,7 +63,8 @@ class TaskObjective(Objective):
         if not dry_run:
             untrained_head(teacher, allow_untrained_head)  # refused before anything else
         return _Run(teacher_path=str(teacher), source=as_source(data), layers=int(layers),
-                    method=method, strategy=strategy, budget=Budget.parse(budget), seed=seed,
+                    method=method, strategy=strategy, seed=seed,
+                    budget=Budget.parse(budget, ("epochs", "steps")),
                     resolved=Runtime.resolve(device, precision),
                     distill=distill or DistillConfig(),
                     options=graft_options or GraftOptions(),
