@@ -87,3 +87,21 @@ def test_every_module_has_a_role_and_every_entry_script_runs_a_suite_or_the_page
             f"benchmarks/{name}.py is an entry script: its code belongs in a role's package"
     assert not any(t in entries for targets in graph.values() for t in targets), \
         "a module imports an entry script; import the package module instead"
+
+
+def test_the_whole_page_renders_from_a_copy_of_the_committed_results(tmp_path):
+    """Every section wired into render.write, on the real committed rows (a copy, so the
+    figures it writes land in tmp): a section that returns the wrong type or fails on real
+    rows breaks here, not in the next suite run."""
+    import shutil
+    import sys
+
+    sys.path.insert(0, str(BENCHMARKS))
+    from report import render
+
+    results = tmp_path / "results"
+    shutil.copytree(BENCHMARKS / "results", results)
+    page = render.write(results / "offline.json", tmp_path / "BENCHMARKS.md").read_text()
+    for heading in ("## 12 layers", "### Levers at 12 -> 6", "## Decoder LLM",
+                    "## Width and depth"):
+        assert heading in page

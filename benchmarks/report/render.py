@@ -108,7 +108,7 @@ def write(results: Path, markdown: Path) -> Path:
                                                  figures, link)
                   + embedding_section.section(results.with_name("embeddings.json"))
                   + lm_section.section(results.with_name("lm.json"))
-                  + width_section.section(results.with_name("width.json")))
+                  + [width_section.section(results.with_name("width.json"))])
     write_bytes_atomic(markdown, text.encode())
     return markdown
 
