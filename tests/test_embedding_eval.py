@@ -107,6 +107,10 @@ def test_evaluate_with_the_teacher_side_by_side(st_folder, texts_file, tmp_path)
                                   eval_tasks=[sentiment], device="cpu")
     assert same["neighbours"]["agreement"] == pytest.approx(1.0)
     assert same["downstream"][next(iter(same["downstream"]))]["knn_accuracy"]["retention"] == 1
+    # no evaluation task (--eval-task none): no probes, not the default tasks
+    (quick,) = layergraft.evaluate(str(tmp_path / "s"), objective="embedding", eval_tasks=[],
+                                   texts=texts_file, device="cpu")
+    assert not quick.get("downstream")
 
 
 def _cli(args):

@@ -124,7 +124,8 @@ class EmbeddingObjective(Objective):
         from layergraft.embeddings.texts import read_texts
         from layergraft.runtime import Runtime
 
-        tasks = eval_tasks or ([data] if data is not None else DEFAULT_EVAL_TASKS)
+        tasks = eval_tasks if eval_tasks is not None else (
+            [data] if data is not None else DEFAULT_EVAL_TASKS)
         return [evaluate_folder(model, teacher, eval_tasks=tasks,
                                 texts=read_texts(texts) if texts is not None else None,
                                 device=str(Runtime.resolve(device, precision).device))]
