@@ -27,8 +27,10 @@ def section(path: Path, figures: Path, link: str) -> list[str]:
     if not rows:
         return parts + ["No cells yet: `python benchmarks/mpnet_levers.py`."]
     teachers = sorted({r["teacher_content"] for r in rows})
+    cpus = sorted({r.get("cpu", "not recorded") for r in rows})
     parts.append(f"Teacher content {', '.join(teachers)}; "
-                 f"{len({(r['variant'], r['seed']) for r in rows})} cells so far.")
+                 f"{len({(r['variant'], r['seed']) for r in rows})} cells so far, run on "
+                 f"{'; '.join(cpus)}.")
     parts += [_table(rows), *_figure(rows, figures, link)]
     return parts
 

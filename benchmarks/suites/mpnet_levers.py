@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from lib.jsonstore import claim, read_rows, update_rows
+from lib.measure import cpu_name
 from lib.mpnet_plan import FULL_BUDGET, TASK
 from lib.paths import BENCHMARKS
 
@@ -124,7 +125,8 @@ def run_cell(name: str, seed: int, teacher: Path) -> list[dict]:
              "learning_rate": cell.learning_rate, "inherited_lr": cell.inherited_lr,
              "teacher_content": record["settings"]["teacher_content"],
              "restarts": sum(len(s.get("restarts", ())) for s in stages),
-             "run_seconds": record["seconds"]}
+             "run_seconds": record["seconds"],
+             "cpu": f"{cpu_name()} ({record['runtime'].get('cpu_capability')})"}
             for row in record_rows(record, SHARE) if row["split"] in ("dev", "test")]
 
 
