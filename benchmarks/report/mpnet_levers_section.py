@@ -37,7 +37,7 @@ def section(path: Path, figures: Path, link: str) -> list[str]:
 
 def _intro() -> str:
     return ("Every cell is one `compress` run of the 12-layer stage's teacher at 1/4 of its "
-            "full budget (66 distillation steps of batch 32), fp32, one thread, "
+            "full budget (a quarter epoch: 67 distillation steps of batch 32), fp32, one thread, "
             "length-grouped batches, the collapse guard off; `python "
             "benchmarks/mpnet_levers.py` (resumable, one process per core; `--dry-run`). "
             "Retention is the student's accuracy over the teacher's on the same split; "
