@@ -52,10 +52,10 @@ def compress_auto(teacher_path: str, task: str | TaskSource | None, *, layers: i
     the objective's default unless given). A probe
     is ranked by its objective's `probe_score` (a classifier: dev retention of the primary
     metric; a sentence encoder: held-out mean cosine to the teacher)."""
-    if plan is not None and options.get("pairs"):
+    pairs = options.pop("pairs", None)
+    if plan is not None and pairs:
         raise LayergraftError("--plan and --pairs both give the plan: pass one")
-    plan = plan or options.pop("pairs", None)
-    options.pop("pairs", None)
+    plan = plan or pairs
     if str(options.get("method", "graft")).startswith("drop-") and plan in ("auto", "uniform"):
         plan = None  # a drop method keeps layers by its own rule: there is no plan to choose
     if options.get("dry_run") and "auto" in (learning_rate, plan):
