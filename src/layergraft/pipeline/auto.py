@@ -71,7 +71,7 @@ def compress_auto(teacher_path: str, task: str | TaskSource | None, *, layers: i
         training = replace(training, learning_rate=float(learning_rate))
     depth = plug.depth(teacher_path) if plan or learning_rate == "auto" else 0
     choices: dict = {}
-    probe = _Prober(teacher_path, source, layers, budget, probe_share, options)
+    probe = Prober(teacher_path, source, layers, budget, probe_share, options)
     if learning_rate == "auto":
         spans = None if plan == "auto" else plan_spans(plan, depth, layers)
         choices["learning_rate"] = probe.choose(
@@ -93,7 +93,7 @@ def compress_auto(teacher_path: str, task: str | TaskSource | None, *, layers: i
     return record
 
 
-class _Prober:
+class Prober:
     """Short runs of one teacher, task, method, strategy and depth, cached by what they
     depend on; `choose` runs (or reuses) one per candidate and names the best on dev."""
 

@@ -68,7 +68,7 @@ def bench_models(
         lengths[path] = task_lengths(task, tokenizers[path], split, max_length)
     with _workspace(cache_dir) as cache:
         runners = _runners(models, names, runtime, options.get("threads"),
-                           _exports(paths, names or (), cache, task))
+                           export_backends(paths, names or (), cache, task))
         rows = measure_speed(models, lengths, paths={p: p for p in paths},
                              precision=runtime.precision, runners=runners, **options)
         if score_split is not None:
@@ -104,7 +104,7 @@ def _runners(models, names, runtime: Runtime, threads: int | None, folders) -> d
             for name, model in models.items() for backend in names}
 
 
-def _exports(paths: Sequence[str], names: Sequence[str], cache: Path,
+def export_backends(paths: Sequence[str], names: Sequence[str], cache: Path,
              task: Task) -> dict[str, Path]:
     """The export folder of each model the onnx backends need: the model itself when it is
     one, else a fresh export into `cache` of the graphs they name (verified on built-in

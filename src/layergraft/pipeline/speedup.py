@@ -39,9 +39,9 @@ from layergraft.errors import LayergraftError
 from layergraft.models import load_for_task, resolve_model, save_model
 from layergraft.objectives.base import get_objective
 from layergraft.objectives.runs import RESULTS_NAME
-from layergraft.pipeline.auto import PROBE_SHARE, _Prober, compress_auto
+from layergraft.pipeline.auto import PROBE_SHARE, Prober, compress_auto
 from layergraft.pipeline.bench import measure_speed, task_lengths
-from layergraft.pipeline.bench_run import _exports
+from layergraft.pipeline.bench_run import export_backends
 from layergraft.report.figures import png_bytes
 from layergraft.report.speedup_figure import speedup_figure
 from layergraft.runtime import Runtime, cpu_capability
@@ -147,7 +147,7 @@ def _export_stand_ins(models: Mapping[str, PreTrainedModel], tokenizer: PreTrain
     for name, model in models.items():
         if name != "teacher":
             paths[name] = str(save_model(model, tokenizer, work / "models" / name))
-    folders = _exports(list(paths.values()), [backend], work / "onnx", task)
+    folders = export_backends(list(paths.values()), [backend], work / "onnx", task)
     return {name: folders[path] for name, path in paths.items()}
 
 
@@ -335,7 +335,7 @@ def _probe(teacher_path: str, source: TaskSource, picked: Sequence[Mapping],
     for shape in picked:
         override = {"graft_options": _shaped(graft, shape, width),
                     **({"training": training} if training is not None else {})}
-        probe = _Prober(teacher_path, source, shape["layers"], budget, share,
+        probe = Prober(teacher_path, source, shape["layers"], budget, share,
                         options).choose({shape["shape"]: override})
         result["dev_retention"][shape["shape"]] = probe["dev_retention"][shape["shape"]]
         result["seconds"] = round(result["seconds"] + probe["seconds"], 2)
