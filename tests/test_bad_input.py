@@ -215,8 +215,8 @@ def test_finetune_compress_and_export_of_a_64_position_model(monkeypatch, capsys
     assert code == 0, err
     teacher = str(tmp_path / "teacher")
     code, _, err = run_cli(monkeypatch, capsys, "compress", teacher, "--task", long_task,
-                           "--layers", "2", "--samples", "8", "--budget", "6 steps",
-                           "--heal", "1", "--no-ood", "--no-speed", "--out",
+                           "--layers", "2", "--method", "graft", "--samples", "8",
+                           "--budget", "6 steps", "--heal", "1", "--no-ood", "--no-speed", "--out",
                            str(tmp_path / "student"), *common)
     assert code == 0, err
     code, _, err = run_cli(monkeypatch, capsys, "export", teacher, "--out",

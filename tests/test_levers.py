@@ -190,13 +190,73 @@ def test_auto_rate_and_plan_are_chosen_on_dev_by_cached_probes(inputs, tmp_path,
     assert record["settings"]["training"]["learning_rate"] == rate
     if choices["plan"]["chosen"] == "intact:1":
         assert record["settings"]["pairs"] == "1-3"
-    assert len(executed) == len(auto.LR_GRID) + 2 + 1  # probes, then the run itself
+    # the rate probes, the plan probe not already run (uniform at the chosen rate), the run
+    assert len(executed) == len(auto.LR_GRID) + 1 + 1
     assert all(s["budget"] == "0.5 epochs" for s in choices.values())
     # another seed of the same teacher, method and depth reuses every probe
     again = auto.compress_auto(teacher, task, out_dir=tmp_path / "b", learning_rate="auto",
                                plan="auto", probe_share=0.25, seed=1, **options)
-    assert len(executed) == len(auto.LR_GRID) + 2 + 2
+    assert len(executed) == len(auto.LR_GRID) + 1 + 2
     assert again["choices"]["plan"]["chosen"] == choices["plan"]["chosen"]
+
+
+def test_auto_method_returns_the_best_on_dev_of_graft_and_the_strongest_drops(
+        inputs, tmp_path, monkeypatch):
+    from layergraft.objectives.task import TaskObjective
+    from layergraft.objectives.task import run as compress_module
+    from layergraft.pipeline import auto
+
+    teacher, task, _ = inputs
+    executed = []
+    real = compress_module._Run.execute
+    monkeypatch.setattr(compress_module._Run, "execute",
+                        lambda self, *args: executed.append(self.method) or real(self, *args))
+    # a cache of its own: the other tests' graft probes would otherwise be reused here
+    options = dict(layers=2, budget="2 epochs", training=TRAINING, analysis=ANALYSIS,
+                   cache_dir=tmp_path / "cache", speed=False, ood=False, progress=False)
+    record = auto.compress_auto(teacher, task, out_dir=tmp_path / "a", method="auto",
+                                probe_share=0.25, **options)
+    method = record["choices"]["method"]
+    scores = method["dev_retention"]
+    assert list(scores) == list(TaskObjective.auto_methods)
+    best = max(scores.values())
+    assert scores[method["chosen"]] == best  # the best on dev (ties: the earlier)
+    assert method["chosen"] == next(name for name, score in scores.items() if score == best)
+    assert record["settings"]["method"] == method["chosen"]
+    recipe = method["recipes"][method["chosen"]]
+    assert record["settings"]["training"]["learning_rate"] == recipe["learning_rate"]
+    # each method at its own rate and by its own rule; only graft has a plan to choose
+    assert {m: r["plan"] for m, r in method["recipes"].items() if m != "graft"} == {
+        "drop-top": "uniform", "drop-alternate": "uniform"}
+    probes = len(auto.LR_GRID) * 3 + 1  # three rate sweeps, graft's intact:1 plan
+    assert executed[:-1].count("graft") == len(auto.LR_GRID) + 1
+    assert len(executed) == probes + 1
+    assert method["seconds"] > 0 and method["budget"] == "0.5 epochs"
+    line = auto.describe_choices(record)
+    assert line.startswith(f"chose method {method['chosen']}, lr ") and "plan" in line
+
+
+def test_auto_method_at_a_given_rate_probes_each_method_once_from_the_cli(
+        inputs, tmp_path, monkeypatch):
+    import json
+
+    from typer.testing import CliRunner
+
+    from layergraft.cli import app
+
+    teacher, task, cache = inputs
+    monkeypatch.setenv("LAYERGRAFT_CACHE", str(cache))
+    out = tmp_path / "cli"
+    result = CliRunner().invoke(app, [  # no --method: a classifier's default is auto
+        "compress", teacher, "--task", task, "--layers", "2", "--lr", "1e-3", "--plan",
+        "uniform", "--budget", "8 steps", "--no-ood", "--no-speed", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "results.json").read_text())
+    method = record["choices"]["method"]
+    assert set(method["recipes"]) == {"graft", "drop-top", "drop-alternate"}
+    assert {r["learning_rate"] for r in method["recipes"].values()} == {1e-3}
+    assert record["settings"]["method"] == method["chosen"]
+    assert f"chose method {method['chosen']} on dev" in result.output
 
 
 def test_bad_learning_rate_and_two_plans_are_one_line_errors(inputs, tmp_path):

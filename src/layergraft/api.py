@@ -115,13 +115,15 @@ def evaluate(model: str, task: str | TaskSource | None = None, *,
 def compress(teacher: str, task: str | TaskSource | None = None, *, layers: int | None = None,
              out: str | os.PathLike, objective: str = "task",
              texts: str | os.PathLike | None = None, speedup: float | None = None,
-             **options) -> dict:
+             method: str | None = None, **options) -> dict:
     """`layergraft compress`: surgery, training by one strategy, evaluation against the teacher
     and speed; the student, its manifest and results.json are saved to `out` (resumable).
-    `options` are those of `layergraft.objectives.task.TaskObjective.run`: method, strategy, budget,
-    seed, precision, device, distill, graft_options, analysis, training, refit_samples, pairs,
-    ood, speed, progressive_schedule ("per-stage" or "one": progressive's stages on one
-    optimizer and learning-rate curve), overwrite, allow_untrained_head, recalibrate_samples,
+    `method` defaults to the objective's `default_method`: for a classifier "auto", the best
+    on dev of graft and the strongest drops, each at its own rate (`compress_auto`); else
+    "graft". `options` are those of `layergraft.objectives.task.TaskObjective.run`: strategy,
+    budget, seed, precision, device, distill, graft_options, analysis, training, refit_samples,
+    pairs, ood, speed, progressive_schedule ("per-stage" or "one": progressive's stages on
+    one optimizer and learning-rate curve), overwrite, allow_untrained_head, recalibrate_samples,
     guard, ...; and those of `layergraft.pipeline.auto.compress_auto`: `learning_rate` (a
     number or "auto") and `plan` ("uniform", "intact:K", spans, or "auto"); `dry_run=True`
     runs nothing and returns the run's status ("done", "stale" or "to do").
@@ -137,8 +139,10 @@ def compress(teacher: str, task: str | TaskSource | None = None, *, layers: int 
     default 1), probes up to three of them and trains the best:
     `layergraft.pipeline.speedup.compress_speedup`."""
     from layergraft.errors import LayergraftError
+    from layergraft.objectives.base import get_objective
     from layergraft.pipeline.auto import compress_auto
 
+    options["method"] = method or get_objective(objective).default_method
     if speedup is not None:
         from layergraft.pipeline.speedup import compress_speedup
 

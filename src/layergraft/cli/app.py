@@ -210,7 +210,11 @@ def compress(
     objective: ObjectiveOpt = "task",
     texts: TextsOpt = None,
     eval_task: EvalTasksOpt = EVAL_TASKS,
-    method: Annotated[str, typer.Option("--method", help="Surgery method.")] = "graft",
+    method: Annotated[str | None, typer.Option("--method", help=(
+        "Surgery method, or auto: the best on dev of graft and the strongest drops "
+        "(drop-top, drop-alternate), each at its own rate (--lr and --plan default to auto "
+        "with it). Default: auto for a classifier, graft for --objective embedding and lm."))]
+    = None,
     strategy: Annotated[str, typer.Option(
         "--strategy", help="none, heal (with --heal), finetune, distill, progressive or replace.")]
     = "distill",
@@ -225,6 +229,7 @@ def compress(
 ) -> None:
     """Surgery + training + evaluation + speed: a student, its manifest and results.json."""
     from layergraft import api
+    from layergraft.objectives.base import get_objective
 
     speed = ({"speedup": speedup, "speedup_backend": speedup_backend}
              if speedup is not None else {})
@@ -236,8 +241,6 @@ def compress(
                               texts=texts, method=method, **extra,
                               strategy=strategy, budget=budget, seed=seed, device=device,
                               precision=precision, overwrite=overwrite, **speed, **options)
-        from layergraft.objectives.base import get_objective
-
         typer.echo(get_objective(objective).headline(record))
         kind = "sentence-transformers model" if objective == "embedding" else "causal LM"
         typer.echo(f"saved the {layers}-layer {kind} and results.json to {out}")
@@ -249,6 +252,10 @@ def compress(
                           overwrite=overwrite, **options)
     _print_scores(record["task"], {s: record[s]["metrics"] for s in ("dev", "test")
                                    if s in record})
+    from layergraft.pipeline.auto import describe_choices
+
+    if chosen := describe_choices(record):
+        typer.echo(chosen)
     typer.echo(f"saved the {record.get('layers', layers)}-layer student and results.json to {out}")
 
 

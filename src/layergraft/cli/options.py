@@ -236,7 +236,8 @@ TRAINING_FLAGS = _options(
     learning_rate=(Annotated[str | None, typer.Option(
         "--lr", help="Peak learning rate of the student, or auto: chosen on dev by short "
         "distillation probes (2e-5 to 4e-4, 1/8 of the budget each; cached per teacher, "
-        "method and depth). Default: the package's measured STUDENT_LEARNING_RATE, 4e-4.")],
+        "method and depth). Default: auto with --method auto (compress's default for a "
+        "classifier), else the package's STUDENT_LEARNING_RATE, 4e-4.")],
         None),
     inherited_learning_rate=(Annotated[float | None, typer.Option(
         "--lr-inherited", help="Peak learning rate of the weights the student inherited "
@@ -269,7 +270,8 @@ RUN_FLAGS = _options(
     plan=(Annotated[str | None, typer.Option(
         "--plan", help="Which layers merge: uniform (the method's own balanced groups), "
         "intact:K (keep the bottom K layers, merge above them), explicit spans such as "
-        "4-7,8-11 (as --pairs), or auto (chosen on dev by short distillation probes).")],
+        "4-7,8-11 (as --pairs), or auto (chosen on dev by short distillation probes; the "
+        "default with --method auto).")],
         None),
     recalibrate_samples=(Annotated[int, typer.Option(
         "--recalibrate", help="After surgery, match each merged layer's output statistics "
@@ -333,7 +335,9 @@ def _build_compress_options(flags: dict, arguments: dict) -> None:
         "analysis": AnalysisSettings(**take(ANALYSIS_FLAGS), max_length=training.max_length),
         "heal": HealConfig(steps=flags.pop("heal_steps"), learning_rate=flags.pop("heal_lr"),
                            batch_size=flags.pop("heal_batch_size")),
-        "refit_samples": flags.pop("refit"), **({"learning_rate": rate} if rate == "auto" else {}),
+        "refit_samples": flags.pop("refit"),
+        # a given rate, so that --method auto sweeps only the rates nobody gave
+        **({"learning_rate": rate} if rate is not None else {}),
         "guard": CollapseGuard(retries=flags.pop("collapse_retries")), **flags}
 
 

@@ -41,6 +41,9 @@ class Objective(ABC):
     comparison_title: ClassVar[str] = "layergraft comparison"
     speed_none_when_off: ClassVar[bool] = True  # False: no "speed" key at all when not timed
     times_shapes: ClassVar[bool] = False  # compare re-times each student shape once
+    # what `--method auto` probes, each at its own rate; the CLI's --method unless given
+    auto_methods: ClassVar[tuple[str, ...]] = ("graft", "drop-top")
+    default_method: ClassVar[str] = "graft"
 
     @abstractmethod
     def run(self, teacher: str, data, *, layers: int, out: Path, dry_run: bool = False,

@@ -240,8 +240,11 @@ def compress_speedup(teacher_path: str, task: str | TaskSource | None, *, speedu
     """`compress` to the shape that runs `speedup` times the teacher on `speedup_backend` here
     (module docstring): time the shapes, probe up to three that reach it, train the best on
     the full `budget`; `options` go to every `compress` run. Returns the final run's record,
-    with `choices["speedup"]`."""
+    with `choices["speedup"]`. `method="auto"` (the CLI's default) grafts here: FFN width, the
+    lever that reaches a speed between two depths, is graft's."""
     backend = _check_request(speedup, speedup_backend, layers, objective, plan, options)
+    if options.get("method") == "auto":
+        options["method"] = "graft"
     if options.get("dry_run"):
         return {"status": "to do", "out": str(out_dir), "settings": None,
                 "note": "--speedup chooses the student's shape by timing and probes when the "

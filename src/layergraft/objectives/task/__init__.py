@@ -26,6 +26,10 @@ class TaskObjective(Objective):
     speed_unit = "examples/s"
     graft_grid = GRAFT_GRID
     times_shapes = True  # one speed per shape in a grid's report (pipeline.shape_speed)
+    # the strongest drops of BENCHMARKS.md (drop-top at 12 layers, drop-alternate at 6 -> 3
+    # and 2) beside graft: the user's one command returns the best of them on dev
+    auto_methods = ("graft", "drop-top", "drop-alternate")
+    default_method = "auto"
 
     def run(self, teacher: str, data, *, layers: int, out: Path, dry_run: bool = False,
             texts=None, method: str = "graft", strategy: str = "distill",
