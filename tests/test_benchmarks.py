@@ -566,7 +566,7 @@ def test_paired_tests_compare_the_two_runs_on_the_same_examples(tmp_path):
     from lib import mpnet_plan, paired
 
     from layergraft.data.tasks import load_task
-    from layergraft.pipeline.runs import PREDICTIONS_NAME
+    from layergraft.objectives.runs import PREDICTIONS_NAME
 
     labels = np.asarray(load_task(SENT).splits["test"]["label"])
     right = np.eye(2)[labels]
@@ -650,7 +650,7 @@ def test_paired_tests_read_the_kept_predictions_when_the_work_folder_is_gone(tmp
     import numpy as np
     from lib import recorded
 
-    from layergraft.pipeline.runs import PREDICTIONS_NAME
+    from layergraft.objectives.runs import PREDICTIONS_NAME
 
     suite = offline.Suite(work=tmp_path / "work", results=tmp_path / "results" / "rows.json")
     key = RunKey("graft", "distill", 3)

@@ -177,12 +177,13 @@ def test_compress_records_the_choice_and_keys_runs_by_it(tmp_path):
 
 def test_an_embedding_model_is_grafted_by_choice_on_its_training_texts(st_folder, texts_file,
                                                                           tmp_path):
-    from layergraft.embeddings.compress import compress_embedding
+    import layergraft
 
-    record = compress_embedding(str(st_folder), layers=2, out=tmp_path / "s", texts=texts_file,
-                                method="random", strategy="none", eval_tasks=(),
-                                graft_options=CHOOSE, cache_dir=tmp_path / "cache",
-                                speed=False, device="cpu", precision="fp32")
+    record = layergraft.compress(str(st_folder), None, layers=2, out=tmp_path / "s",
+                                objective="embedding", texts=texts_file, method="random",
+                                strategy="none", eval_tasks=(), graft_options=CHOOSE,
+                                cache_dir=tmp_path / "cache", speed=False, device="cpu",
+                                precision="fp32")
     assert record["settings"]["graft_options"]["choose"] == "reconstruction"
     choice = Manifest.load(tmp_path / "s").steps[-1].choice
     assert choice["texts"] == 36 and len(choice["spans"]) == 2  # 40 texts, a tenth held out

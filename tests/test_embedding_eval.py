@@ -66,30 +66,30 @@ def test_heal_lowers_each_new_layers_span_error(st_folder, sentences):
 
 
 def test_compress_heal_strategy_and_heal_before_distill(st_folder, texts_file, tmp_path):
-    from layergraft.embeddings.compress import compress_embedding
+    import layergraft
     from layergraft.training.heal import HealConfig
 
-    common = dict(layers=2, texts=texts_file, eval_tasks=(), device="cpu", precision="fp32",
-                  method="average", heal=HealConfig(steps=6, batch_size=8), speed=False,
-                  cache_dir=tmp_path / "cache")
-    healed = compress_embedding(str(st_folder), out=tmp_path / "h", strategy="heal", **common)
+    common = dict(layers=2, objective="embedding", texts=texts_file, eval_tasks=(),
+                  device="cpu", precision="fp32", method="average",
+                  heal=HealConfig(steps=6, batch_size=8), speed=False, cache_dir=tmp_path / "cache")
+    healed = layergraft.compress(str(st_folder), None, out=tmp_path / "h", strategy="heal",
+                                 **common)
     assert healed["heal"]["steps"] == 6 and healed["training"] is None
     assert healed["settings"]["heal"]["steps"] == 6 and healed["settings"]["budget"] is None
-    both = compress_embedding(str(st_folder), out=tmp_path / "d", strategy="distill",
-                              budget="3 steps", **common)
+    both = layergraft.compress(str(st_folder), None, out=tmp_path / "d", strategy="distill",
+                               budget="3 steps", **common)
     charge = both["heal"]["charge"]
     assert charge >= 1 and both["training"]["steps"] == 3 - charge
 
 
 def test_evaluate_with_the_teacher_side_by_side(st_folder, texts_file, tmp_path):
     import layergraft
-    from layergraft.embeddings.compress import compress_embedding
 
     sentiment = write_tiny_task(tmp_path / "sent", sizes=(40, 12, 12))
     rating = write_tiny_task(tmp_path / "rate", sizes=(40, 12, 12), regression=True)
-    compress_embedding(str(st_folder), layers=2, out=tmp_path / "s", texts=texts_file,
-                       method="drop-alternate", strategy="none", eval_tasks=(), speed=False,
-                       device="cpu", precision="fp32")
+    layergraft.compress(str(st_folder), None, layers=2, out=tmp_path / "s", texts=texts_file,
+                        objective="embedding", method="drop-alternate", strategy="none",
+                        eval_tasks=(), speed=False, device="cpu", precision="fp32")
     (record,) = layergraft.evaluate(str(tmp_path / "s"), objective="embedding",
                                     eval_tasks=[sentiment, rating], texts=texts_file,
                                     device="cpu")

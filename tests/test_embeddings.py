@@ -169,9 +169,10 @@ def test_compress_embedding_trains_records_fidelity_and_resumes(st_folder, texts
 def test_surgery_only_with_the_similarity_method(st_folder, texts_file, tmp_path):
     from sentence_transformers import SentenceTransformer
 
-    from layergraft.embeddings.compress import compress_embedding
+    import layergraft
 
-    record = compress_embedding(str(st_folder), layers=3, out=tmp_path / "s", texts=texts_file,
+    record = layergraft.compress(str(st_folder), None, layers=3, out=tmp_path / "s",
+                                objective="embedding", texts=texts_file,
                                 method="drop-similar", strategy="none", eval_tasks=(),
                                 device="cpu", precision="fp32")
     assert record["training"] is None and "downstream" not in record

@@ -15,7 +15,7 @@ from layergraft.data.encoding import encode
 from layergraft.data.metrics import compute_metrics
 from layergraft.data.tasks import TASKS, load_task
 from layergraft.errors import LayergraftError
-from layergraft.pipeline.evaluation import (
+from layergraft.objectives.task.evaluation import (
     agreement,
     evaluate_model,
     format_table,

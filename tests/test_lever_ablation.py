@@ -10,7 +10,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from suites import lever_ablation  # noqa: E402
 
-from layergraft.pipeline.strategies import check_request  # noqa: E402
+from layergraft.objectives.strategies import check_request  # noqa: E402
 
 CELLS = [(name, cell) for cells, _ in lever_ablation.SETS.values() for name, cell in cells.items()]
 

@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from report import mpnet_levers_section  # noqa: E402
 from suites import mpnet_levers  # noqa: E402
 
-from layergraft.pipeline.strategies import check_request  # noqa: E402
+from layergraft.objectives.strategies import check_request  # noqa: E402
 from layergraft.surgery.plan import Plan  # noqa: E402
 
 

@@ -18,8 +18,8 @@ from layergraft.errors import LayergraftError
 from layergraft.models import load_classifier
 from layergraft.objectives.task import context as strategies
 from layergraft.objectives.task import run as compress_module
+from layergraft.objectives.task.evaluation import predict
 from layergraft.pipeline.compress import compress
-from layergraft.pipeline.evaluation import predict
 from layergraft.scoring.analysis import AnalysisSettings
 from layergraft.surgery.manifest import Manifest
 from layergraft.training.budget import Budget, next_share, split_steps

@@ -23,7 +23,7 @@ from transformers import (
 from layergraft.data.encoding import encode
 from layergraft.data.tasks import load_task
 from layergraft.errors import LayergraftError
-from layergraft.pipeline.evaluation import evaluate_model
+from layergraft.objectives.task.evaluation import evaluate_model
 from layergraft.pipeline.finetune import RESULTS_NAME, finetune
 from layergraft.training.train import TrainConfig, train
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from layergraft.data.tasks import Task, load_task
+from layergraft.objectives.runs import PREDICTIONS_NAME
 from layergraft.pipeline.compare import RunKey
-from layergraft.pipeline.runs import PREDICTIONS_NAME
 from layergraft.report.stats import mcnemar, paired_bootstrap
 from layergraft.report.tables import markdown_from_cells
 from lib.stages import TASKS

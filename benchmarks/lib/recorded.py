@@ -3,7 +3,7 @@ outlive the machine: benchmarks/work/ is git-ignored, so a new session starts wi
 run folders while benchmarks/results/ still holds every row they produced.
 
 A run row carries a digest of the run's settings (`compress`'s own, compared by
-`layergraft.pipeline.runs`) with the teacher named by its recipe instead of its path and
+`layergraft.objectives.runs`) with the teacher named by its recipe instead of its path and
 bytes: a teacher fine-tuned again on another CPU by the same recipe differs in its last bits,
 and every row keeps the teacher's own score it was measured against (`teacher_value`), so
 its retention stays its own. A package default changed since gives another digest, and the
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from layergraft.pipeline.runs import PREDICTIONS_NAME
+from layergraft.objectives.runs import PREDICTIONS_NAME
 
 TEACHER_BYTES = ("teacher", "teacher_content")  # where the teacher lives and what it holds
 

@@ -55,12 +55,13 @@ def run_dir(planned: Planned) -> Path:
 
 
 def run_one(planned: Planned) -> None:
-    from layergraft.embeddings.compress import compress_embedding
+    from layergraft import compress
 
     start = time.perf_counter()
     key = planned.key
-    record = compress_embedding(
-        planned.model, task=TASK, layers=key.layers, out=run_dir(planned), method=key.method,
+    record = compress(
+        planned.model, TASK, objective="embedding", layers=key.layers, out=run_dir(planned),
+        method=key.method,
         strategy=key.strategy, budget=BUDGET, seed=key.seed, precision=PRECISION,
         heal=HealConfig(steps=planned.heal, learning_rate=HEAL_LR) if planned.heal else None,
         analysis=AnalysisSettings(samples=ANALYSIS_SAMPLES))

@@ -57,13 +57,13 @@ from layergraft.assets import mpnet_path
 from layergraft.data.tasks import load_task
 from layergraft.errors import LayergraftError
 from layergraft.models import resolve_model
+from layergraft.objectives.runs import RESULTS_NAME
+from layergraft.objectives.strategies import UNTRAINED
 from layergraft.pipeline.bench import safetensors_size
 from layergraft.pipeline.compare import RunKey, record_rows
 from layergraft.pipeline.compress import compress
 from layergraft.pipeline.finetune import RESULTS_NAME as TEACHER_RESULTS
 from layergraft.pipeline.finetune import finetune
-from layergraft.pipeline.runs import RESULTS_NAME
-from layergraft.pipeline.strategies import UNTRAINED
 from layergraft.training.budget import Budget
 from layergraft.training.heal import HealConfig
 from layergraft.training.train import TrainConfig, student_training

@@ -21,7 +21,7 @@ from lib.stages import TASKS
 
 from layergraft.data.tasks import load_task
 from layergraft.models import load_classifier
-from layergraft.pipeline.evaluation import evaluate_model
+from layergraft.objectives.task.evaluation import evaluate_model
 from layergraft.pipeline.workflows import refit_after_surgery
 from layergraft.scoring.analysis import AnalysisSettings, measure
 from layergraft.surgery.graft import graft_model

@@ -173,7 +173,7 @@ def evaluate(
 ) -> None:
     """Score a model on a task: a table on screen and, with --json, a JSON record."""
     from layergraft import api
-    from layergraft.pipeline.evaluation import format_table, save_results
+    from layergraft.objectives.task.evaluation import format_table, save_results
 
     embedding = objective == "embedding"
     records = api.evaluate(model, task, splits=split, device=device, precision=precision,

@@ -134,8 +134,8 @@ def bench(
     """Throughput, latency, parameters and size (and task quality) of models on one or more
     backends, measured in one run."""
     from layergraft import api
+    from layergraft.objectives.task.evaluation import save_results
     from layergraft.pipeline.bench import format_speed_table, skipped_notes
-    from layergraft.pipeline.evaluation import save_results
     from layergraft.report.bench_report import RULE, best_lines
 
     rows = api.bench(models, task, split=split,

@@ -9,9 +9,6 @@
 - `evaluate`: fidelity to the teacher (mean cosine, top-10 neighbour agreement) and
   frozen-embedding probes; `fidelity`: the record of both; `heal`: local healing; `speed`:
   sentences per second; `report`: records as rows, tables, headlines
-- `compress`: `compress_embedding`, the benchmarks' name for
-  `layergraft.pipeline.compress.compress(objective="embedding")` (the one import above this
-  layer, listed in the contract's `ignore_imports`)
 
 The run itself is `layergraft.objectives.embedding`, which uses these pieces. May import
 `layergraft.surgery`, `layergraft.scoring`, `layergraft.training`, `layergraft.data`,

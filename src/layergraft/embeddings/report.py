@@ -1,6 +1,6 @@
 """Embedding records as flat rows, seed means, Markdown tables and one-line headlines.
 
-A row is one compress_embedding record flattened (`record_row`), or the teacher's row
+A row is one `compress(objective="embedding")` record flattened (`record_row`), or the teacher's row
 (`teacher_row`: fidelity 1 by definition, its own downstream values, retention 1), so every
 table shows the teacher next to the students. Downstream values are keyed
 `"{task}.{measure}"` (the student's), with `.teacher` and `.retention` beside them. The same

@@ -117,7 +117,7 @@ def grid_status(teacher_path: str, task, out_dir: str | os.PathLike, runs: Seque
                 compress: Callable[..., dict] | None = None, **compress_options) -> list[dict]:
     """What `run_comparison` would do, running nothing: one row per run with its name,
     method, strategy, layers, seed and status, "done", "stale" (a results.json of other
-    settings, to be redone) or "to do" (`layergraft.pipeline.runs.run_status`)."""
+    settings, to be redone) or "to do" (`layergraft.objectives.runs.run_status`)."""
     return [{"run": key.name, "method": key.method, "strategy": key.strategy,
              "layers": key.layers, "seed": key.seed, "status": record["status"]}
             for key, record in grid_cells(teacher_path, task, out_dir, runs,

@@ -15,7 +15,7 @@ from transformers import set_seed
 
 from layergraft.data.tasks import Task
 from layergraft.models import check_output_dir, load_classifier, save_model
-from layergraft.pipeline.evaluation import evaluate_model
+from layergraft.objectives.task.evaluation import evaluate_model
 from layergraft.training.parallel import process_state
 from layergraft.training.train import TrainConfig, train
 from layergraft.utils import versions, write_json_atomic
