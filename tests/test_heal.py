@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from helpers import TINY_FAMILIES, make_tiny_batches, make_tiny_model
+from tiny_decoders import DECODER_FAMILIES, LAYERS, tiny_decoder, token_ids
 from tiny_task import one_thread, train_tiny_teacher, write_tiny_task
 
 from layergraft.data.encoding import encode
@@ -164,3 +165,16 @@ def test_each_layer_run_alone_on_teacher_states_reproduces_the_full_forward(fami
     assert errors == pytest.approx([0.0] * 3, abs=1e-10)
     shifted = layer_errors(model, LiveTeacher(model), batches, [(k, k + 2) for k in range(2)])
     assert min(shifted) > 1e-6  # and not exact where the target is a different layer
+
+
+@pytest.mark.parametrize("family", DECODER_FAMILIES)
+def test_each_decoder_layer_alone_gets_its_own_attention_type(family):
+    # Qwen2's layers 2-3 (and all of Mistral's) attend within a window of 4 tokens: run alone
+    # on 12-token windows, each layer must get its own mask, not the first layer's
+    model = tiny_decoder(family)
+    ids = token_ids(rows=2, length=12, seed=3)
+    batches = [{"input_ids": ids, "attention_mask": torch.ones_like(ids),
+                "example_id": torch.arange(2)}]
+    spans = [(k, k + 1) for k in range(LAYERS - 1)]  # the last ends after the final norm
+    errors = layer_errors(model, LiveTeacher(model), batches, spans, top=LAYERS)
+    assert errors == pytest.approx([0.0] * (LAYERS - 1), abs=1e-10)

@@ -97,10 +97,38 @@ class _LayerArguments(Exception):
         self.args, self.kwargs = args, kwargs
 
 
-def _layer_arguments(model: PreTrainedModel, inputs: Mapping, spec: ArchSpec):
-    """What the encoder passes each layer after the hidden states, for this batch. Every
-    supported encoder passes the same mask and position terms to all of its layers."""
+def _layer_arguments(model: PreTrainedModel, inputs: Mapping, spec: ArchSpec,
+                     layers: Sequence[int]) -> dict[int, tuple[tuple, dict]]:
+    """What the model passes each of `layers` after the hidden states, for this batch. Every
+    supported encoder passes the same mask and position terms to all of its layers, and so
+    does a decoder of one attention type; there the first layer's are taken (its embeddings
+    alone run). A decoder that mixes types (`layer_types`: sliding and full attention) gives
+    each type its own mask, so each layer's own are taken, in one forward without gradients."""
+    types = getattr(model.config, "layer_types", None) or ()
+    if len(set(types)) < 2:
+        captured = _first_layer_arguments(model, inputs, spec)
+        return dict.fromkeys(layers, captured)
+    seen: dict[int, tuple[tuple, dict]] = {}
 
+    def keeper(k: int):
+        def keep(module, args, kwargs):
+            seen[k] = (args[1:], kwargs)
+        return keep
+
+    modules = encoder_layers(model, spec)
+    handles = [modules[k].register_forward_pre_hook(keeper(k), with_kwargs=True)
+               for k in layers]
+    try:
+        with torch.no_grad():
+            model.base_model(**inputs, use_cache=False)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return seen
+
+
+def _first_layer_arguments(model: PreTrainedModel, inputs: Mapping,
+                           spec: ArchSpec) -> tuple[tuple, dict]:
     def capture(module, args, kwargs):
         raise _LayerArguments(args[1:], kwargs)
 
@@ -160,11 +188,12 @@ def _layer_losses(student, teacher: Teacher, batch: Mapping, layers: Sequence[in
     keys = {k: batch[k] for k in ("example_id",) if k in batch}  # a cache's; a live teacher's not
     states = dict(zip(wanted, teacher.outputs({**inputs, **keys}, wanted).hidden, strict=True))
     final = get_submodule(student.base_model, spec.final_norm) if spec.final_norm else None
-    args, kwargs = _layer_arguments(student, inputs, spec)
+    arguments = _layer_arguments(student, inputs, spec, layers)
     modules = encoder_layers(student, spec)
     losses = []
     for k in layers:
         start = _padded(states[spans[k][0]], mask).to(next(modules[k].parameters()).dtype)
+        args, kwargs = arguments[k]
         output = modules[k](start, *args, **kwargs)
         output = output[0] if isinstance(output, tuple) else output
         if final is not None and spans[k][1] == top:
