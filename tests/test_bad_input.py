@@ -278,3 +278,24 @@ def test_a_quick_embedding_look_skips_what_it_is_told(monkeypatch, capsys, tmp_p
     assert [p.split()[1] for p in parts] == ["mean", "loading", "top-10", "frozen-embedding",
                                              "speed"], err
 
+
+
+# 5. a classifier-only lever given to a sentence encoder or a decoder LLM
+
+@pytest.mark.parametrize("flag", [("--recalibrate", "16"), ("--collapse-retries", "1"),
+                                  ("--lr-inherited", "1e-5"), ("--hidden-weight", "1")])
+def test_a_classifier_lever_is_refused_not_ignored_by_other_objectives(
+        monkeypatch, capsys, tmp_path, st_folder, texts_file, flag):
+    from tiny_lm_run import save_tiny_lm
+
+    lm = save_tiny_lm(tmp_path / "lm")
+    for objective, model in (("embedding", str(st_folder)), ("lm", lm)):
+        if objective == "lm" and flag[0] == "--hidden-weight":
+            continue  # the LM objective distils with it (span-end hidden states)
+        out = tmp_path / f"out-{objective}"
+        code, _, err = run_cli(monkeypatch, capsys, "compress", model, "--objective",
+                               objective, "--texts", str(texts_file), "--layers", "2",
+                               *flag, "--out", str(out), "--device", "cpu")
+        assert_one_line_error(code, err, "is for --objective task only")
+        assert flag[0] in err and f"not yet for --objective {objective}" in err
+        assert not out.exists()

@@ -19,6 +19,8 @@ the same budget, so every method and strategy is compared at equal compute.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from layergraft.errors import LayergraftError
 from layergraft.surgery.methods import GraftOptions, get_method
 from layergraft.training.heal import HealConfig
@@ -66,6 +68,28 @@ def check_request(method: str, strategy: str, pairs: str | None = None,
     if pairs and method.startswith("drop-"):
         raise LayergraftError(f"method '{method}' chooses its own layers: give --layers, "
                               "not --pairs")
+
+
+def refuse_classifier_levers(objective: str, training, options: Mapping,
+                             distill=None) -> None:
+    """One line for a lever only the classifier's run applies (recalibration, the collapse
+    guard, a rate of their own for inherited weights, an untrained head; with `distill`, the
+    logit distillation settings too), instead of ignoring it silently."""
+    from layergraft.training.distill import DistillConfig
+
+    guard = options.get("guard")
+    given = [flag for flag, on in (
+        ("--recalibrate", options.get("recalibrate_samples")),
+        ("--collapse-retries", getattr(guard, "retries", 0)),
+        ("--lr-inherited", getattr(training, "inherited_learning_rate", None) is not None),
+        ("--untrained-head", options.get("allow_untrained_head")),
+        ("--temperature / --hidden-weight / --task-weight / --attention-weight",
+         distill is not None and distill != DistillConfig())) if on]
+    if given:
+        one = len(given) == 1
+        raise LayergraftError(f"{', '.join(given)} {'is' if one else 'are'} for --objective "
+                              f"task only, not yet for --objective {objective}: leave "
+                              f"{'it' if one else 'them'} out")
 
 
 def steps_after_heal(total: int, charge: int, strategy: str) -> int:

@@ -45,8 +45,8 @@ class EmbeddingObjective(Objective):
         `layergraft.embeddings.fidelity`'s evaluation on `eval_tasks` (none: the held-out
         mean cosine alone; `ood=False`: neighbours among the first task's dev + test) and,
         with `speed`, the interleaved student / teacher throughput. `training` (a
-        TrainConfig) supplies learning rate, batch size and max length; the classifier-only
-        options (distill, ...) are ignored."""
+        TrainConfig) supplies learning rate, batch size and max length; a classifier-only
+        lever given a value is refused in one line (`refuse_classifier_levers`)."""
         from layergraft.embeddings.fidelity import DEFAULT_EVAL_TASKS
         from layergraft.embeddings.model import read_folder
         from layergraft.embeddings.objective import EmbeddingTraining
@@ -60,6 +60,7 @@ class EmbeddingObjective(Objective):
             check_model_kind,
             check_request,
             normalized_spans,
+            refuse_classifier_levers,
         )
         from layergraft.runtime import Runtime
         from layergraft.scoring.analysis import AnalysisSettings
@@ -75,6 +76,7 @@ class EmbeddingObjective(Objective):
             raise LayergraftError("--refit is not available with --objective embedding: "
                                   "use --heal")
         check_request(method, strategy, pairs, heal, progressive_schedule, graft_options)
+        refuse_classifier_levers("embedding", training, ignored, ignored.get("distill"))
         path = resolve_model(teacher)
         check_model_kind(path, "embedding", method)
         read_folder(path)  # a one-line refusal before anything loads

@@ -55,6 +55,7 @@ class LMObjective(Objective):
             check_model_kind,
             check_request,
             normalized_spans,
+            refuse_classifier_levers,
         )
         from layergraft.runtime import Runtime
         from layergraft.scoring.analysis import AnalysisSettings
@@ -67,6 +68,7 @@ class LMObjective(Objective):
         if strategy not in STRATEGIES:
             raise LayergraftError(f"strategy '{strategy}' does not apply to --objective lm: "
                                   f"choose {' or '.join(STRATEGIES)}")
+        refuse_classifier_levers("lm", training, ignored)
         if data is not None:
             raise LayergraftError("--objective lm trains on --texts FILE|DIR (default "
                                   "movie-text), not on a --task")
