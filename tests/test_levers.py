@@ -168,17 +168,28 @@ def test_plans_that_keep_a_bottom_block_intact():
         plan_spans("0-1", 12, 6)
 
 
-def test_auto_rate_and_plan_are_chosen_on_dev_by_cached_probes(inputs, tmp_path, monkeypatch):
+def executed_runs(monkeypatch) -> list:
+    """The method of every compress run that trains from here on (a cached one does not)."""
     from layergraft.objectives.task import run as compress_module
-    from layergraft.pipeline import auto
 
-    teacher, task, cache = inputs
     executed = []
     real = compress_module._Run.execute
     monkeypatch.setattr(compress_module._Run, "execute",
-                        lambda self, *args: executed.append(self.out) or real(self, *args))
-    options = dict(layers=2, budget="2 epochs", training=TRAINING, analysis=ANALYSIS,
-                   cache_dir=cache, speed=False, ood=False, progress=False)
+                        lambda self, *args: executed.append(self.method) or real(self, *args))
+    return executed
+
+
+def auto_options(cache) -> dict:
+    return dict(layers=2, budget="2 epochs", training=TRAINING, analysis=ANALYSIS,
+                cache_dir=cache, speed=False, ood=False, progress=False)
+
+
+def test_auto_rate_and_plan_are_chosen_on_dev_by_cached_probes(inputs, tmp_path, monkeypatch):
+    from layergraft.pipeline import auto
+
+    teacher, task, cache = inputs
+    executed = executed_runs(monkeypatch)
+    options = auto_options(cache)
     record = auto.compress_auto(teacher, task, out_dir=tmp_path / "a", learning_rate="auto",
                                 plan="auto", probe_share=0.25, **options)
     choices = record["choices"]
@@ -203,17 +214,12 @@ def test_auto_rate_and_plan_are_chosen_on_dev_by_cached_probes(inputs, tmp_path,
 def test_auto_method_returns_the_best_on_dev_of_graft_and_the_strongest_drops(
         inputs, tmp_path, monkeypatch):
     from layergraft.objectives.task import TaskObjective
-    from layergraft.objectives.task import run as compress_module
     from layergraft.pipeline import auto
 
     teacher, task, _ = inputs
-    executed = []
-    real = compress_module._Run.execute
-    monkeypatch.setattr(compress_module._Run, "execute",
-                        lambda self, *args: executed.append(self.method) or real(self, *args))
+    executed = executed_runs(monkeypatch)
     # a cache of its own: the other tests' graft probes would otherwise be reused here
-    options = dict(layers=2, budget="2 epochs", training=TRAINING, analysis=ANALYSIS,
-                   cache_dir=tmp_path / "cache", speed=False, ood=False, progress=False)
+    options = auto_options(tmp_path / "cache")
     record = auto.compress_auto(teacher, task, out_dir=tmp_path / "a", method="auto",
                                 probe_share=0.25, **options)
     method = record["choices"]["method"]
