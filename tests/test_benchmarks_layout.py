@@ -102,6 +102,6 @@ def test_the_whole_page_renders_from_a_copy_of_the_committed_results(tmp_path):
     results = tmp_path / "results"
     shutil.copytree(BENCHMARKS / "results", results)
     page = render.write(results / "offline.json", tmp_path / "BENCHMARKS.md").read_text()
-    for heading in ("## 12 layers", "### Levers at 12 -> 6", "## Decoder LLM",
-                    "## Width and depth"):
+    for heading in ("## 12 layers", "### Levers at 12 -> 6", "## The default recipe",
+                    "## Decoder LLM", "## Width and depth"):
         assert heading in page

@@ -47,6 +47,7 @@ from layergraft.training.distill import DistillConfig
 from layergraft.training.train import STUDENT_LEARNING_RATE
 from layergraft.utils import write_bytes_atomic
 from report import (
+    defaults_section,
     deploy_section,
     embedding_section,
     levers,
@@ -106,6 +107,7 @@ def write(results: Path, markdown: Path) -> Path:
                   mpnet_section.section(results.with_name("mpnet.json"))
                   + mpnet_levers_section.section(results.with_name("mpnet_levers.json"),
                                                  figures, link)
+                  + defaults_section.section(results.with_name("defaults.json"))
                   + embedding_section.section(results.with_name("embeddings.json"))
                   + lm_section.section(results.with_name("lm.json"))
                   + [width_section.section(results.with_name("width.json"))])
@@ -117,7 +119,8 @@ def render(rows: Sequence[Mapping], ablations: Sequence[Mapping], figures: Path,
            link: str, sections: Sequence[str] = ()) -> str:
     """The page; `sections` (the 12-layer and embedding suites') go after the pipeline's."""
     parts = ["# layergraft benchmarks: the offline suite", INTRO]
-    parts += _targets(rows) + _environment(rows) + _teachers(rows)
+    parts += _targets(rows) + _environment(rows)
+    parts += ["## Teachers", teacher_table(rows) or "Not trained yet."]
     for task in TASKS:
         parts += _task(rows, task, figures, link)
     parts += _speed(rows) + [deploy_section.section(figures.parent, link)]
@@ -165,10 +168,6 @@ def _environment(rows) -> list[str]:
                      f"their runs replace them: {counts} (rows recorded before runs carried "
                      f"a settings digest).")
     return parts
-
-
-def _teachers(rows) -> list[str]:
-    return ["## Teachers", teacher_table(rows) or "Not trained yet."]
 
 
 def _task(rows, task: str, figures: Path, link: str) -> list[str]:
