@@ -53,6 +53,33 @@ def test_every_decoder_baseline_runs_through_compress(method, tiny, tmp_path, on
     assert record["continuations"] and (tmp_path / "run" / "README.md").is_file()
 
 
+@pytest.mark.parametrize("method", ["sleb", "laco"])
+def test_a_greedy_search_runs_once_and_is_replayed_for_other_strategies_and_seeds(
+        method, tiny, tmp_path, one_thread, monkeypatch):  # noqa: F811
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from layergraft.scoring import block_scores
+
+    teacher, texts = tiny
+    measured = []
+    real = block_scores.measure_blocks
+    monkeypatch.setattr(block_scores, "measure_blocks",
+                        lambda *args, **kw: measured.append(1) or real(*args, **kw))
+    first = compress(teacher, None, layers=2, method=method, strategy="none",
+                     **_options(tmp_path, texts))
+    again = compress(teacher, None, layers=2, method=method, strategy="none", seed=1,
+                     **_options(tmp_path, texts, out_dir=tmp_path / "again"))
+    assert len(measured) == 1  # the second run searched nothing
+    assert again["test"]["student_perplexity"] == first["test"]["student_perplexity"]
+    one, two = (AutoModelForCausalLM.from_pretrained(tmp_path / name).state_dict()
+                for name in ("run", "again"))
+    assert all(torch.equal(one[k], two[k]) for k in one)
+    other = compress(teacher, None, layers=3, method=method, strategy="none",
+                     **_options(tmp_path, texts, out_dir=tmp_path / "three"))
+    assert len(measured) == 2 and other["layers"] == 3  # another depth searches again
+
+
 def _refused(tmp_path, teacher, message, task=None, **options):
     with pytest.raises(LayergraftError, match=message) as error:
         compress(teacher, task, layers=options.pop("layers", 2), **options)

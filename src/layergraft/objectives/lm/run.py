@@ -10,6 +10,7 @@ teacher top-k.
 
 from __future__ import annotations
 
+import json
 from operator import attrgetter
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from layergraft.objectives.strategies import steps_after_heal
 
 NEEDS_SCORES = ("graft",)
 NEEDS_SIMILARITY = ("drop-similar",)
+GREEDY_SEARCHES = ("sleb", "laco")  # deterministic given the teacher and calibration text
 
 
 class LMRun(Run):
@@ -159,7 +161,34 @@ class LMSession(Session):
         return self.manifest.span_ends()
 
     def _surgery(self):
-        """(student, manifest): the method's graft, on calibration windows of the train text."""
+        """(student, manifest): the method's graft, on calibration windows of the train text;
+        a greedy search (SLEB, LaCo: hours on a 30-layer model, the same for every strategy
+        and seed) is replayed from the manifest it left in the cache."""
+        from layergraft.surgery.manifest import Manifest, replay
+
+        folder = self._search_cache()
+        manifest = Manifest.load(folder) if folder is not None else None
+        if manifest is not None:
+            return replay(self.teacher, manifest), manifest
+        student, manifest = self._graft()
+        if folder is not None:
+            manifest.save(folder)
+        return student, manifest
+
+    def _search_cache(self):
+        """Where a greedy search's manifest is kept, by all it depends on (None: no search)."""
+        from layergraft.utils import cache_root, short_hash
+
+        settings = self.run.identity
+        if settings["method"] not in GREEDY_SEARCHES or settings["pairs"]:
+            return None
+        key = {k: settings[k] for k in ("teacher_content", "texts", "block_length",
+                                         "calibration_windows", "precision", "method",
+                                         "layers")}
+        return cache_root(self.run.cache_dir) / "surgery" / short_hash(json.dumps(
+            key, sort_keys=True))
+
+    def _graft(self):
         from layergraft.surgery.graft import graft_model
         from layergraft.surgery.plan import Plan
 
