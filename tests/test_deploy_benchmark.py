@@ -42,6 +42,20 @@ def test_targets_are_met_or_missed_from_the_records():
     assert status["s2 (2 layers) onnx-int8 vs its torch-fp32"] == ("+0.00 points lost", "MET")
 
 
+def test_the_speed_target_takes_the_fastest_onnx_backend_that_keeps_accuracy():
+    fused = {**RECORD, "records": [*RECORD["records"],
+                                   _row("w/s2", "onnx-opt-int8", 2, 12.0, 0.86),  # 2 points lost
+                                   _row("w/s2", "onnx-opt-int8-static", 2, 10.5, 0.875)]}
+    status = {target: (measured, verdict) for target, _, measured, verdict in
+              deploy.targets(fused)}
+    assert status["s2 (2 layers) onnx-opt-int8-static vs teacher torch-fp32"] == (
+        "10.50x, 97.22%", "MET")
+    assert status["s2 (2 layers) onnx-opt-int8 vs its torch-fp32"] == (
+        "+2.00 points lost", "MISSED")
+    assert status["s2 (2 layers) onnx-opt-int8-static vs its torch-fp32"][1] == "MET"
+    assert "s3 (3 layers) onnx-opt-int8 vs its torch-fp32" not in status  # not run for s3
+
+
 def test_the_section_reads_one_results_file_per_cpu(tmp_path):
     assert deploy.section(tmp_path).endswith("Not run yet.")
     deploy.results_path("AVX2", tmp_path).write_text(json.dumps(RECORD))

@@ -17,9 +17,14 @@ from layergraft.report.tables import markdown_from_cells
 
 TASK = "movie-sentiment"
 RESULTS_DIR = RESULTS
-# student depth -> (onnx-int8 throughput vs the teacher's torch-fp32 at batch 32, test retention)
+# student depth -> (its fastest accurate ONNX backend's throughput vs the teacher's torch-fp32
+# at batch 32, test retention)
 SPEED_TARGETS = {2: (10.0, 0.97), 3: (6.0, 0.98)}
 INT8_MAX_DROP = 0.01  # int8 may cost at most 1 point of test accuracy against fp32
+ONNX_BACKENDS = ("onnx-fp32", "onnx-int8", "onnx-int8-static", "onnx-opt-fp32", "onnx-opt-int8",
+                 "onnx-opt-int8-static")
+INT8_BACKENDS = ("onnx-int8", "onnx-int8-static", "onnx-opt-int8", "onnx-opt-int8-static",
+                 "torch-int8")
 
 
 def cpu_slug(capability: str) -> str:
@@ -51,15 +56,17 @@ def targets(record: Mapping) -> list[list[str]]:
         depth, name = fp32["layers"], Path(student).name
         if depth in SPEED_TARGETS:
             speed, retention = SPEED_TARGETS[depth]
-            int8 = _pick(rows, student, "onnx-int8")
-            measured = ("not run" if int8 is None else
-                        f"{int8['throughput_ratio']:.2f}x, {100 * int8['retention']:.2f}%")
-            met = (int8 is not None and int8["throughput_ratio"] >= speed
-                   and int8["retention"] >= retention)
-            checks.append([f"{name} ({depth} layers) onnx-int8 vs teacher torch-fp32",
+            onnx = fastest_onnx(rows, student, fp32)
+            backend = onnx["backend"] if onnx else "onnx-int8"
+            measured = ("not run" if onnx is None else
+                        f"{onnx['throughput_ratio']:.2f}x, {100 * onnx['retention']:.2f}%")
+            met = (onnx is not None and onnx["throughput_ratio"] >= speed
+                   and onnx["retention"] >= retention)
+            checks.append([f"{name} ({depth} layers) {backend} vs teacher torch-fp32",
                            f">= {speed:g}x at batch 32, >= {100 * retention:g}% test retention",
                            measured, "MET" if met else "MISSED"])
-        for backend in ("onnx-int8", "torch-int8"):
+        for backend in [b for b in INT8_BACKENDS  # the two of issue 15, and any other run
+                        if b in ("onnx-int8", "torch-int8") or _pick(rows, student, b)]:
             int8 = _pick(rows, student, backend)
             drop = None if int8 is None else fp32["value"] - int8["value"]
             checks.append([f"{name} ({depth} layers) {backend} vs its torch-fp32",
@@ -70,9 +77,18 @@ def targets(record: Mapping) -> list[list[str]]:
     return checks
 
 
+def fastest_onnx(rows: Sequence[Mapping], student: str, fp32: Mapping) -> Mapping | None:
+    """The student's fastest ONNX backend at batch 32 that keeps its accuracy (at most
+    INT8_MAX_DROP below its own torch-fp32): what a user deploys (issue 35: fused graphs and
+    static int8 beside dynamic int8, whichever is faster on this CPU)."""
+    kept = [r for backend in ONNX_BACKENDS if (r := _pick(rows, student, backend))
+            and fp32["value"] - r["value"] <= INT8_MAX_DROP + 1e-12]
+    return max(kept, key=lambda r: r["throughput_ratio"], default=None)
+
+
 def section(results_dir: Path = RESULTS_DIR, link: str = "benchmarks/results/figures") -> str:
     """The BENCHMARKS.md section, one part per CPU's deploy-<cpu>.json ("not run yet" without)."""
-    title = "## Deployment: backends (issue 15, `benchmarks/deploy.py`)"
+    title = "## Deployment: backends (issues 15 and 35, `benchmarks/deploy.py`)"
     records = [json.loads(path.read_text())
                for path in sorted(results_dir.glob("deploy-*.json"))]
     if not records:
