@@ -17,7 +17,12 @@ from layergraft.pipeline.compress import compress
 from layergraft.surgery.graft import graft_model
 from layergraft.surgery.recalibrate import recalibrate_norms
 from layergraft.training.guard import CollapseGuard, collapse_reason, train_guarded
-from layergraft.training.train import InheritedRate, TrainConfig, TrainResult
+from layergraft.training.train import (
+    ParameterRates,
+    TrainConfig,
+    TrainResult,
+    layer_decay_scales,
+)
 
 assert one_thread and inputs  # fixtures: one torch thread; the tiny teacher, task and cache
 
@@ -33,7 +38,7 @@ def test_inherited_weights_train_at_their_own_rate_in_their_own_groups():
     model = make_tiny_model("bert", num_layers=2)
     names = frozenset(n for n, _ in model.named_parameters() if ".layer.0." not in n)
     optimizer = torch.optim.AdamW([{"params": list(model.parameters()), "lr": 1e-3}])
-    InheritedRate(names, 1e-5).split(optimizer, model)
+    ParameterRates(names, 1e-5).split(optimizer, model)
     by_id = {id(p): n for n, p in model.named_parameters()}
     rates = {by_id[id(p)]: g["lr"] for g in optimizer.param_groups for p in g["params"]}
     assert len(rates) == len(by_id)  # every parameter in exactly one group
@@ -61,9 +66,51 @@ def test_inherited_rate_zero_leaves_inherited_weights_untouched_by_training(inpu
     assert not same(layers["frozen"][2], layers["surgery"][2])  # the graft still trained
 
 
+def test_layer_decay_lowers_each_layer_s_rate_towards_the_input():
+    from layergraft.errors import LayergraftError
+    from layergraft.surgery.arch import encoder_layers
+
+    model = make_tiny_model("bert", num_layers=3)
+    scales = layer_decay_scales(model, encoder_layers(model), 0.5)
+    by_name = dict(model.named_parameters())
+    assert {scales[n] for n in by_name if ".layer.0." in n} == {0.25}
+    assert {scales[n] for n in by_name if ".layer.2." in n} == {1.0}  # the top layer
+    assert {scales[n] for n in by_name if ".embeddings." in n} == {0.125}
+    assert not {n for n in scales if n.startswith("classifier")}  # the head at the full rate
+    assert layer_decay_scales(model, encoder_layers(model), None) == {}
+    with pytest.raises(LayergraftError, match="takes a factor in"):
+        TrainConfig(output_dir="", layer_decay=1.5)  # refused before anything runs
+    # with a rate of their own for inherited weights, the factor applies on top of it
+    inherited = frozenset(n for n in by_name if ".layer.0." in n)
+    optimizer = torch.optim.AdamW([{"params": list(model.parameters()), "lr": 1e-3}])
+    ParameterRates(inherited, 1e-5, tuple(scales.items())).split(optimizer, model)
+    by_id = {id(p): n for n, p in model.named_parameters()}
+    rates = {by_id[id(p)]: g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    assert len(rates) == len(by_name)
+    assert [rates[n] for n in inherited] == pytest.approx([0.25e-5] * len(inherited))
+    assert {rates[n] for n in by_name if ".layer.1." in n} == {0.5e-3}
+    assert {rates[n] for n in by_name if n.startswith("classifier")} == {1e-3}
+
+
+def test_a_tiny_layer_decay_leaves_the_bottom_layer_as_it_was(inputs, tmp_path):
+    teacher, _, _ = inputs
+    decayed = TrainConfig(**{**TRAINING.__dict__, "layer_decay": 1e-9, "weight_decay": 0.0})
+    result = run(inputs, tmp_path / "decayed", layers=3, pairs="2-3", training=decayed)
+    assert result["settings"]["training"]["layer_decay"] == 1e-9
+    layers = load_classifier(str(tmp_path / "decayed"))[0].bert.encoder.layer
+    source = load_classifier(teacher)[0].bert.encoder.layer
+    bottom, top = (layer.attention.self.query.weight for layer in (layers[0], source[0]))
+    assert torch.allclose(bottom, top, atol=1e-7)  # 1e-18 of the rate, 2 layers down
+    trained = run(inputs, tmp_path / "plain", layers=3, pairs="2-3")
+    plain = load_classifier(str(tmp_path / "plain"))[0].bert.encoder.layer[0]
+    assert not torch.allclose(plain.attention.self.query.weight, top, atol=1e-7)
+    assert "layer_decay" not in trained["settings"]["training"]
+
+
 def test_runs_without_the_new_levers_keep_their_old_identity(inputs, tmp_path):
     settings = run(inputs, tmp_path / "s", dry_run=True)["settings"]
     assert "inherited_learning_rate" not in settings["training"]
+    assert "layer_decay" not in settings["training"]
     assert not {"guard", "recalibrate_samples"} & set(settings)
 
 

@@ -54,6 +54,7 @@ class Cell:
     plan: str | None = None  # explicit spans; None: the method's own (uniform pairs)
     strategy: str = "distill"
     inherited_lr: float | None = None
+    layer_decay: float | None = None
     recalibrate: int = 0
     heal_steps: int = 0
     distill: Mapping = field(default_factory=dict)
@@ -61,7 +62,8 @@ class Cell:
     def options(self, seed: int, out: Path) -> dict:
         """compress's keyword arguments for this cell."""
         training = replace(student_training(self.learning_rate, group_by_length=True),
-                           inherited_learning_rate=self.inherited_lr)
+                           inherited_learning_rate=self.inherited_lr,
+                           layer_decay=self.layer_decay)
         key = RunKey(self.method, self.strategy, LAYERS, seed, SHARE)
         return {"layers": LAYERS, "method": self.method, "strategy": self.strategy,
                 "seed": seed, "budget": key.scaled(Budget.parse(FULL_BUDGET)),
@@ -101,6 +103,9 @@ CELLS: Mapping[str, Cell] = {
     "graft intact 0-3, lr 1e-4, heal 26": Cell("graft", 1e-4, INTACT[4], heal_steps=26),
     "graft intact 0-3, lr 1e-4, replace": Cell("graft", 1e-4, INTACT[4], strategy="replace"),
     "drop-similar, lr 1e-4": Cell("drop-similar", 1e-4),
+    "graft, lr 2e-4, layer decay 0.8": Cell("graft", 2e-4, layer_decay=0.8),
+    "graft intact 0-3, lr 2e-4, layer decay 0.8": Cell("graft", 2e-4, INTACT[4],
+                                                       layer_decay=0.8),
 }
 
 

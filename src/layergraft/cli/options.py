@@ -243,6 +243,10 @@ TRAINING_FLAGS = _options(
         "--lr-inherited", help="Peak learning rate of the weights the student inherited "
         "unchanged (embeddings, head, intact layers); --lr is then that of its new layers. "
         "Default: one rate for all.")], None),
+    layer_decay=(Annotated[float | None, typer.Option(
+        "--lr-layer-decay", help="Layer-wise rate decay: of L layers, layer i (0 at the "
+        "input) trains at D^(L-1-i) times its rate and the embeddings at D^L, the head at the "
+        "full rate (e.g. 0.9). Default: off.")], None),
     group_by_length=(GroupByLengthOpt, False),
     batch_size=(BatchSizeOpt, 32),
     max_length=(Annotated[int, typer.Option(

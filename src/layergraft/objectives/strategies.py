@@ -82,6 +82,7 @@ def refuse_classifier_levers(objective: str, training, options: Mapping,
         ("--recalibrate", options.get("recalibrate_samples")),
         ("--collapse-retries", getattr(guard, "retries", 0)),
         ("--lr-inherited", getattr(training, "inherited_learning_rate", None) is not None),
+        ("--lr-layer-decay", getattr(training, "layer_decay", None) is not None),
         ("--untrained-head", options.get("allow_untrained_head")),
         ("--temperature / --hidden-weight / --task-weight / --attention-weight",
          distill is not None and distill != DistillConfig())) if on]

@@ -28,7 +28,7 @@ range, so it also suits larger hub encoders. Longer runs are guarded by early st
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,7 +73,9 @@ class TrainConfig:
     ``inherited_learning_rate`` is the peak rate of the weights a student inherited unchanged
     (embeddings, head, intact layers: `train`'s ``inherited``), ``learning_rate`` then that of
     its new layers only: a whole-model rate that suits a fresh graft can wreck a wide model's
-    intact layers (DESIGN section 12).
+    intact layers (DESIGN section 12). ``layer_decay`` (0 < d <= 1) lowers the rate layer by
+    layer towards the input (`layer_decay_scales`; ELECTRA, BEiT): the lower layers, which
+    matter most for BERT (Sajjad et al. 2020), move least.
     """
 
     output_dir: str
@@ -96,6 +98,12 @@ class TrainConfig:
     logging_steps: int = 50
     group_by_length: bool = False
     inherited_learning_rate: float | None = None  # see `TaskTrainer`; None: one rate for all
+    layer_decay: float | None = None  # layer-wise rate decay (`layer_decay_scales`); None: off
+
+    def __post_init__(self) -> None:
+        if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
+            raise LayergraftError(f"--lr-layer-decay takes a factor in (0, 1], e.g. 0.9, not "
+                                  f"{self.layer_decay}")
 
     def runtime(self) -> Runtime:
         return Runtime.resolve(self.device, self.precision)
@@ -200,26 +208,54 @@ class TrainingClock(TrainerCallback, ExportableState):
 
 
 @dataclass(frozen=True)
-class InheritedRate:
-    """The weights a student inherited unchanged (parameter names) and their peak rate."""
+class ParameterRates:
+    """Peak rates of their own: the weights a student inherited unchanged (`names`, at
+    `learning_rate`; None: the run's rate) and per-parameter factors on top (`scales`,
+    name -> factor: layer-wise decay)."""
 
-    names: frozenset[str]
-    learning_rate: float
+    names: frozenset[str] = frozenset()
+    learning_rate: float | None = None
+    scales: tuple[tuple[str, float], ...] = ()
 
     def split(self, optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> None:
-        """Split each of the Trainer's parameter groups (decay / no decay) in two, the
-        inherited part at its own rate; deterministic, so a checkpoint's optimizer state fits
-        the groups of a resumed run. The scheduler, made afterwards, scales every group alike."""
-        inherited = {id(p) for name, p in model.named_parameters() if name in self.names}
+        """Split each of the Trainer's parameter groups (decay / no decay) by rate: the run's
+        part first, then the inherited part, each by factor in parameter order; deterministic,
+        so a checkpoint's optimizer state fits the groups of a resumed run. The scheduler,
+        made afterwards, scales every group alike."""
+        names = {id(p): name for name, p in model.named_parameters()}
+        inherited = self.learning_rate is not None
+        scales = dict(self.scales)
         groups = []
         for group in optimizer.param_groups:
-            for own, rate in ((False, group["lr"]), (True, self.learning_rate)):
-                params = [p for p in group["params"] if (id(p) in inherited) == own]
-                if params:
-                    groups.append({**group, "params": params, "lr": rate})
+            for own in (False, True):
+                base = self.learning_rate if own else group["lr"]
+                by_rate: dict[float, list] = {}
+                for p in group["params"]:
+                    if (inherited and names[id(p)] in self.names) == own:
+                        rate = base * scales.get(names[id(p)], 1.0)
+                        by_rate.setdefault(rate, []).append(p)
+                groups += [{**group, "params": params, "lr": rate}
+                           for rate, params in by_rate.items()]
         optimizer.param_groups.clear()
         for group in groups:
             optimizer.add_param_group(group)
+
+
+def layer_decay_scales(model: torch.nn.Module, layers: Sequence[torch.nn.Module],
+                       decay: float | None) -> dict[str, float]:
+    """Layer-wise decay's factor of every parameter (name -> factor): of L layers, layer i
+    (0 at the input) trains at decay^(L - 1 - i) of its rate, the embeddings at decay^L, the
+    rest (head, pooler, final norm) at the full rate; {} when `decay` is None."""
+    if decay is None:
+        return {}
+    depth = {id(p): i for i, layer in enumerate(layers) for p in layer.parameters()}
+    scales = {}
+    for name, p in model.named_parameters():
+        if id(p) in depth:
+            scales[name] = decay ** (len(layers) - 1 - depth[id(p)])
+        elif "embeddings." in name:
+            scales[name] = decay ** len(layers)
+    return scales
 
 
 class TaskTrainer(Trainer):
@@ -235,18 +271,18 @@ class TaskTrainer(Trainer):
 
     def __init__(self, *args, loss_fn: LossFn | None = None,
                  schedule: OneSchedule | None = None,
-                 inherited: InheritedRate | None = None, **kwargs) -> None:
+                 rates: ParameterRates | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.loss_fn = loss_fn
         self.schedule = schedule
-        self.inherited = inherited
+        self.rates = rates
         self.model_accepts_loss_kwargs = False  # no token-count rescaling of sentence losses
 
     def create_optimizer(self, model=None):
         fresh = self.optimizer is None
         optimizer = super().create_optimizer(model)
-        if fresh and self.inherited is not None:
-            self.inherited.split(optimizer, self.model)
+        if fresh and self.rates is not None:
+            self.rates.split(optimizer, self.model)
         if fresh and self.schedule is not None:
             self.schedule.seed(optimizer, self.model)
         return optimizer
@@ -281,6 +317,7 @@ def train(
     spec: TaskSpec | None = None,
     schedule: OneSchedule | None = None,
     inherited: Collection[str] = (),
+    scales: Mapping[str, float] | None = None,
 ) -> TrainResult:
     """Train ``model`` on the train split, evaluating on dev, and return it with the best
     dev checkpoint's weights loaded.
@@ -291,7 +328,8 @@ def train(
     ``model`` there is the wrapped model: call it, don't reach into its attributes.
     ``schedule`` makes this run one stage of a longer one (`TaskTrainer`); it then holds where
     the next stage starts and what it inherits. ``inherited`` names the parameters that
-    train at ``config.inherited_learning_rate`` (when it is set).
+    train at ``config.inherited_learning_rate`` (when it is set); ``scales`` (name -> factor)
+    multiplies a parameter's rate (``config.layer_decay``'s factors, `layer_decay_scales`).
     """
     if isinstance(task, Task):
         spec = task.spec
@@ -316,8 +354,9 @@ def train(
         model=model, args=args, train_dataset=encoded["train"], eval_dataset=encoded["dev"],
         data_collator=collator(tokenizer), compute_metrics=score,
         callbacks=[*stopping, TrainingClock(), *callbacks], loss_fn=loss_fn, schedule=schedule,
-        inherited=(InheritedRate(frozenset(inherited), config.inherited_learning_rate)
-                   if config.inherited_learning_rate is not None else None),
+        rates=(ParameterRates(frozenset(inherited), config.inherited_learning_rate,
+                              tuple(sorted((scales or {}).items())))
+               if config.inherited_learning_rate is not None or scales else None),
     )
     if not config.progress:
         trainer.remove_callback(PrinterCallback)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,7 +25,7 @@ from layergraft.scoring.analysis import (
     measure,
     save_analysis,
 )
-from layergraft.surgery.arch import num_layers
+from layergraft.surgery.arch import encoder_layers, num_layers
 from layergraft.surgery.graft import graft_model
 from layergraft.surgery.manifest import Manifest
 from layergraft.surgery.methods import NEEDS_SCORES
@@ -43,7 +44,7 @@ from layergraft.training.distill import (
 from layergraft.training.guard import CollapseGuard, train_guarded
 from layergraft.training.replace import REPLACE, ScheduleCallback, unwrap, wrap
 from layergraft.training.schedule import OneSchedule
-from layergraft.training.train import train
+from layergraft.training.train import layer_decay_scales, train
 from layergraft.utils import short_hash, write_json_atomic
 
 if TYPE_CHECKING:
@@ -173,16 +174,17 @@ class RunContext:
                          seed=run.seed, precision=run.runtime.precision,
                          device=str(self.state.device), progress=run.progress, resume=True)
         unchanged = _unchanged_names(student, manifest, run.training.inherited_learning_rate)
+        scales = layer_decay_scales(student, encoder_layers(student), run.training.layer_decay)
         callbacks = []
         if run.strategy == "replace":  # each span: the teacher's layers, then the graft alone
             groups = Plan.from_dict(manifest.steps[-1].plan).groups
             callbacks = [ScheduleCallback(wrap(student, self.teacher, groups), REPLACE, steps)]
-        inherited = _while_wrapped(student, unchanged)
+        inherited, scales = _while_wrapped(student, unchanged), _while_wrapped(student, scales)
 
         def stage(model, stage_config):
             return train(model, self.tokenizer, self.encoded, stage_config, loss_fn=loss_fn,
                          callbacks=callbacks, spec=self.task.spec, schedule=schedule,
-                         inherited=inherited)
+                         inherited=inherited, scales=scales)
 
         # a stage of one long schedule cannot restart alone: it shares its curve and moments
         guard = run.guard if schedule is None else CollapseGuard(retries=0)
@@ -201,8 +203,10 @@ def _unchanged_names(student, manifest: Manifest, rate: float | None) -> set[str
     return set(unchanged_parameters(student, manifest.steps[-1].recipes))
 
 
-def _while_wrapped(student, names: set[str]) -> set[str]:
-    """`names` as they read during training: a replace wrapper nests a student layer under
-    `.student.` (its teacher layers are frozen)."""
-    return {name for name, _ in student.named_parameters()
-            if name.replace(".student.", ".") in names}
+def _while_wrapped(student, names):
+    """`names` (a set, or a mapping name -> value) as they read during training: a replace
+    wrapper nests a student layer under `.student.` (its teacher layers are frozen)."""
+    wrapped = {name: name.replace(".student.", ".") for name, _ in student.named_parameters()}
+    if isinstance(names, Mapping):
+        return {name: names[plain] for name, plain in wrapped.items() if plain in names}
+    return {name for name, plain in wrapped.items() if plain in names}

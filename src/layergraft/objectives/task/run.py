@@ -43,7 +43,8 @@ from layergraft.utils import content_fingerprint, num_parameters
 
 # Training settings at these values are left out of a run's identity, so that runs made
 # before the option existed stay valid.
-NEUTRAL_TRAINING = {("group_by_length", False), ("inherited_learning_rate", None)}
+NEUTRAL_TRAINING = {("group_by_length", False), ("inherited_learning_rate", None),
+                    ("layer_decay", None)}
 
 
 @dataclass
