@@ -181,3 +181,31 @@ def test_an_onnx_backend_times_each_shape_from_its_export(inputs):
                                threads=1, device=torch.device("cpu"), max_length=24)
     assert [row["shape"] for row in rows] == ["1L-ffn37", "3L-ffn9"]
     assert all(row["throughput_ratio"] > 0 for row in rows)
+
+
+@pytest.mark.parametrize("family", ["bert", "mpnet", "distilbert"])
+def test_stand_ins_of_one_width_share_one_set_of_weights(family, tmp_path):
+    import torch
+    from helpers import make_tiny_batches, make_tiny_model
+    from transformers import AutoModelForSequenceClassification
+
+    from layergraft.surgery.arch import encoder_layers, ffn_width, num_layers
+
+    teacher = make_tiny_model(family, num_layers=4)
+    width = ffn_width(teacher)
+    shapes = speedup.shape_grid(4, width)
+    models = speedup.stand_ins(teacher, shapes)
+    assert [num_layers(models[s].config) for s in shapes] == [s.layers for s in shapes]
+    for shape in shapes:
+        model, deepest = models[shape], models[speedup.Shape(3, shape.ffn_size)]
+        assert ffn_width(model) == shape.ffn_size
+        layers, deep = encoder_layers(model), encoder_layers(deepest)
+        assert len(layers) == shape.layers and len(deep) == 3  # the deep one left as it was
+        assert all(a is b for a, b in zip(layers, deep, strict=False))  # shared, not copied
+    view = models[speedup.Shape(1, width)]
+    batch = make_tiny_batches(view)[0]
+    view.save_pretrained(tmp_path / "view")
+    saved = AutoModelForSequenceClassification.from_pretrained(tmp_path / "view").eval()
+    assert num_layers(saved.config) == 1
+    with torch.no_grad():  # a stock one-layer model of the same weights runs the same
+        assert torch.allclose(saved(**batch).logits, view.eval()(**batch).logits, atol=1e-5)

@@ -21,6 +21,7 @@ choice under `choices["speedup"]` and speedup.png draws it.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import platform
@@ -45,7 +46,7 @@ from layergraft.pipeline.bench_run import export_backends
 from layergraft.report.figures import png_bytes
 from layergraft.report.speedup_figure import speedup_figure
 from layergraft.runtime import Runtime, cpu_capability
-from layergraft.surgery.arch import ffn_width, num_layers
+from layergraft.surgery.arch import ffn_width, num_layers, spec_for
 from layergraft.surgery.graft import graft_model
 from layergraft.surgery.methods import TAKES_OPTIONS, GraftOptions
 from layergraft.surgery.width import resolve_ffn_size
@@ -96,13 +97,56 @@ def stand_in(teacher: PreTrainedModel, shape: Shape) -> PreTrainedModel:
     return graft_model(teacher, layers=shape.layers, method="random", options=options)[0]
 
 
+def stand_ins(teacher: PreTrainedModel, shapes: Sequence[Shape]) -> dict[Shape, PreTrainedModel]:
+    """A stand-in per shape, the shapes of one FFN width sharing one set of weights: the
+    deepest is built (`stand_in`), each shallower one runs its first layers. A 12-layer
+    teacher's 55 shapes then hold 5 stand-ins' weights, not 55 (about 1.5 GB for MPNet,
+    not 12)."""
+    deepest = {}
+    for shape in shapes:
+        if shape.layers > deepest.get(shape.ffn_size, Shape(0, 0)).layers:
+            deepest[shape.ffn_size] = shape
+    built = {width: stand_in(teacher, shape) for width, shape in deepest.items()}
+    return {s: first_layers(built[s.ffn_size], s.layers) for s in shapes}
+
+
+def first_layers(model: PreTrainedModel, count: int) -> PreTrainedModel:
+    """`model` running only its first `count` layers, every weight shared with it (a view of
+    the shape, for timing; the model itself is left as it was)."""
+    if count == num_layers(model.config):
+        return model
+    config = copy.deepcopy(model.config)
+    config.num_hidden_layers = count
+    prefix = [] if model.base_model is model else [model.base_model_prefix]
+    *above, last = [*prefix, *spec_for(model).layers.split(".")]
+    view = parent = _own_children(model, config)
+    source = model
+    for name in above:  # copy the chain of modules down to the layer list
+        source = source._modules[name]
+        child = _own_children(source, config)
+        parent._modules[name] = child
+        parent = child
+    parent._modules[last] = torch.nn.ModuleList(list(source._modules[last])[:count])
+    return view
+
+
+def _own_children(module: torch.nn.Module, config) -> torch.nn.Module:
+    """A shallow copy with a table of children of its own (the children stay shared) and,
+    where it has one, the view's config."""
+    clone = copy.copy(module)
+    clone._modules = dict(module._modules)
+    if hasattr(module, "config"):
+        clone.config = config
+    return clone
+
+
 def time_shapes(teacher: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: Task,
                 shapes: Sequence[Shape], *, backend: str, threads: int, device: torch.device,
                 max_length: int = 128) -> list[dict]:
     """Every shape's throughput over the teacher's, from one interleaved `measure_speed` run:
     the teacher on torch-fp32 first (the reference), each shape's stand-in on `backend`."""
     teacher = teacher.to(device).eval()
-    return time_models(teacher, tokenizer, task, {s: stand_in(teacher, s) for s in shapes},
+    return time_models(teacher, tokenizer, task, stand_ins(teacher, shapes),
                        backend=backend, threads=threads, device=device, max_length=max_length)
 
 
