@@ -289,6 +289,19 @@ def test_auto_method_returns_the_best_on_dev_of_graft_and_the_strongest_drops(
     assert line.startswith(f"chose method {method['chosen']}, lr ") and "plan" in line
 
 
+def test_auto_method_without_training_sweeps_no_rate(inputs, tmp_path, monkeypatch):
+    from layergraft.pipeline import auto
+
+    teacher, task, _ = inputs
+    executed = executed_runs(monkeypatch)
+    record = auto.compress_auto(teacher, task, out_dir=tmp_path / "a", method="auto",
+                                strategy="none", **auto_options(tmp_path / "cache"))
+    assert "learning_rate" not in record["choices"]
+    # graft's two plans, drop-top and drop-alternate as they are, then the run itself
+    assert executed == ["graft", "graft", "drop-top", "drop-alternate",
+                        record["choices"]["method"]["chosen"]]
+
+
 def test_auto_method_at_a_given_rate_probes_each_method_once_from_the_cli(
         inputs, tmp_path, monkeypatch):
     import json

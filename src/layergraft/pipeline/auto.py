@@ -28,6 +28,7 @@ from layergraft.data.tasks import TaskSource, as_source
 from layergraft.errors import LayergraftError
 from layergraft.objectives.base import get_objective
 from layergraft.objectives.runs import RESULTS_NAME
+from layergraft.objectives.strategies import UNTRAINED
 from layergraft.pipeline.compress import compress
 from layergraft.surgery.plan import plan_spans
 from layergraft.training.budget import Budget
@@ -83,6 +84,8 @@ def compress_auto(teacher_path: str, task: str | TaskSource | None, *, layers: i
     if method == "auto":
         learning_rate = "auto" if learning_rate is None else learning_rate
         plan = "auto" if plan is None else plan
+    if learning_rate == "auto" and options.get("strategy", "distill") in UNTRAINED:
+        learning_rate = None  # a student that is not trained has no rate to choose
     if options.get("dry_run") and "auto" in (learning_rate, plan, method):
         return {"status": "to do", "out": str(out_dir), "settings": None,
                 "note": "--method, --lr and --plan auto are chosen by probes when the run "
