@@ -41,3 +41,17 @@ def test_the_section_marks_the_strongest_baseline_and_plots_the_rate_curve(tmp_p
     assert "**drop-top, lr 1e-4** (strongest baseline on dev)" in text
     assert "| graft, lr 1e-4 | 1 | 95.00 | 95.00 |" in text
     assert (tmp_path / "figures" / mpnet_levers_section.FIGURE).stat().st_size > 1000
+    assert text.count("Teacher content abc") == 1
+
+
+def test_cells_of_another_teacher_get_a_table_of_their_own(tmp_path):
+    rows = [_row(v, s, r) for v, r in (("graft, lr 1e-4", 0.95), ("drop-top, lr 1e-4", 0.96))
+            for s in ("dev", "test")]
+    rows += [{**_row("graft, lr 2e-5", s, 0.91), "teacher_content": "def",
+              "teacher_value": 0.9} for s in ("dev", "test")]
+    path = tmp_path / "mpnet_levers.json"
+    path.write_text(json.dumps(rows))
+    text = "\n".join(mpnet_levers_section.section(path, tmp_path / "figures", "figures"))
+    assert text.index("Teacher content abc; 2 cells") < text.index(
+        "Teacher content def (accuracy dev 90.00 / test 90.00); 1 cell,")
+    assert text.count("| cell | seeds |") == 2
