@@ -141,7 +141,9 @@ def test_units_of_two_layers_match_a_hand_built_forward_of_those_units(family, t
             x = _reference_layer(model, recipe, x, cos, sin, _window(student.config, index))
         expected = model.lm_head(model.model.norm(x))
         got = student(ids).logits
-    assert torch.allclose(got, expected, atol=1e-5), (got - expected).abs().max()
+    # the reference sums in another order, four layers deep: fp32 noise (1.6e-5 on AVX2); a
+    # wrong unit would be off by 0.1 or more
+    assert torch.allclose(got, expected, atol=5e-5), (got - expected).abs().max()
     layer, (source, other) = student.model.layers[1], model.model.layers[:2]
     assert torch.equal(layer.post_attention_layernorm.weight, torch.ones(32))  # folded
     if family == "qwen3":  # all groups from layer 1: its input norm as it was
