@@ -61,3 +61,13 @@ def test_section_marks_every_target(tmp_path):
     assert "MISSED: VNNI/AMX: >= 98%" not in text or "MET: VNNI/AMX: >= 98%" not in text
     path.write_text(json.dumps(synthetic(seeds=(0, 1, 2), int8=False)))
     assert "AVX2 only: >= 97% retention at >= 4.5x" in section(path)
+
+
+def test_one_seed_meets_no_target_yet(tmp_path):
+    path = tmp_path / "width.json"
+    rows = synthetic(seeds=(0,))
+    path.write_text(json.dumps(rows + [{**r, "metric": "macro_f1"} for r in rows
+                                       if r["kind"] == "run"]))  # a second metric, one seed
+    text = section(path)
+    assert "- MET:" not in text and "± 0.0" not in text  # one seed has no spread
+    assert "- PENDING (fewer than 3 seeds): VNNI/AMX: >= 97% retention at >= 10x" in text

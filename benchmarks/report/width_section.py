@@ -17,13 +17,16 @@ TITLE = "## Width and depth: the fastest student (issue 35)"
 # (retention, speed-up over the MiniLM teacher's torch-fp32), by whether the CPU has int8 units
 TARGETS = {True: ((0.97, 10.0), (0.98, 6.0)), False: ((0.97, 4.5),)}
 PAYING_POINTS = 2  # speed points at which depth + width must beat depth alone
+METRIC = "accuracy"  # movie-sentiment's primary metric (each run also has a macro-F1 row)
+SEEDS = 3  # a chosen point's seeds before a target counts as met (the issue: 3 seeds)
 
 
 def retention_by_shape(rows: Sequence[Mapping], model: str) -> dict[str, Mapping]:
     """Test retention over seeds per shape: mean, std (None for one seed) and n."""
     runs = [r for r in rows if r.get("kind") == "run" and r.get("model") == model
-            and r.get("split") == "test"]
-    return {e["shape"]: {"mean": e["retention_mean"], "std": e["retention_std"], "n": e["n"]}
+            and r.get("split") == "test" and r.get("metric", METRIC) == METRIC]
+    return {e["shape"]: {"mean": e["retention_mean"],
+                         "std": e["retention_std"] if e["n"] >= 2 else None, "n": e["n"]}
             for e in summary_table(runs, group_by=("shape",), fields=("retention",))}
 
 
@@ -43,30 +46,44 @@ def front(points: Sequence[Mapping]) -> list[Mapping]:
                                              for p in points])]
 
 
-def speed_targets(points: Sequence[Mapping]) -> list[tuple[str, bool]]:
-    """This CPU's retention-at-speed targets, each with whether any point meets it."""
+def speed_targets(points: Sequence[Mapping]) -> list[tuple[str, str]]:
+    """This CPU's retention-at-speed targets, each MET (a point meets it over SEEDS seeds),
+    PENDING (a point meets it on fewer seeds so far) or MISSED."""
     units = bool(points and points[0].get("int8_units"))
     kind = "VNNI/AMX" if units else "AVX2 only"
-    return [(f"{kind}: >= {100 * r:.0f}% retention at >= {x:g}x the teacher's torch-fp32",
-             any(p["retention"]["mean"] >= r and p["throughput_ratio"] >= x for p in points))
-            for r, x in TARGETS[units]]
+    marks = []
+    for r, x in TARGETS[units]:
+        meeting = [p for p in points
+                   if p["retention"]["mean"] >= r and p["throughput_ratio"] >= x]
+        status = ("MET" if any(p["retention"]["n"] >= SEEDS for p in meeting)
+                  else f"PENDING (fewer than {SEEDS} seeds)" if meeting else "MISSED")
+        marks.append((f"{kind}: >= {100 * r:.0f}% retention at >= {x:g}x the teacher's "
+                      "torch-fp32", status))
+    return marks
 
 
-def width_pays(points: Sequence[Mapping], model: str) -> tuple[str, bool]:
+def width_pays(points: Sequence[Mapping], model: str) -> tuple[str, str]:
     """Whether, at equal measured speed (as fast or faster, same backend), a narrowed shape
-    beats a shallower full-width one by more than the larger seed std, at two speed points."""
+    beats a shallower full-width one by more than the larger seed std, at two speed points
+    (a pair without seeds on both sides cannot count: PENDING while there are too few)."""
     full = GRIDS[model][1][0]
-    paying = set()
+    paying, unseeded = set(), set()
     for slow in (p for p in points if p["ffn_size"] == full):
         for fast in points:
             if (fast["ffn_size"] < full and fast["backend"] == slow["backend"]
                     and fast["throughput_ratio"] >= slow["throughput_ratio"]):
                 spread = [fast["retention"]["std"], slow["retention"]["std"]]
-                if None not in spread and (fast["retention"]["mean"] - slow["retention"]["mean"]
-                                           > max(spread)):
+                gain = fast["retention"]["mean"] - slow["retention"]["mean"]
+                if None in spread:
+                    if gain > 0:
+                        unseeded.add((slow["backend"], slow["shape"]))
+                elif gain > max(spread):
                     paying.add((slow["backend"], slow["shape"]))
+    status = ("MET" if len(paying) >= PAYING_POINTS else "PENDING (seeds)"
+              if len(paying | unseeded) >= PAYING_POINTS else "MISSED")
     return (f"width that pays: depth + width above depth alone by more than the seed std at "
-            f">= {PAYING_POINTS} speed points ({len(paying)} found)", len(paying) >= PAYING_POINTS)
+            f">= {PAYING_POINTS} speed points ({len(paying)} found, {len(unseeded - paying)} "
+            "more ahead on fewer than 2 seeds)", status)
 
 
 def section(path: Path, model: str = "minilm") -> str:
@@ -84,7 +101,7 @@ def section(path: Path, model: str = "minilm") -> str:
         marks = [*speed_targets(points), width_pays(points, model)]
         parts += [f"### {cpu} ({points[0].get('cpu_capability', '?')})",
                   markdown_from_cells(["backend", "shape", "speed-up", "retention %"], cells),
-                  "\n".join(f"- {'MET' if met else 'MISSED'}: {text}" for text, met in marks)]
+                  "\n".join(f"- {status}: {text}" for text, status in marks)]
     return "\n\n".join(parts) + "\n"
 
 
