@@ -94,7 +94,9 @@ def section(path: Path, model: str = "minilm") -> str:
         return f"{TITLE}\n\nNo runs yet.\n"
     parts = [TITLE, "Each shape timed once per CPU and backend in one interleaved run with the "
                     "teacher (torch-fp32 reference, batch 32, dev lengths, 1 thread); "
-                    "retention on test, mean ± std over seeds."]
+                    "retention on test, mean ± std over seeds, of the trained student in "
+                    "torch fp32 (its int8 graph is not scored here: the deployment section "
+                    "measures what int8 costs each student)."]
     for cpu, points in by_cpu.items():
         cells = [[p["backend"], p["shape"], f"{p['throughput_ratio']:.2f}x",
                   _retention(p["retention"])] for p in front(points)]
