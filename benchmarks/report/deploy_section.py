@@ -12,6 +12,7 @@ from pathlib import Path
 
 from lib.paths import RESULTS
 
+from layergraft.deploy.backends import ONNX_GRAPHS
 from layergraft.report.bench_report import best_lines
 from layergraft.report.tables import markdown_from_cells
 
@@ -21,10 +22,8 @@ RESULTS_DIR = RESULTS
 # at batch 32, test retention)
 SPEED_TARGETS = {2: (10.0, 0.97), 3: (6.0, 0.98)}
 INT8_MAX_DROP = 0.01  # int8 may cost at most 1 point of test accuracy against fp32
-ONNX_BACKENDS = ("onnx-fp32", "onnx-int8", "onnx-int8-static", "onnx-opt-fp32", "onnx-opt-int8",
-                 "onnx-opt-int8-static")
-INT8_BACKENDS = ("onnx-int8", "onnx-int8-static", "onnx-opt-int8", "onnx-opt-int8-static",
-                 "torch-int8")
+ONNX_BACKENDS = tuple(ONNX_GRAPHS)
+INT8_BACKENDS = (*(b for b in ONNX_BACKENDS if "int8" in b), "torch-int8")
 
 
 def cpu_slug(capability: str) -> str:

@@ -8,7 +8,8 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from lib.width_plan import GRIDS
+from lib.stages import TASKS
+from lib.width_plan import GRIDS, TASK
 
 from layergraft.report.stats import pareto_front, summary_table
 from layergraft.report.tables import markdown_from_cells
@@ -17,7 +18,7 @@ TITLE = "## Width and depth: the fastest student (issue 35)"
 # (retention, speed-up over the MiniLM teacher's torch-fp32), by whether the CPU has int8 units
 TARGETS = {True: ((0.97, 10.0), (0.98, 6.0)), False: ((0.97, 4.5),)}
 PAYING_POINTS = 2  # speed points at which depth + width must beat depth alone
-METRIC = "accuracy"  # movie-sentiment's primary metric (each run also has a macro-F1 row)
+METRIC = TASKS[TASK]  # the task's primary metric (each run also has a macro-F1 row)
 SEEDS = 3  # a chosen point's seeds before a target counts as met (the issue: 3 seeds)
 
 

@@ -32,6 +32,7 @@ from lib.paths import REPO, WORK
 from lib.stages import best_strategy
 from report.deploy_section import SPEED_TARGETS, TASK, figure_path, results_path, targets
 
+from layergraft.deploy.backends import BACKENDS  # every one bench has: fused and static int8 too
 from layergraft.pipeline.compress import compress
 from layergraft.training.budget import Budget
 from layergraft.training.train import student_training
@@ -40,10 +41,6 @@ from suites.offline import Suite, make_teacher
 ROOT = REPO
 TEACHER = WORK / "teachers" / TASK
 DEPLOY_WORK = WORK / "deploy"
-# every backend bench has: the fused graphs (--optimize) and static int8 (QDQ, calibrated on
-# the task's texts) beside dynamic int8, so the section can name the fastest that keeps accuracy
-BACKENDS = ("torch-fp32", "torch-bf16", "torch-int8", "onnx-fp32", "onnx-int8",
-            "onnx-int8-static", "onnx-opt-fp32", "onnx-opt-int8", "onnx-opt-int8-static")
 REPEATS = 15
 
 

@@ -229,7 +229,6 @@ def compress(
 ) -> None:
     """Surgery + training + evaluation + speed: a student, its manifest and results.json."""
     from layergraft import api
-    from layergraft.objectives.base import get_objective
 
     speed = ({"speedup": speedup, "speedup_backend": speedup_backend}
              if speedup is not None else {})
@@ -241,6 +240,8 @@ def compress(
                               texts=texts, method=method, **extra,
                               strategy=strategy, budget=budget, seed=seed, device=device,
                               precision=precision, overwrite=overwrite, **speed, **options)
+        from layergraft.objectives.base import get_objective
+
         typer.echo(get_objective(objective).headline(record))
         kind = "sentence-transformers model" if objective == "embedding" else "causal LM"
         typer.echo(f"saved the {layers}-layer {kind} and results.json to {out}")

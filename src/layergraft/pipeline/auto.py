@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -37,6 +37,11 @@ from layergraft.utils import cache_root, content_fingerprint, short_hash, write_
 
 LR_GRID = (2e-5, 5e-5, 1e-4, 2e-4, 4e-4)
 PROBE_SHARE = 0.125  # of the run's budget, per candidate
+
+
+def best_on_dev(scores: Sequence[float | None]) -> int:
+    """The index of the best dev score (a missing one counts as 0; ties: the earlier)."""
+    return max(range(len(scores)), key=lambda i: (scores[i] or 0.0, -i))
 
 
 def intact_candidates(target_layers: int) -> list[int]:
@@ -103,7 +108,7 @@ def compress_auto(teacher_path: str, task: str | TaskSource | None, *, layers: i
                               {**options, "method": name}),
                        name, training, learning_rate, plan, depth, layers, method == "auto")
                for name in methods]
-    best = max(range(len(recipes)), key=lambda i: (recipes[i].score or 0.0, -i))
+    best = best_on_dev([r.score for r in recipes])
     chosen = recipes[best]
     choices = dict(chosen.choices)
     if method == "auto":
@@ -197,7 +202,7 @@ class Prober:
                 seconds += record["seconds"]
             scores[name] = self.plug.probe_score(record)
         names = list(candidates)
-        best = max(range(len(names)), key=lambda i: (scores[names[i]] or 0.0, -i))
+        best = best_on_dev([scores[name] for name in names])
         return {"chosen": names[best], "index": best, "dev_retention": scores,
                 "budget": str(self.budget), "seconds": round(seconds, 2),
                 "folder": str(self.folder)}

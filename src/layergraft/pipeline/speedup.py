@@ -40,7 +40,7 @@ from layergraft.errors import LayergraftError
 from layergraft.models import load_for_task, resolve_model, save_model
 from layergraft.objectives.base import get_objective
 from layergraft.objectives.runs import RESULTS_NAME
-from layergraft.pipeline.auto import PROBE_SHARE, Prober, compress_auto
+from layergraft.pipeline.auto import PROBE_SHARE, Prober, best_on_dev, compress_auto
 from layergraft.pipeline.bench import measure_speed, task_lengths
 from layergraft.pipeline.bench_run import export_backends
 from layergraft.report.figures import png_bytes
@@ -316,8 +316,7 @@ def compress_speedup(teacher_path: str, task: str | TaskSource | None, *, speedu
     probes = _probe(teacher_path, source, picked, budget, probe_share, training, learning_rate,
                     {**options, "objective": objective}, graft, width)
     scores = probes["dev_retention"]
-    chosen = max(range(len(picked)), key=lambda i: (scores.get(picked[i]["shape"]) or 0.0, -i))
-    chosen = picked[chosen]
+    chosen = picked[best_on_dev([scores.get(p["shape"]) for p in picked])]
     record = compress_auto(teacher_path, source, layers=chosen["layers"], out_dir=out_dir,
                            learning_rate=learning_rate, plan=plan, budget=budget,
                            training=training, probe_share=probe_share, objective=objective,

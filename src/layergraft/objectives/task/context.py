@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -179,7 +178,9 @@ class RunContext:
         if run.strategy == "replace":  # each span: the teacher's layers, then the graft alone
             groups = Plan.from_dict(manifest.steps[-1].plan).groups
             callbacks = [ScheduleCallback(wrap(student, self.teacher, groups), REPLACE, steps)]
-        inherited, scales = _while_wrapped(student, unchanged), _while_wrapped(student, scales)
+        plain = _plain_names(student)
+        inherited = {name for name, own in plain.items() if own in unchanged}
+        scales = {name: scales[own] for name, own in plain.items() if own in scales}
 
         def stage(model, stage_config):
             return train(model, self.tokenizer, self.encoded, stage_config, loss_fn=loss_fn,
@@ -203,10 +204,7 @@ def _unchanged_names(student, manifest: Manifest, rate: float | None) -> set[str
     return set(unchanged_parameters(student, manifest.steps[-1].recipes))
 
 
-def _while_wrapped(student, names):
-    """`names` (a set, or a mapping name -> value) as they read during training: a replace
-    wrapper nests a student layer under `.student.` (its teacher layers are frozen)."""
-    wrapped = {name: name.replace(".student.", ".") for name, _ in student.named_parameters()}
-    if isinstance(names, Mapping):
-        return {name: names[plain] for name, plain in wrapped.items() if plain in names}
-    return {name for name, plain in wrapped.items() if plain in names}
+def _plain_names(student) -> dict[str, str]:
+    """Each parameter's name during training -> its name in the student: a replace wrapper
+    nests a student layer under `.student.` (its teacher layers are frozen)."""
+    return {name: name.replace(".student.", ".") for name, _ in student.named_parameters()}
