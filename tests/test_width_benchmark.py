@@ -37,7 +37,7 @@ def synthetic(seeds=(0,), int8=True) -> list[dict]:
     return rows
 
 
-def test_plan_is_the_grid_then_seeds_for_the_front():
+def test_plan_is_the_grid_then_seeds_for_the_front_and_depth_alone():
     assert len(grid("minilm")) == 12 and grid("minilm")[0] == Point("minilm", 3, 1536)
     waiting = plan([])
     assert [p for p, pending in waiting if pending is None] == grid("minilm")
@@ -46,7 +46,11 @@ def test_plan_is_the_grid_then_seeds_for_the_front():
     picked = chosen(rows, "minilm")
     assert picked and all(p.seed == 0 for p in picked)
     extra = [p for p, pending in plan(rows)[12:]]
-    assert {p.seed for p in extra} == {1, 2} and len(extra) == 2 * len(picked)
+    depth_alone = [p for p in grid("minilm") if p.full_width and p not in picked]
+    assert {p.seed for p in extra} == {1, 2}
+    assert len(extra) == 2 * (len(picked) + len(depth_alone))
+    assert {(p.layers, p.ffn_size) for p in extra if p.full_width} == {(3, 1536), (2, 1536),
+                                                                       (1, 1536)}
     assert set(GRIDS) == {"minilm", "mpnet"}
 
 

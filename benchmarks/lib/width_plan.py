@@ -15,7 +15,7 @@ GRIDS: Mapping[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
     "minilm": ((3, 2, 1), (1536, 1152, 768, 384)),
     "mpnet": ((4, 3, 2), (3072, 2304, 1536, 768)),  # optional (--model mpnet)
 }
-SEEDS, EXTRA_SEEDS = (0,), (1, 2)  # seeds 1 and 2 for the chosen points only
+SEEDS, EXTRA_SEEDS = (0,), (1, 2)  # seeds 1 and 2 for the chosen and depth-alone points
 BACKENDS = ("torch-fp32", "onnx-int8", "onnx-opt-int8", "onnx-int8-static")
 THREADS = 1  # issue 35: every speed at one thread
 STRATEGY = "distill"  # graft's default recipe (issue 13: no lever beat it)
@@ -82,11 +82,13 @@ def chosen(rows: Sequence[Mapping], model: str) -> list[Point] | None:
 
 def plan(rows: Sequence[Mapping], model: str = "minilm") -> list[tuple[Point, str | None]]:
     """Every run with why it waits (None: ready): the grid at seed 0, then seeds 1 and 2 of
-    the chosen points once those are known."""
+    the chosen points once those are known, then of the full-width shapes (depth alone: what
+    "width that pays" compares the narrowed points against needs their seed std too)."""
     planned: list[tuple[Point, str | None]] = [(p, None) for p in grid(model)]
     picked = chosen(rows, model)
     if picked is None:
         return planned + [(Point(model, 0, 0, seed), "the seed-0 grid and its speeds")
                           for seed in EXTRA_SEEDS]
+    seeded = picked + [p for p in grid(model) if p.full_width and p not in picked]
     return planned + [(Point(model, p.layers, p.ffn_size, seed), None)
-                      for p in picked for seed in EXTRA_SEEDS]
+                      for p in seeded for seed in EXTRA_SEEDS]

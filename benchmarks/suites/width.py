@@ -7,11 +7,12 @@ shape timed once per CPU and backend, for the Pareto front of speed against rete
 
 The teacher is the offline suite's (benchmarks/work/teachers/movie-sentiment, made by its
 recipe when missing; MPNet: the 12-layer suite's). Every point (lib/width_plan.py: depths
-x FFN widths, seed 0; then seeds 1 and 2 for the points on the dev front) is one resumable
-graft run (distilled on the suite's full budget, `--ffn-size N --ffn-size-all` below full
-width) under benchmarks/work/width/runs/, claimed by a lock so that one process per core
-can share the work. Runs time nothing themselves: speed depends on the shape alone, so each
-backend times every shape of the grid once, in ONE interleaved run with the teacher on
+x FFN widths, seed 0; then seeds 1 and 2 for the points on the dev front and for the
+full-width shapes) is one resumable graft run (distilled on the suite's full budget,
+`--ffn-size N --ffn-size-all` below full width) under benchmarks/work/width/runs/,
+claimed by a lock so that one process per core can share the work. Runs time nothing
+themselves: speed depends on the shape alone, so each backend times every shape once, in
+ONE interleaved run with the teacher on
 torch-fp32 (`layergraft.pipeline.speedup.shape_table`: batch 32, dev lengths, 1 thread),
 named by the CPU (`lib.measure.cpu_name`) and its capability; a CPU and backend measured
 once is not measured again unless `--remeasure`. Rows go to benchmarks/results/width.json,
@@ -141,6 +142,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         if pending is None:
             run_point(point, teacher, store)
     measure_speeds(args.model, teacher, store, args.remeasure)
-    for point, pending in plan(store.rows, args.model):  # the chosen points' seeds
+    for point, pending in plan(store.rows, args.model):  # the chosen and depth-alone seeds
         if pending is None:
             run_point(point, teacher, store)
