@@ -14,11 +14,14 @@ import functools
 import inspect
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from layergraft.errors import LayergraftError
+
+if TYPE_CHECKING:
+    from layergraft.training.distill import DistillConfig
 
 # The `layergraft` command: `layergraft.cli.app` and `layergraft.cli.tools` add its subcommands.
 app = typer.Typer(
@@ -222,7 +225,9 @@ GRAFT_FLAGS = _options(
 
 # A student's distillation (`DistillConfig`) and training (`student_training`).
 DISTILL_FLAGS = _options(
-    temperature=(Annotated[float, typer.Option("--temperature", help="Distillation T.")], 2.0),
+    temperature=(Annotated[float | None, typer.Option(
+        "--temperature", help="Distillation T. Default: 2 for a classifier or sentence "
+        "encoder, 1 for --objective lm (each objective's own).")], None),
     hidden_weight=(Annotated[float, typer.Option(
         "--hidden-weight", help="Weight of the hidden-state MSE to the teacher (0: off).")], 0.0),
     task_weight=(Annotated[float, typer.Option(
@@ -318,7 +323,6 @@ def _build_compress_options(flags: dict, arguments: dict) -> None:
 
     from layergraft.scoring.analysis import AnalysisSettings
     from layergraft.surgery.methods import GraftOptions
-    from layergraft.training.distill import DistillConfig
     from layergraft.training.heal import HealConfig
     from layergraft.training.train import student_training
 
@@ -334,7 +338,7 @@ def _build_compress_options(flags: dict, arguments: dict) -> None:
                        **training)
     # the teacher's analysis keeps seed 0 whatever the run's seed, so runs share it
     arguments["options"] = {
-        "training": training, "distill": DistillConfig(**take(DISTILL_FLAGS)),
+        "training": training, "distill": _distill(take(DISTILL_FLAGS)),
         "graft_options": GraftOptions(**take(GRAFT_FLAGS)),
         "analysis": AnalysisSettings(**take(ANALYSIS_FLAGS), max_length=training.max_length),
         "heal": HealConfig(steps=flags.pop("heal_steps"), learning_rate=flags.pop("heal_lr"),
@@ -343,6 +347,16 @@ def _build_compress_options(flags: dict, arguments: dict) -> None:
         # a given rate, so that --method auto sweeps only the rates nobody gave
         **({"learning_rate": rate} if rate is not None else {}),
         "guard": CollapseGuard(retries=flags.pop("collapse_retries")), **flags}
+
+
+def _distill(flags: dict) -> DistillConfig | None:
+    """The distillation flags as compress takes them: None when none was given, so that each
+    objective keeps its own defaults (the LM's temperature is 1, the classifier's 2)."""
+    from layergraft.training.distill import DistillConfig
+
+    given = {name: value for name, value in flags.items()
+             if value is not None and (name == "temperature" or value != 0.0)}
+    return DistillConfig(**given) if given else None
 
 
 def _rate(text: str | None) -> float | str | None:
