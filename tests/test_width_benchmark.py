@@ -10,7 +10,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 from lib.width_plan import GRIDS, Point, chosen, grid, plan  # noqa: E402
-from report.width_section import section  # noqa: E402
+from report.width_section import section, width_pays  # noqa: E402
 
 SPEED = {1: 9.0, 2: 5.5, 3: 3.8}  # torch-fp32 speed-up at full width, by depth
 
@@ -75,3 +75,21 @@ def test_one_seed_meets_no_target_yet(tmp_path):
     text = section(path)
     assert "- MET:" not in text and "± 0.0" not in text  # one seed has no spread
     assert "- PENDING (fewer than 3 seeds): VNNI/AMX: >= 97% retention at >= 10x" in text
+
+
+def _point(backend, shape, speed, mean, std=0.001):
+    layers, ffn = shape.split("L-ffn")
+    return {"backend": backend, "shape": shape, "ffn_size": int(ffn), "layers": int(layers),
+            "throughput_ratio": speed, "retention": {"mean": mean, "std": std, "n": 3}}
+
+
+def test_width_pays_at_two_speed_points_of_one_backend():
+    pairs = [("2L-ffn1536", 3.0, 0.96), ("3L-ffn384", 3.5, 0.99),
+             ("1L-ffn1536", 6.0, 0.93), ("2L-ffn384", 6.5, 0.97)]
+    one = [_point("torch-fp32", *p) for p in pairs]
+    text, status = width_pays(one, "minilm")
+    assert status == "MET" and "torch-fp32: 3L-ffn384 over 2L-ffn1536 +3.0 pts" in text
+    split = one[:2] + [_point("onnx-int8", *p) for p in pairs[2:]]  # one point per backend
+    assert width_pays(split, "minilm")[1] == "MISSED"
+    unseeded = one[:2] + [_point("torch-fp32", *p, std=None) for p in pairs[2:]]
+    assert width_pays(unseeded, "minilm")[1] == "PENDING (seeds)"

@@ -66,9 +66,11 @@ def speed_targets(points: Sequence[Mapping]) -> list[tuple[str, str]]:
 def width_pays(points: Sequence[Mapping], model: str) -> tuple[str, str]:
     """Whether, at equal measured speed (as fast or faster, same backend), a narrowed shape
     beats a shallower full-width one by more than the larger seed std, at two speed points
-    (a pair without seeds on both sides cannot count: PENDING while there are too few)."""
+    (two full-width shapes) of one backend; a pair without seeds on both sides cannot count:
+    PENDING while there are too few."""
     full = GRIDS[model][1][0]
-    paying, unseeded = set(), set()
+    paying: dict[str, dict[str, str]] = {}  # backend -> slow shape -> the pair, in words
+    unseeded: dict[str, set[str]] = {}
     for slow in (p for p in points if p["ffn_size"] == full):
         for fast in points:
             if (fast["ffn_size"] < full and fast["backend"] == slow["backend"]
@@ -77,14 +79,20 @@ def width_pays(points: Sequence[Mapping], model: str) -> tuple[str, str]:
                 gain = fast["retention"]["mean"] - slow["retention"]["mean"]
                 if None in spread:
                     if gain > 0:
-                        unseeded.add((slow["backend"], slow["shape"]))
+                        unseeded.setdefault(slow["backend"], set()).add(slow["shape"])
                 elif gain > max(spread):
-                    paying.add((slow["backend"], slow["shape"]))
-    status = ("MET" if len(paying) >= PAYING_POINTS else "PENDING (seeds)"
-              if len(paying | unseeded) >= PAYING_POINTS else "MISSED")
+                    paying.setdefault(slow["backend"], {}).setdefault(
+                        slow["shape"], f"{fast['shape']} over {slow['shape']} "
+                        f"+{100 * gain:.1f} pts (std {100 * max(spread):.1f})")
+    best = max(paying, key=lambda b: len(paying[b]), default=None)
+    found = paying.get(best, {})
+    ahead = max((len(paying.get(b, {}).keys() | unseeded.get(b, set()))
+                 for b in paying.keys() | unseeded.keys()), default=0)
+    status = ("MET" if len(found) >= PAYING_POINTS else "PENDING (seeds)"
+              if ahead >= PAYING_POINTS else "MISSED")
+    pairs = f"{best}: {'; '.join(found.values())}" if found else "none yet"
     return (f"width that pays: depth + width above depth alone by more than the seed std at "
-            f">= {PAYING_POINTS} speed points ({len(paying)} found, {len(unseeded - paying)} "
-            "more ahead on fewer than 2 seeds)", status)
+            f">= {PAYING_POINTS} speed points of one backend ({pairs})", status)
 
 
 def section(path: Path, model: str = "minilm") -> str:
