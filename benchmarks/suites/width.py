@@ -12,8 +12,8 @@ full-width shapes) is one resumable graft run (distilled on the suite's full bud
 `--ffn-size N --ffn-size-all` below full width) under benchmarks/work/width/runs/,
 claimed by a lock so that one process per core can share the work. Runs time nothing
 themselves: speed depends on the shape alone, so each backend times every shape once, in
-ONE interleaved run with the teacher on
-torch-fp32 (`layergraft.pipeline.speedup.shape_table`: batch 32, dev lengths, 1 thread),
+ONE interleaved run with the teacher on torch-fp32
+(`layergraft.pipeline.speedup.shape_table`: batch 32, dev lengths, 1 thread),
 named by the CPU (`lib.measure.cpu_name`) and its capability; a CPU and backend measured
 once is not measured again unless `--remeasure`. Rows go to benchmarks/results/width.json,
 replaced atomically; report/width_section.py judges the targets from them alone.

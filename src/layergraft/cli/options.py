@@ -354,8 +354,7 @@ def _distill(flags: dict) -> DistillConfig | None:
     objective keeps its own defaults (the LM's temperature is 1, the classifier's 2)."""
     from layergraft.training.distill import DistillConfig
 
-    given = {name: value for name, value in flags.items()
-             if value is not None and (name == "temperature" or value != 0.0)}
+    given = {p.name: flags[p.name] for p in DISTILL_FLAGS if flags[p.name] != p.default}
     return DistillConfig(**given) if given else None
 
 
